@@ -1,0 +1,178 @@
+/**
+ * The compiled policy: what the data plane reads. Produced by `compile.ts` from the
+ * YAML as written, fully defaulted, in milliseconds and per-millisecond rates, and
+ * deeply frozen. A reload builds a new one; nothing ever mutates one in place.
+ */
+
+/** `host:port` split once. */
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** One endpoint as configured (static list, file) or discovered. */
+export interface EndpointSpec {
+  /** `host:port`, the endpoint's identity (pools and outlier state are keyed by it). */
+  readonly address: string;
+  readonly host: string;
+  readonly port: number;
+  /** Relative weight for the balancers, ≥ 1. */
+  readonly weight: number;
+  /** Free-form labels (etcd metadata, SRV priority...). */
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
+export type DiscoveryPolicy =
+  | { readonly kind: 'static'; readonly endpoints: readonly EndpointSpec[] }
+  | { readonly kind: 'file'; readonly path: string }
+  | { readonly kind: 'dns'; readonly name: string; readonly port: number; readonly refreshMs: number }
+  | { readonly kind: 'dnsSrv'; readonly name: string; readonly refreshMs: number }
+  | { readonly kind: 'etcd'; readonly endpoints: readonly string[]; readonly prefix: string };
+
+export type BalancerKind = 'round-robin' | 'least-connections' | 'random';
+
+export interface BulkheadPolicy {
+  readonly maxConcurrent: number;
+  readonly maxQueued: number;
+  readonly queueTimeoutMs: number;
+  /** Count "would reject" without enforcing. */
+  readonly shadow: boolean;
+}
+
+export interface FailureRatePolicy {
+  /** Ratio in [0, 1]. */
+  readonly threshold: number;
+  readonly minRequests: number;
+  readonly windowMs: number;
+}
+
+export interface CircuitBreakerPolicy {
+  /** Trips after this many failures in a row; null disables the rule. */
+  readonly consecutiveFailures: number | null;
+  /** Trips on a failure ratio over a sliding window; null disables the rule. */
+  readonly failureRate: FailureRatePolicy | null;
+  readonly openForMs: number;
+  readonly maxOpenForMs: number;
+  readonly halfOpenProbes: number;
+  /** A half-open probe that has not settled by then counts as a failure. */
+  readonly probeTimeoutMs: number;
+  readonly shadow: boolean;
+}
+
+export interface OutlierDetectionPolicy {
+  readonly consecutiveFailures: number;
+  readonly ejectForMs: number;
+  /** Percent in [0, 100]; at least one endpoint may always be ejected. */
+  readonly maxEjectedPercent: number;
+}
+
+export interface HealthCheckPolicy {
+  readonly path: string;
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
+  readonly unhealthyAfter: number;
+  readonly healthyAfter: number;
+}
+
+export interface UpstreamPolicy {
+  readonly name: string;
+  readonly discovery: DiscoveryPolicy;
+  readonly balancer: BalancerKind;
+  readonly connectTimeoutMs: number;
+  readonly bulkhead: BulkheadPolicy | null;
+  readonly circuitBreaker: CircuitBreakerPolicy | null;
+  readonly outlierDetection: OutlierDetectionPolicy | null;
+  readonly healthCheck: HealthCheckPolicy | null;
+  /** Stable digest of this upstream's own settings: state survives a reload while it is unchanged. */
+  readonly fingerprint: string;
+}
+
+/** A retry trigger: a transport failure kind or a response status. */
+export type RetryCondition = 'connect-failure' | 'reset' | 'timeout';
+
+export interface RetryPolicy {
+  /** Tries in all, the first included (1 = no retry). */
+  readonly attempts: number;
+  /** Until response headers arrive. */
+  readonly perTryTimeoutMs: number;
+  readonly backoff: { readonly baseMs: number; readonly maxMs: number };
+  readonly on: {
+    readonly conditions: ReadonlySet<RetryCondition>;
+    readonly statuses: ReadonlySet<number>;
+  };
+  readonly budget: { readonly ratio: number; readonly minPerSecond: number; readonly windowMs: number };
+  /** Request bodies up to this size are buffered so a retry can replay them. */
+  readonly maxReplayBytes: number;
+}
+
+export type RateLimitKey =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'header'; readonly name: string }
+  | { readonly kind: 'client-ip' };
+
+export interface RateLimitPolicy {
+  /** Tokens per millisecond. */
+  readonly ratePerMs: number;
+  /** The rate as written, for the RateLimit-Policy header: tokens per `windowSeconds`. */
+  readonly quota: { readonly tokens: number; readonly windowSeconds: number };
+  readonly burst: number;
+  readonly key: RateLimitKey;
+  /** Hard cap on keyed buckets (LRU beyond it). */
+  readonly maxKeys: number;
+  readonly shadow: boolean;
+}
+
+export interface RouteMatch {
+  /** Lower-case host without port, or null for any. */
+  readonly host: string | null;
+  readonly pathPrefix: string | null;
+  /** Upper-case methods, or null for any. */
+  readonly methods: ReadonlySet<string> | null;
+  /** Lower-case header name → exact value. */
+  readonly headers: readonly (readonly [string, string])[];
+}
+
+export interface RoutePolicy {
+  /** `name` from the policy, else `route-<index>`; a metrics label. */
+  readonly name: string;
+  readonly index: number;
+  readonly match: RouteMatch;
+  readonly rewrite: { readonly pathPrefix: string } | null;
+  readonly upstream: string;
+  readonly timeoutMs: number;
+  readonly retry: RetryPolicy;
+  readonly rateLimit: RateLimitPolicy | null;
+  /** Stable digest of this route's own settings (rate-limit state survives while unchanged). */
+  readonly fingerprint: string;
+}
+
+export interface AccessLogPolicy {
+  readonly enabled: boolean;
+}
+
+export interface Policy {
+  readonly version: 1;
+  /** Absolute path of the file it was read from, and the sha256 of its text. */
+  readonly source: { readonly file: string; readonly hash: string };
+  /** DNS servers for dns/dnsSrv discovery; null = the system's. */
+  readonly resolvers: readonly HostPort[] | null;
+  readonly listeners: { readonly outbound: HostPort; readonly admin: HostPort };
+  readonly upstreams: ReadonlyMap<string, UpstreamPolicy>;
+  /** In policy order; first match wins. */
+  readonly routes: readonly RoutePolicy[];
+  readonly accessLog: AccessLogPolicy;
+  /** How long in-flight requests may take to finish on SIGTERM. */
+  readonly drainTimeoutMs: number;
+  /** The policy as written (after defaults), for /admin/policy. */
+  readonly effective: unknown;
+}
+
+/** One problem found in a policy file, located in the YAML. */
+export interface PolicyIssue {
+  readonly file: string;
+  readonly line: number;
+  readonly column: number;
+  /** YAML path, e.g. `upstreams.orders.circuitBreaker.openFor`. */
+  readonly path: string;
+  readonly message: string;
+}

@@ -13,7 +13,8 @@ export type ErrorCode =
   | 'upstream_connect_failed'
   | 'upstream_reset'
   | 'upstream_timeout'
-  | 'bad_request';
+  | 'bad_request'
+  | 'internal_error';
 
 /** The HTTP status each code is answered with. */
 export const STATUS_OF: Readonly<Record<ErrorCode, number>> = Object.freeze({
@@ -26,6 +27,7 @@ export const STATUS_OF: Readonly<Record<ErrorCode, number>> = Object.freeze({
   upstream_reset: 502,
   upstream_timeout: 504,
   bad_request: 400,
+  internal_error: 500,
 });
 
 /** A failure with a stable code; carries what the client should be told. */
@@ -50,4 +52,12 @@ export class ProxyError extends Error {
 /** True for errors that the proxy produced itself (never counted as upstream failures). */
 export function isProxyError(err: unknown): err is ProxyError {
   return err instanceof ProxyError;
+}
+
+/** The client went away (closed its connection) before the response finished. */
+export class ClientClosedError extends Error {
+  override readonly name = 'ClientClosedError';
+  constructor() {
+    super('client closed the connection');
+  }
 }

@@ -1,0 +1,112 @@
+#!/usr/bin/env node
+/**
+ * The CLI: `pilotfish run`, `pilotfish validate`. Thin by design: all logic is in lib/.
+ */
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { Pilotfish, PolicyLoadError } from '../lib/app.js';
+import { formatIssue, loadPolicy } from '../lib/policy/load.js';
+
+const DEFAULT_POLICY = 'config/pilotfish.yaml';
+
+const HELP = `pilotfish — a service-mesh sidecar proxy
+
+Usage:
+  pilotfish run [--policy FILE]     run the sidecar (default policy: ${DEFAULT_POLICY})
+  pilotfish validate FILE           check a policy; exit 0 if valid, 1 with its errors
+  pilotfish --help | --version
+
+Signals: SIGHUP reloads the policy; SIGTERM/SIGINT drain in-flight requests and exit 0.
+Docs: README.md (policy reference, metrics, error codes).`;
+
+/** The package version, from package.json beside the source or the build. */
+async function version(): Promise<string> {
+  for (const rel of ['../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(await readFile(new URL(rel, import.meta.url), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'pilotfish' && pkg.version) return pkg.version;
+    } catch {
+      // not at this depth
+    }
+  }
+  return '0.0.0';
+}
+
+async function validate(file: string | undefined): Promise<number> {
+  if (!file) {
+    process.stderr.write('pilotfish validate: which file? (pilotfish validate FILE)\n');
+    return 2;
+  }
+  const result = await loadPolicy(resolve(file));
+  if (!result.ok) {
+    for (const issue of result.issues) process.stderr.write(`error: ${formatIssue(issue)}\n`);
+    process.stderr.write(`${file}: invalid (${result.issues.length} error${result.issues.length === 1 ? '' : 's'})\n`);
+    return 1;
+  }
+  for (const w of result.warnings) process.stderr.write(`warning: ${formatIssue(w)}\n`);
+  process.stdout.write(`${file}: valid (${result.policy.routes.length} routes, ${result.policy.upstreams.size} upstreams)\n`);
+  return 0;
+}
+
+async function run(args: string[]): Promise<number> {
+  let policy = DEFAULT_POLICY;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '--policy' || a === '-p') policy = args[++i] ?? '';
+    else if (a?.startsWith('--policy=')) policy = a.slice('--policy='.length);
+    else {
+      process.stderr.write(`pilotfish run: unknown argument ${a}\n`);
+      return 2;
+    }
+  }
+  let app: Pilotfish;
+  try {
+    app = await Pilotfish.start({ policyFile: resolve(policy), version: await version() });
+  } catch (err) {
+    if (err instanceof PolicyLoadError) {
+      for (const issue of err.issues) process.stderr.write(`error: ${formatIssue(issue)}\n`);
+      return 1;
+    }
+    process.stderr.write(`pilotfish: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  }
+  process.on('SIGHUP', () => void app.reload());
+  await new Promise<void>((done) => {
+    const stop = (): void => {
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      void app.shutdown().then(done, done);
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+  return 0;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'run':
+      return run(rest);
+    case 'validate':
+      return validate(rest[0]);
+    case '--version':
+    case '-v':
+      process.stdout.write(`${await version()}\n`);
+      return 0;
+    case undefined:
+    case '--help':
+    case '-h':
+    case 'help':
+      process.stdout.write(`${HELP}\n`);
+      return 0;
+    default:
+      process.stderr.write(`pilotfish: unknown command ${command}\n${HELP}\n`);
+      return 2;
+  }
+}
+
+const code = await main(process.argv.slice(2));
+// After a drain, sockets the drain cut may still be unwinding: do not wait for them.
+if (process.argv[2] === 'run') process.exit(code);
+process.exitCode = code;

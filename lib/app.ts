@@ -1,0 +1,288 @@
+/**
+ * The composition root: wires clock, randomness, metrics, discovery, the policy watcher and
+ * both listeners, and owns the one mutable reference in the data plane — the runtime
+ * serving now — which a reload swaps atomically.
+ */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Writable } from 'node:stream';
+import { systemClock, type Clock } from './core/clock.js';
+import { systemRandom, type Random } from './core/random.js';
+import { createDiscoverySource, type DiscoveryTuning } from './discovery/create-source.js';
+import { AccessLog } from './observe/access-log.js';
+import { jsonLogger, type Logger } from './observe/logger.js';
+import { Metrics } from './observe/metrics.js';
+import { formatIssue, loadPolicy } from './policy/load.js';
+import type { Policy, PolicyIssue } from './policy/types.js';
+import { watchPolicyFile } from './policy/watch.js';
+import { buildRuntime, type Runtime, type RuntimeDeps, type StateReport } from './runtime/runtime.js';
+import { createAdminServer } from './server/admin.js';
+import { createOutboundServer } from './server/outbound.js';
+import { PoolRegistry } from './upstream/pools.js';
+import { UpgradeTunnel } from './upstream/upgrade-tunnel.js';
+import type { UpstreamRuntime } from './upstream/upstream-runtime.js';
+
+/** How to start a Pilotfish. */
+export interface StartOptions {
+  readonly policyFile: string;
+  readonly clock?: Clock;
+  readonly random?: Random;
+  /** Where access log lines go (stdout by default). */
+  readonly accessLogOut?: Writable;
+  readonly logger?: Logger;
+  /** Watch the policy file for changes (default true). */
+  readonly watch?: boolean;
+  readonly version?: string;
+  /** Discovery timings (tests shorten them). */
+  readonly discoveryTuning?: DiscoveryTuning;
+}
+
+/** The policy file could not be loaded at start: nothing to fall back on. */
+export class PolicyLoadError extends Error {
+  constructor(readonly issues: readonly PolicyIssue[]) {
+    super(`invalid policy:\n${issues.map(formatIssue).join('\n')}`);
+  }
+}
+
+/** The result of the last load, for /admin/policy. */
+export interface ReloadRecord {
+  readonly at: string;
+  readonly ok: boolean;
+  readonly issues: readonly PolicyIssue[];
+  readonly state: StateReport | null;
+}
+
+/** How long upstreams retired by a reload keep serving the requests that started on them. */
+const RETIRE_AFTER_MS = 30_000;
+/** How long /readyz waits for discovery before declaring ready anyway. */
+const STARTUP_RESOLVE_TIMEOUT_MS = 10_000;
+
+/** A running sidecar. */
+export class Pilotfish {
+  private runtime_: Runtime;
+  private draining = false;
+  private last: ReloadRecord | null = null;
+  private reloading: Promise<boolean> | null = null;
+  private reloadAgain = false;
+  private readonly startedAt: number;
+  private stopWatch: (() => void) | null = null;
+  private readonly retired = new Set<UpstreamRuntime>();
+
+  private constructor(
+    policy: Policy,
+    private readonly deps: RuntimeDeps,
+    readonly metrics: Metrics,
+    private readonly logger: Logger,
+    private readonly accessLog: AccessLog | null,
+    private readonly pools: PoolRegistry,
+    private readonly tunnel: UpgradeTunnel,
+    readonly outbound: Server,
+    readonly admin: Server,
+    /** Requests in flight on the outbound listener (drain waits for zero). */
+    readonly load: { inFlight: number },
+  ) {
+    this.startedAt = deps.clock.now();
+    const built = buildRuntime(policy, null, deps);
+    this.runtime_ = built.runtime;
+    this.last = { at: new Date(deps.clock.wallNow()).toISOString(), ok: true, issues: [], state: built.report };
+  }
+
+  /** Loads the policy, starts discovery and both listeners. Rejects on an invalid policy. */
+  static async start(options: StartOptions): Promise<Pilotfish> {
+    const clock = options.clock ?? systemClock;
+    const random = options.random ?? systemRandom;
+    const logger = options.logger ?? jsonLogger(process.stderr, () => clock.wallNow());
+    const loaded = await loadPolicy(options.policyFile);
+    if (!loaded.ok) throw new PolicyLoadError(loaded.issues);
+    for (const w of loaded.warnings) logger.log('warn', `policy: ${formatIssue(w)}`);
+    const policy = loaded.policy;
+
+    let app: Pilotfish | null = null;
+    const metrics = new Metrics({ upstreams: () => app?.runtime().upstreams.values() ?? [] }, { version: options.version ?? '0.0.0' });
+    const accessLog = policy.accessLog.enabled
+      ? new AccessLog(options.accessLogOut ?? process.stdout, (n) => metrics.accessLogDropped.inc(n))
+      : null;
+    const pools = new PoolRegistry();
+    const tunnel = new UpgradeTunnel();
+    const deps: RuntimeDeps = {
+      clock,
+      random,
+      events: metrics,
+      pools,
+      routeMetrics: (route, upstream) => metrics.forRoute(route, upstream),
+      discover: (up) =>
+        createDiscoverySource(up.name, up.discovery, {
+          clock,
+          random,
+          resolvers: app?.runtime().policy.resolvers ?? policy.resolvers,
+          tuning: options.discoveryTuning,
+          events: {
+            updated: () => {},
+            failed: (upstream, kind, error) => {
+              metrics.discoveryFailed(upstream, kind);
+              logger.log('warn', 'discovery failed; keeping the last known endpoints', { upstream, source: kind, error: error.message });
+            },
+          },
+        }),
+    };
+    const load = { inFlight: 0 };
+    const outbound = createOutboundServer({ clock, runtime: () => (app as Pilotfish).runtime(), metrics, accessLog, tunnel, logger, load });
+    const admin = createAdminServer({
+      metrics,
+      runtime: () => (app as Pilotfish).runtime(),
+      notReadyReason: () => (app as Pilotfish).notReadyReason(),
+      lastReload: () => (app as Pilotfish).last,
+    });
+    app = new Pilotfish(policy, deps, metrics, logger, accessLog, pools, tunnel, outbound, admin, load);
+    metrics.reloads.labels('success').inc();
+    metrics.lastReloadSuccess.set(1);
+    metrics.policyInfo.labels(policy.source.hash).set(1);
+    await Promise.all([listen(outbound, policy.listeners.outbound), listen(admin, policy.listeners.admin)]);
+    if (options.watch !== false) {
+      const watcher = watchPolicyFile(options.policyFile, () => void app?.reload(), { clock });
+      app.stopWatch = () => watcher.close();
+    }
+    logger.log('info', 'pilotfish started', {
+      policy: policy.source.file,
+      hash: policy.source.hash,
+      outbound: address(outbound),
+      admin: address(admin),
+    });
+    return app;
+  }
+
+  /** The runtime serving now. */
+  runtime(): Runtime {
+    return this.runtime_;
+  }
+
+  /** Where the outbound listener listens (the real port when the policy said 0). */
+  get outboundAddress(): AddressInfo {
+    return this.outbound.address() as AddressInfo;
+  }
+
+  /** Where the admin listener listens. */
+  get adminAddress(): AddressInfo {
+    return this.admin.address() as AddressInfo;
+  }
+
+  /** Null when ready to take traffic, else why not (draining, or discovery still pending). */
+  notReadyReason(): string | null {
+    if (this.draining) return 'draining';
+    if (!this.outbound.listening) return 'outbound listener not up';
+    if (this.deps.clock.now() - this.startedAt < STARTUP_RESOLVE_TIMEOUT_MS) {
+      const routed = new Set(this.runtime_.policy.routes.map((r) => r.upstream));
+      for (const name of routed) {
+        const up = this.runtime_.upstreams.get(name);
+        if (up && !up.resolved) return `waiting for endpoints of upstream ${name}`;
+      }
+    }
+    return null;
+  }
+
+  /**
+   * Re-reads the policy file. A valid policy is swapped in atomically (requests in flight
+   * finish on the old one); an invalid one is rejected and the last good policy keeps
+   * serving. Concurrent calls coalesce. Resolves true when a new policy was applied.
+   */
+  reload(): Promise<boolean> {
+    if (this.reloading) {
+      this.reloadAgain = true;
+      return this.reloading;
+    }
+    this.reloading = this.reloadOnce().finally(() => {
+      this.reloading = null;
+      if (this.reloadAgain) {
+        this.reloadAgain = false;
+        void this.reload();
+      }
+    });
+    return this.reloading;
+  }
+
+  private async reloadOnce(): Promise<boolean> {
+    const file = this.runtime_.policy.source.file;
+    const at = new Date(this.deps.clock.wallNow()).toISOString();
+    const loaded = await loadPolicy(file);
+    if (!loaded.ok) {
+      this.last = { at, ok: false, issues: loaded.issues, state: null };
+      this.metrics.reloads.labels('failure').inc();
+      this.metrics.lastReloadSuccess.set(0);
+      this.logger.log('error', 'policy rejected; the last good policy keeps serving', {
+        file,
+        errors: loaded.issues.map(formatIssue),
+      });
+      return false;
+    }
+    const policy = loaded.policy;
+    if (policy.source.hash === this.runtime_.policy.source.hash) return false;
+    for (const w of loaded.warnings) this.logger.log('warn', `policy: ${formatIssue(w)}`);
+    const old = this.runtime_.policy;
+    if (!sameListeners(old, policy)) this.logger.log('warn', 'listener addresses changed: they apply at the next restart');
+    const built = buildRuntime(policy, this.runtime_, this.deps);
+    this.runtime_ = built.runtime;
+    this.last = { at, ok: true, issues: [], state: built.report };
+    this.metrics.reloads.labels('success').inc();
+    this.metrics.lastReloadSuccess.set(1);
+    this.metrics.policyInfo.reset();
+    this.metrics.policyInfo.labels(policy.source.hash).set(1);
+    this.logger.log('info', 'policy reloaded', { file, hash: policy.source.hash, kept: built.report.kept, reset: built.report.reset });
+    for (const up of built.retired) this.retire(up);
+    return true;
+  }
+
+  /** Closes a replaced upstream once the requests that started on it have had time to finish. */
+  private retire(up: UpstreamRuntime): void {
+    this.retired.add(up);
+    this.deps.clock.setTimer(() => {
+      this.retired.delete(up);
+      void up.close();
+    }, RETIRE_AFTER_MS);
+  }
+
+  /**
+   * Graceful shutdown: /readyz turns 503, listeners stop accepting, in-flight requests get
+   * up to the policy's drain timeout to finish, then everything closes.
+   */
+  async shutdown(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    this.stopWatch?.();
+    this.logger.log('info', 'draining', { inFlight: this.load.inFlight });
+    const closed = new Promise<void>((resolve) => this.outbound.close(() => resolve()));
+    const deadline = this.deps.clock.now() + this.runtime_.policy.drainTimeoutMs;
+    while (this.load.inFlight > 0 && this.deps.clock.now() < deadline) {
+      this.outbound.closeIdleConnections();
+      await new Promise<void>((resolve) => this.deps.clock.setTimer(resolve, 20));
+    }
+    this.outbound.closeAllConnections();
+    this.tunnel.closeAll();
+    await closed;
+    for (const up of [...this.runtime_.upstreams.values(), ...this.retired]) await up.close();
+    await this.pools.closeAll();
+    this.accessLog?.flush();
+    await new Promise<void>((resolve) => this.admin.close(() => resolve()));
+    this.admin.closeAllConnections();
+    this.logger.log('info', 'stopped', { leftInFlight: this.load.inFlight });
+  }
+}
+
+function sameListeners(a: Policy, b: Policy): boolean {
+  const l = (p: Policy): string => `${p.listeners.outbound.host}:${p.listeners.outbound.port} ${p.listeners.admin.host}:${p.listeners.admin.port}`;
+  return l(a) === l(b);
+}
+
+function listen(server: Server, at: { host: string; port: number }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(at.port, at.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+function address(server: Server): string {
+  const a = server.address() as AddressInfo;
+  return `${a.address}:${a.port}`;
+}

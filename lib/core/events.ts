@@ -1,0 +1,46 @@
+/**
+ * What the proxy reports about its decisions. Stages, upstreams and the reloader call
+ * these; `lib/metrics/metrics.ts` turns them into Prometheus series. Nothing outside the
+ * metrics module imports prom-client.
+ */
+import type { BreakerState } from '../resilience/circuit-breaker.js';
+
+/** Why a retry was not made although the attempt failed. */
+export type RetryRefusal = 'budget' | 'deadline' | 'not_replayable' | 'attempts';
+
+/** Which limit a shadow-mode "would reject" is about. */
+export type ShadowLimit = 'rate_limit' | 'bulkhead' | 'circuit_breaker';
+
+/** Decisions and state changes, as they happen. */
+export interface ProxyEvents {
+  retried(route: string, upstream: string, reason: string): void;
+  retryRefused(route: string, upstream: string, why: RetryRefusal): void;
+  backoff(upstream: string, ms: number): void;
+  breakerTransition(upstream: string, from: BreakerState, to: BreakerState, reason: string): void;
+  shadowReject(limit: ShadowLimit, name: string): void;
+  bulkheadRejected(upstream: string, reason: 'full' | 'timeout'): void;
+  rateLimited(route: string): void;
+  ejected(upstream: string, address: string): void;
+  ejectionEnded(upstream: string, address: string): void;
+  panic(upstream: string): void;
+  discoveryUpdated(upstream: string, source: string, endpoints: number, stale: boolean): void;
+  discoveryFailed(upstream: string, source: string): void;
+  healthCheck(upstream: string, address: string, ok: boolean): void;
+}
+
+/** Events that go nowhere (tests, tools). */
+export const noEvents: ProxyEvents = {
+  retried() {},
+  retryRefused() {},
+  backoff() {},
+  breakerTransition() {},
+  shadowReject() {},
+  bulkheadRejected() {},
+  rateLimited() {},
+  ejected() {},
+  ejectionEnded() {},
+  panic() {},
+  discoveryUpdated() {},
+  discoveryFailed() {},
+  healthCheck() {},
+};

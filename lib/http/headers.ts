@@ -1,0 +1,101 @@
+/**
+ * Header rules for forwarded messages: hop-by-hop fields stay on their own hop
+ * (RFC 9110 §7.6.1), the proxy announces itself (Via, X-Forwarded-*), and every request
+ * carries an id. Works on raw header arrays so HTTP/2 pseudo-headers can join later.
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+
+/** Fields that belong to one connection, never forwarded (plus the legacy ones). */
+const HOP_BY_HOP: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'proxy-authenticate',
+  'proxy-authorization',
+]);
+
+/**
+ * Fields the proxy sets itself on requests it forwards. `expect` is answered here (Node
+ * sends 100 Continue) rather than passed on: the upstream client does not support it.
+ */
+const REWRITTEN: ReadonlySet<string> = new Set(['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'via', 'x-request-id', 'expect']);
+
+/** The `Via` token this proxy adds. */
+export const VIA = '1.1 pilotfish';
+
+/** The extra names a `Connection` field lists (lower-case), or null when none. */
+export function connectionTokens(value: string | string[] | undefined): ReadonlySet<string> | null {
+  if (value === undefined) return null;
+  const text = Array.isArray(value) ? value.join(',') : value;
+  // The common values name no extra field: skip allocating a set for them.
+  if (text === 'keep-alive' || text === 'close' || text === 'Keep-Alive' || text === 'Upgrade') return null;
+  const tokens = new Set<string>();
+  for (const t of text.split(',')) {
+    const name = t.trim().toLowerCase();
+    if (name) tokens.add(name);
+  }
+  return tokens.size ? tokens : null;
+}
+
+/** What the proxy knows about the request it is forwarding. */
+export interface ForwardedInfo {
+  readonly clientIp: string;
+  /** The authority the client addressed (Host, or the absolute-form URI's). */
+  readonly authority: string;
+  readonly requestId: string;
+}
+
+/**
+ * The header list sent upstream: Host set to the authority the client addressed (also for
+ * absolute-form requests, RFC 9112 §3.2.2), the client's fields minus hop-by-hop ones, with
+ * X-Forwarded-For appended to, X-Forwarded-Proto/-Host kept or set, Via appended, and
+ * x-request-id set. Returns a flat [name, value, ...] array, the form undici sends fastest.
+ */
+export function upstreamRequestHeaders(rawHeaders: readonly string[], headers: IncomingHttpHeaders, info: ForwardedInfo): string[] {
+  const extra = connectionTokens(headers.connection);
+  const out: string[] = ['host', info.authority];
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || REWRITTEN.has(lower) || (extra !== null && extra.has(lower))) continue;
+    out.push(name, rawHeaders[i + 1] as string);
+  }
+  const xff = headers['x-forwarded-for'];
+  out.push('x-forwarded-for', xff ? `${xff}, ${info.clientIp}` : info.clientIp);
+  out.push('x-forwarded-proto', headerValue(headers['x-forwarded-proto']) ?? 'http');
+  out.push('x-forwarded-host', headerValue(headers['x-forwarded-host']) ?? info.authority);
+  const via = headers.via;
+  out.push('via', via ? `${via}, ${VIA}` : VIA);
+  out.push('x-request-id', info.requestId);
+  return out;
+}
+
+/**
+ * Strips hop-by-hop fields from an upstream response in place and appends Via.
+ * undici hands us a fresh object per response, so mutating it costs no copy.
+ */
+export function cleanResponseHeaders(headers: IncomingHttpHeaders): IncomingHttpHeaders {
+  const extra = connectionTokens(headers.connection);
+  if (extra !== null) for (const name of extra) delete headers[name];
+  for (const name of HOP_BY_HOP) if (headers[name] !== undefined) delete headers[name];
+  const via = headers.via;
+  headers.via = via ? `${Array.isArray(via) ? via.join(', ') : via}, ${VIA}` : VIA;
+  return headers;
+}
+
+/** A header's single value (the first, if repeated). */
+export function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+const REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
+
+/** The client's x-request-id if it is sane (printable, ≤ 200 chars), else null. */
+export function acceptableRequestId(value: string | string[] | undefined): string | null {
+  const v = headerValue(value);
+  return v !== undefined && REQUEST_ID.test(v) ? v : null;
+}

@@ -1,0 +1,307 @@
+/**
+ * Every metric Pilotfish exports, declared in one place on an injected registry. The rest
+ * of the proxy reports through `ProxyEvents` and `RequestMetrics`; gauges of live state are
+ * read at scrape time from the current runtime, so nothing on the hot path keeps them.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ProxyEvents, RetryRefusal, ShadowLimit } from '../core/events.js';
+import type { BreakerState } from '../resilience/circuit-breaker.js';
+import type { UpstreamRuntime } from '../upstream/upstream-runtime.js';
+
+/** Latency buckets (seconds): sub-millisecond loopback hops up to the 15 s default deadline. */
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30];
+
+const KNOWN_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE', 'CONNECT']);
+const STATUS_CLASSES = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx'];
+const BREAKER_STATE_VALUE: Readonly<Record<BreakerState, number>> = { closed: 0, open: 1, 'half-open': 2 };
+
+/** What the scrape-time gauges read: the upstreams of the policy now serving. */
+export interface LiveView {
+  upstreams(): Iterable<UpstreamRuntime>;
+}
+
+type Child = { inc(n?: number): void };
+type Observer = { observe(v: number): void };
+
+/** Per-route request counters and latency, with label children cached (bounded: methods are normalised). */
+export class RequestMetrics {
+  private readonly counters = new Map<string, Child>();
+  private readonly latency: Observer;
+
+  constructor(
+    private readonly metrics: Metrics,
+    private readonly route: string,
+    private readonly upstream: string,
+  ) {
+    this.latency = metrics.requestDuration.labels(route, upstream);
+  }
+
+  /** Records one finished request. */
+  observe(method: string, status: number, seconds: number): void {
+    const m = KNOWN_METHODS.has(method) ? method : 'OTHER';
+    const cls = STATUS_CLASSES[(status / 100) | 0] ?? '5xx';
+    const key = m + cls;
+    let child = this.counters.get(key);
+    if (child === undefined) {
+      child = this.metrics.requests.labels(this.route, this.upstream, m, cls);
+      this.counters.set(key, child);
+    }
+    child.inc();
+    this.latency.observe(seconds);
+  }
+}
+
+/** The metric families, on their own registry. */
+export class Metrics implements ProxyEvents {
+  readonly registry = new Registry();
+  readonly requests: Counter<'route' | 'upstream' | 'method' | 'status_class'>;
+  readonly requestDuration: Histogram<'route' | 'upstream'>;
+  readonly inFlight: Gauge;
+  readonly proxyErrors: Counter<'code' | 'route' | 'upstream'>;
+  readonly reloads: Counter<'result'>;
+  readonly lastReloadSuccess: Gauge;
+  readonly policyInfo: Gauge<'hash'>;
+  readonly accessLogDropped: Counter;
+  private readonly retries: Counter<'route' | 'upstream' | 'reason'>;
+  private readonly retriesRefused: Counter<'route' | 'upstream' | 'reason'>;
+  private readonly backoffSeconds: Counter<'upstream'>;
+  private readonly breakerTransitions: Counter<'upstream' | 'from' | 'to' | 'reason'>;
+  private readonly shadowRejects: Counter<'limit' | 'name'>;
+  private readonly bulkheadRejections: Counter<'upstream' | 'reason'>;
+  private readonly rateLimitedTotal: Counter<'route'>;
+  private readonly ejections: Counter<'upstream'>;
+  private readonly panics: Counter<'upstream'>;
+  private readonly discoveryUpdates: Counter<'upstream' | 'source'>;
+  private readonly discoveryErrors: Counter<'upstream' | 'source'>;
+  private readonly healthChecks: Counter<'upstream' | 'result'>;
+
+  constructor(view: LiveView, build: { version: string }) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    new Gauge({
+      name: 'pilotfish_build_info',
+      help: 'Always 1; labels say which build is running.',
+      labelNames: ['version', 'node_version'],
+      registers,
+    }).set({ version: build.version, node_version: process.version }, 1);
+    this.requests = new Counter({
+      name: 'pilotfish_requests_total',
+      help: 'Requests answered, by route, upstream, method and status class (0xx: no response).',
+      labelNames: ['route', 'upstream', 'method', 'status_class'],
+      registers,
+    });
+    this.requestDuration = new Histogram({
+      name: 'pilotfish_request_duration_seconds',
+      help: 'Time from request received to response finished, by route and upstream.',
+      labelNames: ['route', 'upstream'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.inFlight = new Gauge({ name: 'pilotfish_requests_in_flight', help: 'Requests being served now.', registers });
+    this.proxyErrors = new Counter({
+      name: 'pilotfish_proxy_errors_total',
+      help: 'Requests the proxy refused or failed itself, by error code.',
+      labelNames: ['code', 'route', 'upstream'],
+      registers,
+    });
+    this.reloads = new Counter({
+      name: 'pilotfish_policy_reloads_total',
+      help: 'Policy loads by result (success, failure).',
+      labelNames: ['result'],
+      registers,
+    });
+    this.lastReloadSuccess = new Gauge({
+      name: 'pilotfish_policy_last_reload_successful',
+      help: '1 if the last policy load succeeded, 0 if it was rejected (the previous policy still serves).',
+      registers,
+    });
+    this.policyInfo = new Gauge({
+      name: 'pilotfish_policy_info',
+      help: 'Always 1; the hash label identifies the policy serving now.',
+      labelNames: ['hash'],
+      registers,
+    });
+    this.accessLogDropped = new Counter({
+      name: 'pilotfish_access_log_dropped_total',
+      help: 'Access log lines dropped because stdout could not keep up.',
+      registers,
+    });
+    this.retries = new Counter({
+      name: 'pilotfish_retries_total',
+      help: 'Retries made, by route, upstream and reason (failure kind or status).',
+      labelNames: ['route', 'upstream', 'reason'],
+      registers,
+    });
+    this.retriesRefused = new Counter({
+      name: 'pilotfish_retries_refused_total',
+      help: 'Failed tries not retried, by reason (budget: retries_exhausted; deadline; not_replayable; attempts).',
+      labelNames: ['route', 'upstream', 'reason'],
+      registers,
+    });
+    this.backoffSeconds = new Counter({
+      name: 'pilotfish_retry_backoff_seconds_total',
+      help: 'Time spent in backoff before retries.',
+      labelNames: ['upstream'],
+      registers,
+    });
+    this.breakerTransitions = new Counter({
+      name: 'pilotfish_circuit_breaker_transitions_total',
+      help: 'Circuit breaker state changes, by upstream, states and reason.',
+      labelNames: ['upstream', 'from', 'to', 'reason'],
+      registers,
+    });
+    this.shadowRejects = new Counter({
+      name: 'pilotfish_shadow_rejects_total',
+      help: 'Requests a limit in shadow mode would have refused (but let through).',
+      labelNames: ['limit', 'name'],
+      registers,
+    });
+    this.bulkheadRejections = new Counter({
+      name: 'pilotfish_bulkhead_rejected_total',
+      help: 'Requests the bulkhead refused, by upstream and reason (full, timeout).',
+      labelNames: ['upstream', 'reason'],
+      registers,
+    });
+    this.rateLimitedTotal = new Counter({
+      name: 'pilotfish_rate_limited_total',
+      help: 'Requests refused with 429 by a route rate limit.',
+      labelNames: ['route'],
+      registers,
+    });
+    this.ejections = new Counter({
+      name: 'pilotfish_outlier_ejections_total',
+      help: 'Endpoints ejected by outlier detection.',
+      labelNames: ['upstream'],
+      registers,
+    });
+    this.panics = new Counter({
+      name: 'pilotfish_balancer_panic_total',
+      help: 'Picks made from all endpoints because every endpoint was ejected.',
+      labelNames: ['upstream'],
+      registers,
+    });
+    this.discoveryUpdates = new Counter({
+      name: 'pilotfish_discovery_updates_total',
+      help: 'Endpoint sets published by discovery.',
+      labelNames: ['upstream', 'source'],
+      registers,
+    });
+    this.discoveryErrors = new Counter({
+      name: 'pilotfish_discovery_errors_total',
+      help: 'Discovery failures (the last known endpoints keep serving).',
+      labelNames: ['upstream', 'source'],
+      registers,
+    });
+    this.healthChecks = new Counter({
+      name: 'pilotfish_health_checks_total',
+      help: 'Active health checks by upstream and result (pass, fail).',
+      labelNames: ['upstream', 'result'],
+      registers,
+    });
+    this.liveGauges(view, registers);
+  }
+
+  /** Gauges computed at scrape time from the live upstreams. */
+  private liveGauges(view: LiveView, registers: Registry[]): void {
+    new Gauge({
+      name: 'pilotfish_upstream_endpoints',
+      help: 'Endpoints per upstream by state (healthy, ejected, stale).',
+      labelNames: ['upstream', 'state'],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of view.upstreams()) {
+          const total = u.endpoints.length;
+          const ejected = u.outliers ? u.endpoints.filter((e) => u.outliers?.isEjected(e.spec.address)).length : 0;
+          const stale = u.endpointSet?.stale ? total : 0;
+          this.set({ upstream: u.name, state: 'healthy' }, total - ejected);
+          this.set({ upstream: u.name, state: 'ejected' }, ejected);
+          this.set({ upstream: u.name, state: 'stale' }, stale);
+        }
+      },
+    });
+    new Gauge({
+      name: 'pilotfish_circuit_breaker_state',
+      help: 'Circuit breaker state per upstream: 0 closed, 1 open, 2 half-open.',
+      labelNames: ['upstream'],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of view.upstreams()) if (u.breaker) this.set({ upstream: u.name }, BREAKER_STATE_VALUE[u.breaker.state()]);
+      },
+    });
+    new Gauge({
+      name: 'pilotfish_bulkhead_in_flight',
+      help: 'Requests holding a bulkhead permit, per upstream.',
+      labelNames: ['upstream'],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of view.upstreams()) if (u.bulkhead) this.set({ upstream: u.name }, u.bulkhead.inFlight);
+      },
+    });
+    new Gauge({
+      name: 'pilotfish_bulkhead_queued',
+      help: 'Requests waiting in a bulkhead queue, per upstream.',
+      labelNames: ['upstream'],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of view.upstreams()) if (u.bulkhead) this.set({ upstream: u.name }, u.bulkhead.queued);
+      },
+    });
+    new Gauge({
+      name: 'pilotfish_outlier_ejections_active',
+      help: 'Endpoints currently ejected, per upstream.',
+      labelNames: ['upstream'],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of view.upstreams()) if (u.outliers) this.set({ upstream: u.name }, u.outliers.ejectedCount());
+      },
+    });
+  }
+
+  /** Request metrics for one route, to be kept on the route's runtime. */
+  forRoute(route: string, upstream: string): RequestMetrics {
+    return new RequestMetrics(this, route, upstream);
+  }
+
+  retried(route: string, upstream: string, reason: string): void {
+    this.retries.labels(route, upstream, reason).inc();
+  }
+  retryRefused(route: string, upstream: string, why: RetryRefusal): void {
+    this.retriesRefused.labels(route, upstream, why === 'budget' ? 'retries_exhausted' : why).inc();
+  }
+  backoff(upstream: string, ms: number): void {
+    this.backoffSeconds.labels(upstream).inc(ms / 1000);
+  }
+  breakerTransition(upstream: string, from: BreakerState, to: BreakerState, reason: string): void {
+    this.breakerTransitions.labels(upstream, from, to, reason).inc();
+  }
+  shadowReject(limit: ShadowLimit, name: string): void {
+    this.shadowRejects.labels(limit, name).inc();
+  }
+  bulkheadRejected(upstream: string, reason: 'full' | 'timeout'): void {
+    this.bulkheadRejections.labels(upstream, reason).inc();
+  }
+  rateLimited(route: string): void {
+    this.rateLimitedTotal.labels(route).inc();
+  }
+  ejected(upstream: string): void {
+    this.ejections.labels(upstream).inc();
+  }
+  ejectionEnded(): void {}
+  panic(upstream: string): void {
+    this.panics.labels(upstream).inc();
+  }
+  discoveryUpdated(upstream: string, source: string): void {
+    this.discoveryUpdates.labels(upstream, source).inc();
+  }
+  discoveryFailed(upstream: string, source: string): void {
+    this.discoveryErrors.labels(upstream, source).inc();
+  }
+  healthCheck(upstream: string, _address: string, ok: boolean): void {
+    this.healthChecks.labels(upstream, ok ? 'pass' : 'fail').inc();
+  }
+}

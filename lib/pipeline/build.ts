@@ -1,0 +1,51 @@
+/**
+ * The per-route pipeline, built in one place, outermost first. The order is the design
+ * (SEMANTICS.md, "Order of the pipeline"); `test/pipeline/build.test.ts` pins it.
+ */
+import type { Clock } from '../core/clock.js';
+import type { ProxyEvents } from '../core/events.js';
+import type { Random } from '../core/random.js';
+import type { RoutePolicy } from '../policy/types.js';
+import type { RateLimiter } from '../resilience/rate-limiter.js';
+import type { UpstreamRuntime } from '../upstream/upstream-runtime.js';
+import { compose, type Next, type Stage } from './stage.js';
+import { balanceStage } from './stages/balance.js';
+import { bulkheadStage } from './stages/bulkhead.js';
+import { circuitBreakerStage } from './stages/circuit-breaker.js';
+import { deadlineStage } from './stages/deadline.js';
+import { forward } from './stages/forward.js';
+import { perTryTimeoutStage } from './stages/per-try-timeout.js';
+import { rateLimitStage } from './stages/rate-limit.js';
+import { RetryStage } from './stages/retry.js';
+
+/** What building a pipeline needs besides the route. */
+export interface PipelineDeps {
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly events: ProxyEvents;
+}
+
+/** The ordered stages of a route (absent ones as null). */
+export function pipelineStages(route: RoutePolicy, upstream: UpstreamRuntime, limiter: RateLimiter | null, deps: PipelineDeps): (Stage | null)[] {
+  const { clock, random, events } = deps;
+  return [
+    // Outermost: a refused request costs nothing downstream and never waits.
+    route.rateLimit && limiter ? rateLimitStage(route.name, route.rateLimit, limiter, events) : null,
+    // The deadline covers every try and every backoff sleep.
+    deadlineStage(route.timeoutMs, clock),
+    // Retry outside breaker, bulkhead and balancer: each try is admitted and balanced afresh.
+    route.retry.attempts > 1 ? new RetryStage(route.name, route.retry, upstream, clock, random, events) : null,
+    // Breaker before bulkhead: an open circuit sheds load without queueing it.
+    upstream.breaker ? circuitBreakerStage(upstream.name, upstream.breaker) : null,
+    upstream.bulkhead ? bulkheadStage(upstream.bulkhead) : null,
+    // Pick the endpoint last, so the choice sees the load as it is when the try starts.
+    balanceStage(upstream),
+    // Per-try timeout innermost: time queued in the bulkhead does not eat into the try.
+    perTryTimeoutStage(route.retry.perTryTimeoutMs, clock),
+  ];
+}
+
+/** The route's pipeline as one callable. */
+export function buildPipeline(route: RoutePolicy, upstream: UpstreamRuntime, limiter: RateLimiter | null, deps: PipelineDeps): Next {
+  return compose(pipelineStages(route, upstream, limiter, deps), forward(upstream.name, deps.clock));
+}

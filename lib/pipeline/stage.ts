@@ -1,0 +1,36 @@
+/**
+ * The shape every pipeline stage shares (as in tower and undici's interceptors): a stage
+ * gets the exchange and the rest of the pipeline, and returns what the attempt came to.
+ * Stages are built once per route from compiled policy; `handle` runs per request.
+ */
+import type { AttemptResult, Exchange } from './exchange.js';
+
+/** The rest of the pipeline, from a stage's point of view. */
+export type Next = (ex: Exchange) => Promise<AttemptResult>;
+
+/** One step of the per-route pipeline. */
+export interface Stage {
+  /** Stable name (metrics, /admin/policy, the order test). */
+  readonly name: string;
+  handle(ex: Exchange, next: Next): Promise<AttemptResult>;
+}
+
+/**
+ * Folds stages around the terminal call, outermost first. A null stands for a stage the
+ * policy does not enable (`cond ? stage : null`), so it costs nothing per request.
+ */
+export function compose(stages: readonly (Stage | null)[], terminal: Next): Next {
+  let next = terminal;
+  for (let i = stages.length - 1; i >= 0; i--) {
+    const stage = stages[i];
+    if (!stage) continue;
+    const inner = next;
+    next = (ex) => stage.handle(ex, inner);
+  }
+  return next;
+}
+
+/** The names of the stages that are present, outermost first. */
+export function stageNames(stages: readonly (Stage | null)[]): string[] {
+  return stages.filter((s): s is Stage => s !== null).map((s) => s.name);
+}

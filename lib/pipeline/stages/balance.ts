@@ -1,0 +1,28 @@
+/**
+ * Balance: picks the endpoint for this try (skipping ejected and already-tried ones) and
+ * keeps its in-flight count for least-connections; reports the outcome to outlier detection.
+ */
+import { ProxyError } from '../../core/errors.js';
+import type { UpstreamRuntime } from '../../upstream/upstream-runtime.js';
+import { outcomeOf } from '../outcome-of.js';
+import type { Stage } from '../stage.js';
+
+/** Picks an endpoint or refuses with 503 `no_endpoint`. */
+export function balanceStage(upstream: UpstreamRuntime): Stage {
+  return {
+    name: 'balance',
+    async handle(ex, next) {
+      const ep = upstream.pick(ex.tried);
+      if (ep === null) throw new ProxyError('no_endpoint', `upstream ${upstream.name} has no endpoints`);
+      ex.endpoint = ep;
+      ep.inFlight++;
+      try {
+        const result = await next(ex);
+        upstream.outliers?.record(ep.spec.address, outcomeOf(ex, result), upstream.endpoints.length);
+        return result;
+      } finally {
+        ep.inFlight--;
+      }
+    },
+  };
+}

@@ -1,0 +1,30 @@
+/**
+ * Circuit breaker: inside retry, so every try asks it (a retry into an open breaker is
+ * refused at once), and outside the bulkhead, so an open breaker sheds load before it queues.
+ */
+import { ProxyError } from '../../core/errors.js';
+import type { CircuitBreaker } from '../../resilience/circuit-breaker.js';
+import { outcomeOf } from '../outcome-of.js';
+import type { Stage } from '../stage.js';
+
+/** Refuses with 503 `circuit_open` while the upstream's breaker is open; feeds it outcomes. */
+export function circuitBreakerStage(upstream: string, breaker: CircuitBreaker): Stage {
+  return {
+    name: 'circuit-breaker',
+    async handle(ex, next) {
+      const permit = breaker.tryAcquire();
+      if (permit === null) {
+        throw new ProxyError('circuit_open', `upstream ${upstream} is failing; its circuit breaker is open`, breaker.retryAfterMs() / 1000);
+      }
+      try {
+        const result = await next(ex);
+        permit.record(outcomeOf(ex, result));
+        return result;
+      } catch (err) {
+        // The proxy's own refusals (bulkhead, no endpoint) say nothing about the upstream.
+        permit.record('ignore');
+        throw err;
+      }
+    },
+  };
+}

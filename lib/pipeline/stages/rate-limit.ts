@@ -1,0 +1,42 @@
+/** Rate limit: outermost, so a refused request costs nothing downstream. */
+import type { IncomingMessage } from 'node:http';
+import { ProxyError } from '../../core/errors.js';
+import type { ProxyEvents } from '../../core/events.js';
+import { headerValue } from '../../http/headers.js';
+import type { RateLimitKey, RateLimitPolicy } from '../../policy/types.js';
+import { RateLimiter } from '../../resilience/rate-limiter.js';
+import type { Stage } from '../stage.js';
+
+/** The bucket key of a request under `key` ('' when unkeyed or the header is absent). */
+export function rateLimitKey(key: RateLimitKey, req: IncomingMessage): string {
+  switch (key.kind) {
+    case 'none':
+      return '';
+    case 'header':
+      return headerValue(req.headers[key.name]) ?? '';
+    case 'client-ip':
+      return req.socket.remoteAddress ?? '';
+  }
+}
+
+/** Admits requests while the route's (or the key's) token bucket has tokens; else 429. */
+export function rateLimitStage(routeName: string, policy: RateLimitPolicy, limiter: RateLimiter, events: ProxyEvents): Stage {
+  return {
+    name: 'rate-limit',
+    handle(ex, next) {
+      const decision = limiter.take(rateLimitKey(policy.key, ex.req));
+      if (decision.allowed) return next(ex);
+      if (policy.shadow) {
+        events.shadowReject('rate_limit', routeName);
+        return next(ex);
+      }
+      events.rateLimited(routeName);
+      return Promise.reject(
+        new ProxyError('rate_limited', `route ${routeName} is over its rate limit`, decision.retryAfterSeconds, {
+          'ratelimit-policy': limiter.policyHeader(),
+          ratelimit: limiter.rateLimitHeader(decision),
+        }),
+      );
+    },
+  };
+}

@@ -1,0 +1,191 @@
+/**
+ * An upstream's live state: its endpoints (from discovery), the balancer over them, and
+ * the resilience state that outlives a request — breaker, bulkhead, outlier detector and
+ * retry budgets. A reload keeps this object whole while the upstream's settings are
+ * unchanged (same fingerprint), so open breakers stay open and pools stay warm.
+ */
+import type { Dispatcher } from 'undici';
+import type { Clock } from '../core/clock.js';
+import type { ProxyEvents } from '../core/events.js';
+import type { Random } from '../core/random.js';
+import { createBalancer, type BalancedEndpoint, type Balancer } from '../balancer/balancer.js';
+import type { DiscoverySource, EndpointSet } from '../discovery/types.js';
+import type { EndpointSpec, RetryPolicy, UpstreamPolicy } from '../policy/types.js';
+import { Bulkhead } from '../resilience/bulkhead.js';
+import { CircuitBreaker } from '../resilience/circuit-breaker.js';
+import { OutlierDetector } from '../resilience/outlier-detector.js';
+import { RetryBudget } from '../resilience/retry-budget.js';
+import type { PoolRegistry } from './pools.js';
+
+/** One endpoint as the data plane uses it: its spec, load and connection pool. */
+export class EndpointRuntime implements BalancedEndpoint {
+  /** Requests in flight to it (least-connections reads this). */
+  inFlight = 0;
+  constructor(
+    readonly spec: EndpointSpec,
+    readonly pool: Dispatcher,
+  ) {}
+}
+
+/** What an upstream runtime needs from the process. */
+export interface UpstreamDeps {
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly pools: PoolRegistry;
+  readonly events: ProxyEvents;
+  /** Creates this upstream's discovery source. */
+  readonly discover: (policy: UpstreamPolicy) => DiscoverySource;
+}
+
+const NO_ENDPOINTS: readonly EndpointRuntime[] = Object.freeze([]);
+
+/** The live side of one configured upstream. */
+export class UpstreamRuntime {
+  readonly name: string;
+  readonly breaker: CircuitBreaker | null;
+  readonly bulkhead: Bulkhead | null;
+  readonly outliers: OutlierDetector | null;
+  /** The current endpoints; replaced whole on every discovery update. */
+  endpoints: readonly EndpointRuntime[] = NO_ENDPOINTS;
+  /** The last set discovery published (null before the first). */
+  endpointSet: EndpointSet | null = null;
+  private balancer: Balancer;
+  private readonly source: DiscoverySource;
+  private readonly budgets = new Map<string, RetryBudget>();
+  private excluded: ReadonlySet<string> | null = null;
+  private closed = false;
+  private readyWaiters: (() => void)[] = [];
+
+  constructor(
+    readonly policy: UpstreamPolicy,
+    private readonly deps: UpstreamDeps,
+  ) {
+    this.name = policy.name;
+    const { clock, random, events } = deps;
+    const name = policy.name;
+    this.breaker = policy.circuitBreaker
+      ? new CircuitBreaker(policy.circuitBreaker, clock, random, {
+          transition: (from, to, reason) => events.breakerTransition(name, from, to, reason),
+          wouldReject: () => events.shadowReject('circuit_breaker', name),
+        })
+      : null;
+    this.bulkhead = policy.bulkhead
+      ? new Bulkhead(policy.bulkhead, clock, {
+          wouldReject: () => events.shadowReject('bulkhead', name),
+          rejected: (reason) => events.bulkheadRejected(name, reason),
+        })
+      : null;
+    this.outliers = policy.outlierDetection
+      ? new OutlierDetector(policy.outlierDetection, clock, {
+          ejected: (address) => events.ejected(name, address),
+          returned: (address) => events.ejectionEnded(name, address),
+        })
+      : null;
+    this.balancer = createBalancer(policy.balancer, NO_ENDPOINTS, random);
+    this.source = deps.discover(policy);
+  }
+
+  /** Starts discovery; endpoints arrive asynchronously. */
+  start(): void {
+    this.source.start((set) => this.apply(set));
+  }
+
+  /** True once discovery has published a first set. */
+  get resolved(): boolean {
+    return this.endpointSet !== null;
+  }
+
+  /** Resolves once the first endpoint set arrived (or the runtime closed). */
+  whenResolved(): Promise<void> {
+    if (this.resolved || this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.readyWaiters.push(resolve));
+  }
+
+  /**
+   * Picks an endpoint, skipping ejected ones and those in `tried` (a retry prefers a
+   * fresh endpoint, but falls back to a tried one rather than failing). When every
+   * endpoint is ejected, serves from all of them (panic) and says so.
+   */
+  pick(tried: ReadonlySet<string> | null): EndpointRuntime | null {
+    if (this.endpoints.length === 0) return null;
+    this.excluded = tried;
+    let ep = this.balancer.pick(this.eligible);
+    if (ep === null && tried !== null) {
+      this.excluded = null;
+      ep = this.balancer.pick(this.eligible);
+    }
+    if (ep === null) {
+      this.deps.events.panic(this.name);
+      ep = this.balancer.pick(anyEndpoint);
+    }
+    this.excluded = null;
+    return ep as EndpointRuntime | null;
+  }
+
+  /** The retry budget for a route's budget settings (routes may differ; few distinct). */
+  budgetFor(retry: RetryPolicy): RetryBudget {
+    const b = retry.budget;
+    const key = `${b.ratio}|${b.minPerSecond}|${b.windowMs}`;
+    let budget = this.budgets.get(key);
+    if (!budget) {
+      budget = new RetryBudget(b, this.deps.clock);
+      this.budgets.set(key, budget);
+    }
+    return budget;
+  }
+
+  /** Stops discovery and gives back the pools (they close once their requests finish). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const ep of this.endpoints) this.deps.pools.release(ep.spec.address, this.poolOptions());
+    this.endpoints = NO_ENDPOINTS;
+    for (const w of this.readyWaiters.splice(0)) w();
+    await this.source.close();
+  }
+
+  private readonly eligible = (ep: BalancedEndpoint): boolean => {
+    const address = ep.spec.address;
+    if (this.excluded !== null && this.excluded.has(address)) return false;
+    return this.outliers === null || !this.outliers.isEjected(address);
+  };
+
+  private poolOptions(): { connectTimeoutMs: number } {
+    return { connectTimeoutMs: this.policy.connectTimeoutMs };
+  }
+
+  /** Swaps in a new endpoint set: kept endpoints keep their pool and load counts. */
+  private apply(set: EndpointSet): void {
+    if (this.closed) return;
+    const previous = new Map(this.endpoints.map((ep) => [ep.spec.address, ep]));
+    const next: EndpointRuntime[] = [];
+    for (const spec of set.endpoints) {
+      const old = previous.get(spec.address);
+      if (old && old.spec.weight === spec.weight) {
+        next.push(old);
+        previous.delete(spec.address);
+      } else if (old) {
+        // Weight changed: same pool, new spec.
+        const ep = new EndpointRuntime(spec, old.pool);
+        ep.inFlight = old.inFlight;
+        next.push(ep);
+        previous.delete(spec.address);
+      } else {
+        next.push(new EndpointRuntime(spec, this.deps.pools.acquire(spec.address, this.poolOptions())));
+      }
+    }
+    for (const gone of previous.values()) {
+      this.deps.pools.release(gone.spec.address, this.poolOptions());
+      this.outliers?.forget(gone.spec.address);
+    }
+    this.endpoints = Object.freeze(next);
+    this.balancer = createBalancer(this.policy.balancer, this.endpoints, this.deps.random);
+    this.endpointSet = set;
+    this.deps.events.discoveryUpdated(this.name, this.source.kind, next.length, set.stale);
+    for (const w of this.readyWaiters.splice(0)) w();
+  }
+}
+
+function anyEndpoint(): boolean {
+  return true;
+}

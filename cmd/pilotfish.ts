@@ -59,6 +59,15 @@ async function run(args: string[]): Promise<number> {
       return 2;
     }
   }
+  // Signal handlers first: as PID 1 in a container, a SIGTERM during start-up would
+  // otherwise be ignored until the orchestrator's kill.
+  let stop: () => void = () => {
+    stopEarly = true;
+  };
+  let stopEarly = false;
+  const onSignal = (): void => stop();
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
   let app: Pilotfish;
   try {
     app = await Pilotfish.start({ policyFile: resolve(policy), version: await version() });
@@ -72,13 +81,11 @@ async function run(args: string[]): Promise<number> {
   }
   process.on('SIGHUP', () => void app.reload());
   await new Promise<void>((done) => {
-    const stop = (): void => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
+    stop = () => {
+      stop = () => {};
       void app.shutdown().then(done, done);
     };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
+    if (stopEarly) stop();
   });
   return 0;
 }

@@ -139,7 +139,11 @@ export class Pilotfish {
     metrics.policyInfo.labels(policy.source.hash).set(1);
     await Promise.all([listen(outbound, policy.listeners.outbound), listen(admin, policy.listeners.admin)]);
     if (options.watch !== false) {
-      const watcher = watchPolicyFile(options.policyFile, () => void app?.reload(), { clock });
+      const watcher = watchPolicyFile(options.policyFile, () => void app?.reload(), {
+        clock,
+        initialHash: policy.source.hash,
+        onError: (error) => logger.log('warn', 'policy watch failed', { error: String(error) }),
+      });
       app.stopWatch = () => watcher.close();
     }
     logger.log('info', 'pilotfish started', {

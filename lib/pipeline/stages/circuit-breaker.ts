@@ -14,7 +14,7 @@ export function circuitBreakerStage(upstream: string, breaker: CircuitBreaker): 
     async handle(ex, next) {
       const permit = breaker.tryAcquire();
       if (permit === null) {
-        throw new ProxyError('circuit_open', `upstream ${upstream} is failing; its circuit breaker is open`, breaker.retryAfterMs() / 1000);
+        throw new ProxyError('circuit_open', `upstream ${upstream} is failing; its circuit breaker is open`, Math.max(1, Math.ceil(breaker.retryAfterMs() / 1000)));
       }
       try {
         const result = await next(ex);

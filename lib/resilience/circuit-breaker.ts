@@ -1,0 +1,235 @@
+/**
+ * An upstream's circuit breaker. Closed: counts outcomes and trips on `consecutiveFailures` or on
+ * a failure ratio over a sliding window. Open: refuses at once for openFor·2^(k-1) (capped, ±20%
+ * jitter). Half-open: lets `halfOpenProbes` requests through; one success closes, one failure
+ * reopens. Every state change is computed when the breaker is next read: no timers.
+ */
+
+import type { Clock } from '../core/clock.js';
+import type { Random } from '../core/random.js';
+import type { CircuitBreakerPolicy } from '../policy/types.js';
+import type { Outcome } from './outcome.js';
+import { SlidingWindow } from './sliding-window.js';
+
+/** Where the breaker stands. */
+export type BreakerState = 'closed' | 'open' | 'half-open';
+
+/** Why the breaker changed state (a label on the transition metric and log line). */
+export type BreakerTransitionReason =
+  | 'consecutive-failures'
+  | 'failure-rate'
+  | 'open-elapsed'
+  | 'probe-success'
+  | 'probe-failure'
+  | 'probe-timeout';
+
+/** Optional observers, for metrics and the transition log. */
+export interface BreakerEvents {
+  /** The state changed (reported when the change is noticed, i.e. lazily on the next read). */
+  transition?(from: BreakerState, to: BreakerState, reason: BreakerTransitionReason): void;
+  /** Shadow mode let through a request the breaker would have refused. */
+  wouldReject?(): void;
+}
+
+/** Admission to call the upstream; report how the call ended exactly once. */
+export interface BreakerPermit {
+  /** Reports the call's outcome. Later calls, and outcomes of calls begun in an older state, do nothing. */
+  record(outcome: Outcome): void;
+}
+
+/** The breaker's state for /admin and metrics. */
+export interface BreakerSnapshot {
+  state: BreakerState;
+  consecutiveFailures: number;
+  windowRequests: number;
+  windowFailures: number;
+  /** Opens in a row (k); 0 once closed again. */
+  opens: number;
+  /** Opens since creation. */
+  opensTotal: number;
+  /** Clock time the open period ends, while open. */
+  openUntil?: number;
+  /** Milliseconds until half-open, while open; else 0. */
+  retryAfterMs: number;
+}
+
+/** The open period varies by ±20% so breakers that tripped together do not probe together. */
+const OPEN_JITTER = 0.2;
+const REQUESTS = 0;
+const FAILURES = 1;
+
+class Permit implements BreakerPermit {
+  private settled = false;
+  constructor(
+    private readonly breaker: CircuitBreaker,
+    readonly generation: number,
+    readonly startedAt: number,
+  ) {}
+  record(outcome: Outcome): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.breaker._settle(this, outcome);
+  }
+}
+
+/** What shadow mode hands out instead of refusing: it must not move the state, so it records nothing. */
+const INERT_PERMIT: BreakerPermit = { record() {} };
+
+/** One upstream's breaker. */
+export class CircuitBreaker {
+  private current: BreakerState = 'closed';
+  /** Bumped on every transition; permits from another generation are stale. */
+  private generation = 0;
+  private consecutive = 0;
+  private readonly window: SlidingWindow | null;
+  private opensInRow = 0;
+  private opensTotal = 0;
+  private openUntil = 0;
+  /** Unsettled half-open probes, oldest first (at most `halfOpenProbes`). */
+  private readonly probes: Permit[] = [];
+
+  constructor(
+    private readonly policy: CircuitBreakerPolicy,
+    private readonly clock: Clock,
+    private readonly random: Random,
+    private readonly events: BreakerEvents = {},
+  ) {
+    this.window = policy.failureRate ? new SlidingWindow(policy.failureRate.windowMs, 2, clock) : null;
+  }
+
+  /**
+   * A permit to call the upstream, or null to refuse (open, or half-open with every probe out).
+   * In shadow mode never null: a refusal becomes an inert permit and a `wouldReject` event.
+   */
+  tryAcquire(): BreakerPermit | null {
+    const now = this.clock.now();
+    const state = this.refresh(now);
+    if (state === 'closed') return new Permit(this, this.generation, now);
+    // At least one probe, or a half-open breaker could never close.
+    if (state === 'half-open' && this.probes.length < Math.max(1, this.policy.halfOpenProbes)) {
+      const probe = new Permit(this, this.generation, now);
+      this.probes.push(probe);
+      return probe;
+    }
+    if (!this.policy.shadow) return null;
+    this.events.wouldReject?.();
+    return INERT_PERMIT;
+  }
+
+  /** The state now: an elapsed open period or a hung probe is accounted for here. */
+  state(): BreakerState {
+    return this.refresh(this.clock.now());
+  }
+
+  /**
+   * While open, milliseconds until half-open (for Retry-After); 0 otherwise. A half-open refusal
+   * lasts only until a probe settles, so callers answer it with their minimum Retry-After.
+   */
+  retryAfterMs(): number {
+    const now = this.clock.now();
+    return this.refresh(now) === 'open' ? Math.max(0, this.openUntil - now) : 0;
+  }
+
+  /** State and counters for /admin. */
+  snapshot(): BreakerSnapshot {
+    const now = this.clock.now();
+    const state = this.refresh(now);
+    const snap: BreakerSnapshot = {
+      state,
+      consecutiveFailures: this.consecutive,
+      windowRequests: this.window ? this.window.total(REQUESTS) : 0,
+      windowFailures: this.window ? this.window.total(FAILURES) : 0,
+      opens: this.opensInRow,
+      opensTotal: this.opensTotal,
+      retryAfterMs: state === 'open' ? Math.max(0, this.openUntil - now) : 0,
+    };
+    if (state === 'open') snap.openUntil = this.openUntil;
+    return snap;
+  }
+
+  /** @internal Called once per permit by `BreakerPermit.record`. */
+  _settle(permit: Permit, outcome: Outcome): void {
+    // Refresh first: a probe reporting after its watchdog fired finds the breaker already reopened.
+    this.refresh(this.clock.now());
+    if (permit.generation !== this.generation) return;
+    if (this.current === 'closed') {
+      this.recordClosed(outcome);
+    } else if (this.current === 'half-open') {
+      const i = this.probes.indexOf(permit);
+      if (i >= 0) this.probes.splice(i, 1);
+      if (outcome === 'success') this.transition('closed', 'probe-success');
+      else if (outcome === 'failure') this.transition('open', 'probe-failure');
+      // 'ignore' (429, client gone) says nothing: the slot is freed for another probe.
+    }
+  }
+
+  private recordClosed(outcome: Outcome): void {
+    if (outcome === 'ignore') return;
+    const window = this.window;
+    window?.add(REQUESTS);
+    if (outcome === 'success') {
+      this.consecutive = 0;
+    } else {
+      this.consecutive++;
+      window?.add(FAILURES);
+      const limit = this.policy.consecutiveFailures;
+      if (limit !== null && this.consecutive >= limit) {
+        this.transition('open', 'consecutive-failures');
+        return;
+      }
+    }
+    // Checked after a success too: the success that brings the count up to minRequests may find
+    // the ratio already over the threshold.
+    const rate = this.policy.failureRate;
+    if (rate && window) {
+      const requests = window.total(REQUESTS);
+      // Division, not failures >= threshold·requests: 0.3·10 is 3.0000000000000004 in floats.
+      if (requests >= rate.minRequests && window.total(FAILURES) / requests >= rate.threshold) {
+        this.transition('open', 'failure-rate');
+      }
+    }
+  }
+
+  /** Applies the time-driven transitions (open period over, probe hung) and returns the state. */
+  private refresh(now: number): BreakerState {
+    if (this.current === 'open' && now >= this.openUntil) {
+      this.transition('half-open', 'open-elapsed');
+    }
+    if (this.current === 'half-open') {
+      const oldest = this.probes[0];
+      if (oldest && now - oldest.startedAt >= this.policy.probeTimeoutMs) {
+        this.transition('open', 'probe-timeout');
+      }
+    }
+    return this.current;
+  }
+
+  private transition(to: BreakerState, reason: BreakerTransitionReason): void {
+    const from = this.current;
+    this.current = to;
+    this.generation++;
+    this.probes.length = 0;
+    if (to === 'open') {
+      this.opensInRow++;
+      this.opensTotal++;
+      this.openUntil = this.clock.now() + this.openPeriod();
+    } else if (to === 'closed') {
+      this.opensInRow = 0;
+      this.consecutive = 0;
+      // What led to the last trip must not count towards the next one.
+      this.window?.clear();
+    }
+    this.events.transition?.(from, to, reason);
+  }
+
+  /**
+   * openFor·2^(k-1), capped at maxOpenFor, times a jitter in [0.8, 1.2), and never above
+   * maxOpenFor so the cap is a promise operators can rely on (at the cap, jitter only shortens).
+   */
+  private openPeriod(): number {
+    const { openForMs, maxOpenForMs } = this.policy;
+    const base = Math.min(maxOpenForMs, openForMs * 2 ** (this.opensInRow - 1));
+    const jittered = base * (1 - OPEN_JITTER + 2 * OPEN_JITTER * this.random.next());
+    return Math.min(maxOpenForMs, jittered);
+  }
+}

@@ -1,0 +1,63 @@
+/** A token bucket refilled lazily from the clock on every read: no timer per bucket (Envoy's way). */
+
+import type { Clock } from '../core/clock.js';
+
+/**
+ * Float rounding (e.g. 0.1 + 0.2) can leave a bucket at 0.9999999999 when exactly one token is
+ * due; this slack keeps admissions at B + R·T over a period T instead of one short.
+ */
+const EPSILON = 1e-9;
+
+/** Capacity `burst`, refilled at `ratePerMs`; starts full. */
+export class TokenBucket {
+  private tokens: number;
+  private last: number;
+
+  constructor(
+    private readonly policy: { readonly ratePerMs: number; readonly burst: number },
+    private readonly clock: Clock,
+  ) {
+    this.tokens = policy.burst;
+    this.last = clock.now();
+  }
+
+  /** Refills for the time elapsed, then takes one token if there is one. */
+  tryTake(): boolean {
+    this.refill();
+    if (this.tokens + EPSILON < 1) return false;
+    this.tokens = Math.max(0, this.tokens - 1);
+    return true;
+  }
+
+  /** Tokens available now (fractional). */
+  level(): number {
+    this.refill();
+    return this.tokens;
+  }
+
+  /** Milliseconds until a whole token is available; 0 if one is now (Infinity at rate 0). */
+  msUntilToken(): number {
+    this.refill();
+    const missing = 1 - this.tokens;
+    if (missing <= EPSILON) return 0;
+    return missing / this.policy.ratePerMs;
+  }
+
+  /** Milliseconds until the bucket is full again; 0 when full (it then carries no state). */
+  msUntilFull(): number {
+    this.refill();
+    const missing = this.policy.burst - this.tokens;
+    if (missing <= EPSILON) return 0;
+    return missing / this.policy.ratePerMs;
+  }
+
+  private refill(): void {
+    const now = this.clock.now();
+    const elapsed = now - this.last;
+    if (elapsed <= 0) return;
+    this.last = now;
+    if (this.tokens < this.policy.burst) {
+      this.tokens = Math.min(this.policy.burst, this.tokens + elapsed * this.policy.ratePerMs);
+    }
+  }
+}

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# `npm run bench`: Pilotfish beside the proxies a user would pick instead, measured by the shared peers
+# harness (../shared/bench/run.sh, see its README) exactly like them. See test/bench/README.md.
+#
+#   npm run bench                                        # all peers + pilotfish (~12 min)
+#   BENCH_POLICY=full npm run bench                      # ... + pilotfish-full instead (every mechanism on)
+#   BENCH_POLICY=both TARGETS="direct undici-forwarder" npm run bench   # both, each in its own harness run
+#   ROUNDS=1 DURATION=5 TARGETS=direct npm run bench     # a quick smoke run
+#
+# Knobs: BENCH_POLICY=basic|full|both [basic]; PROXY_PORT [18090] (admin on PROXY_PORT+1000);
+# PEERS_DIR [/tmp/peers] (the harness's copy); SHARED_BENCH [<repo>/../shared/bench]. Everything else
+# (TARGETS, ROUNDS, DURATION, WARMUP, CONNS, CONN_LIST, *_CPU, *_PORT, OUTDIR, FOREIGN_MAX_PCT, MAX_REDO,
+# QUIET_WAIT_MAX) passes through to the harness; TARGETS defaults to the harness's: every peer.
+#
+# The harness takes one PROXY_CMD per run, so BENCH_POLICY=both runs it twice, one after the other, each
+# run with its own direct and peer baselines: compare pilotfish and pilotfish-full by their ratios to
+# `direct` and by CPU µs/request within each run, not by raw requests/s across runs.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SHARED_BENCH=${SHARED_BENCH:-$REPO/../shared/bench}
+PEERS_DIR=${PEERS_DIR:-/tmp/peers}
+BENCH_POLICY=${BENCH_POLICY:-basic}
+export PROXY_PORT=${PROXY_PORT:-18090}
+
+case $BENCH_POLICY in
+  basic) MODES=(basic) ;;
+  full) MODES=(full) ;;
+  both) MODES=(basic full) ;;
+  *) echo "BENCH_POLICY must be basic, full or both (got '$BENCH_POLICY')" >&2; exit 2 ;;
+esac
+
+# ---------------------------------------------------------------- tools (apt, only what is missing)
+source "$REPO/test/support/install/apt.sh"
+missing=()
+for pair in wrk:wrk nginx:nginx haproxy:haproxy curl:curl taskset:util-linux flock:util-linux; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  apt_install "${missing[@]}"
+fi
+
+# ---------------------------------------------------------------- the harness, copied (shared/ is read-only)
+[[ -f $SHARED_BENCH/run.sh ]] || { echo "no peers harness at $SHARED_BENCH (set SHARED_BENCH)" >&2; exit 1; }
+if [[ -d $PEERS_DIR/node_modules ]] && cmp -s "$SHARED_BENCH/package-lock.json" "$PEERS_DIR/package-lock.json"; then
+  # Same dependencies: refresh the scripts only, keep node_modules and earlier results.
+  (cd "$SHARED_BENCH" && tar --exclude=./node_modules --exclude=./results -cf - .) | (cd "$PEERS_DIR" && tar -xf -)
+  chmod -R u+w "$PEERS_DIR"
+else
+  echo "copying $SHARED_BENCH to $PEERS_DIR and installing its dependencies (npm ci)"
+  mkdir -p "$PEERS_DIR"
+  (cd "$SHARED_BENCH" && tar --exclude=./node_modules --exclude=./results -cf - .) | (cd "$PEERS_DIR" && tar -xf -)
+  chmod -R u+w "$PEERS_DIR"
+  (cd "$PEERS_DIR" && npm ci --no-audit --no-fund)
+fi
+
+# ---------------------------------------------------------------- Pilotfish, built
+(cd "$REPO" && npm run build --silent)
+[[ -f $REPO/dist/cmd/pilotfish.js ]] || { echo "build produced no dist/cmd/pilotfish.js" >&2; exit 1; }
+
+# ---------------------------------------------------------------- measure
+POLICY_DIR=$(mktemp -d /tmp/pilotfish-bench.XXXXXX)
+trap 'rm -rf "$POLICY_DIR"' EXIT
+
+# Our own names in a user's TARGETS would be unknown to the harness: it appends PROXY_NAME itself.
+if [[ -n ${TARGETS:-} ]]; then
+  kept=()
+  for t in $TARGETS; do [[ $t == pilotfish || $t == pilotfish-full ]] || kept+=("$t"); done
+  TARGETS=${kept[*]:-direct}
+  export TARGETS
+fi
+BASE_OUTDIR=${OUTDIR:-}
+
+for mode in "${MODES[@]}"; do
+  name=pilotfish; [[ $mode == full ]] && name=pilotfish-full
+  echo "=== $name (BENCH_POLICY=$mode) on 127.0.0.1:$PROXY_PORT, admin :$((PROXY_PORT + 1000))"
+  outdir_env=()
+  [[ -n $BASE_OUTDIR ]] && outdir_env=(OUTDIR="$BASE_OUTDIR/$name")
+  # pilotfish.sh writes the policy from the harness's PORT and UPSTREAMS, then execs Pilotfish, so the
+  # harness measures Pilotfish's own process (start-for-bench.js alone would leave a node parent running).
+  env "${outdir_env[@]}" BENCH_POLICY="$mode" BENCH_POLICY_FILE="$POLICY_DIR/$name.yaml" \
+    PROXY_NAME="$name" PROXY_CMD="bash $(printf %q "$REPO/test/bench/pilotfish.sh")" \
+    bash "$PEERS_DIR/run.sh"
+done

@@ -1,0 +1,156 @@
+#!/usr/bin/env node
+// Starts Pilotfish the way the peers benchmark (../shared/bench/run.sh) expects of "ours": it reads PORT
+// and UPSTREAMS (comma-separated origin URLs) from the environment, writes a policy that listens on
+// 127.0.0.1:$PORT and round-robins one catch-all route over UPSTREAMS, then runs the built CLI
+// (dist/cmd/pilotfish.js) on it, forwarding signals and exiting with its code.
+//
+//   PORT=18090 UPSTREAMS=http://127.0.0.1:19001,http://127.0.0.1:19002 node test/bench/start-for-bench.js
+//
+// Options:
+//   --dry-run       print the policy and exit
+//   --write FILE    write the policy to FILE and exit (test/bench/pilotfish.sh then execs Pilotfish itself,
+//                   so the harness measures Pilotfish's process alone, without this wrapper's RSS)
+// Environment:
+//   BENCH_POLICY=basic|full   basic (default): the catch-all route with the built-in defaults.
+//                             full: every mechanism on (rate limit, bulkhead, retries with budget, circuit
+//                             breaker, outlier detection, health checks), sized never to reject.
+//   ADMIN_PORT                admin listener port [PORT + 1000]
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const ENTRY = join(REPO, 'dist/cmd/pilotfish.js');
+
+function fail(message) {
+  process.stderr.write(`start-for-bench: ${message}\n`);
+  process.exit(2);
+}
+
+function port(name, value) {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) fail(`${name} must be a port number, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+/** `http://127.0.0.1:19001` → `127.0.0.1:19001` (the policy's endpoint form). */
+function endpoint(url) {
+  let u;
+  try {
+    u = new URL(url);
+  } catch {
+    fail(`UPSTREAMS: not a URL: ${JSON.stringify(url)}`);
+  }
+  if (u.protocol !== 'http:') fail(`UPSTREAMS: only http:// origins are supported, got ${url}`);
+  if ((u.pathname !== '/' && u.pathname !== '') || u.search) fail(`UPSTREAMS: origin URL expected (no path), got ${url}`);
+  return `${u.hostname}:${u.port || '80'}`;
+}
+
+/** The policy text: plain YAML with only contract fields (see /work/shared/policy-contract.yaml). */
+export function benchPolicy({ port: listenPort, adminPort, endpoints, mode }) {
+  const list = endpoints.join(', ');
+  if (mode === 'basic') {
+    return `# Pilotfish bench policy (basic): one catch-all route, built-in defaults.
+version: 1
+listeners:
+  outbound: { address: 127.0.0.1:${listenPort} }
+  admin: { address: 127.0.0.1:${adminPort} }
+upstreams:
+  bench:
+    discovery: { static: [${list}] }
+    balancer: round-robin
+routes:
+  - match: { pathPrefix: / }
+    upstream: bench
+`;
+  }
+  // Every mechanism on the request path, sized so that none of them rejects or trips on a healthy origin
+  // under wrk -c64: the cost measured is the mechanisms' bookkeeping, not their refusals.
+  return `# Pilotfish bench policy (full): every mechanism on, sized never to reject under the bench's load.
+version: 1
+listeners:
+  outbound: { address: 127.0.0.1:${listenPort} }
+  admin: { address: 127.0.0.1:${adminPort} }
+defaults:
+  timeout: 15s
+  retry:
+    attempts: 2
+    perTryTimeout: 5s
+    backoff: { base: 25ms, max: 250ms }
+    on: [connect-failure, reset, 502, 503, 504]
+    budget: { ratio: 20%, minPerSecond: 10 }
+upstreams:
+  bench:
+    discovery: { static: [${list}] }
+    balancer: round-robin
+    connectTimeout: 1s
+    bulkhead: { maxConcurrent: 1024, maxQueued: 1024, queueTimeout: 1s }
+    circuitBreaker:
+      consecutiveFailures: 5
+      failureRate: { threshold: 50%, minRequests: 20, window: 10s }
+      openFor: 5s
+      maxOpenFor: 60s
+      halfOpenProbes: 1
+    outlierDetection: { consecutiveFailures: 5, ejectFor: 30s, maxEjectedPercent: 50 }
+    healthCheck: { path: /healthz, interval: 5s, timeout: 1s, unhealthyAfter: 3, healthyAfter: 2 }
+routes:
+  - match: { pathPrefix: / }
+    upstream: bench
+    rateLimit: { rate: 10000000/s, burst: 1000000 }
+`;
+}
+
+function policyFromEnv(env) {
+  const listenPort = port('PORT', env.PORT);
+  const adminPort = env.ADMIN_PORT ? port('ADMIN_PORT', env.ADMIN_PORT) : listenPort + 1000;
+  if (adminPort === listenPort) fail('ADMIN_PORT must differ from PORT');
+  const urls = (env.UPSTREAMS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  if (urls.length === 0) fail('UPSTREAMS is required (comma-separated http://host:port origins)');
+  const mode = env.BENCH_POLICY || 'basic';
+  if (mode !== 'basic' && mode !== 'full') fail(`BENCH_POLICY must be basic or full, got ${JSON.stringify(mode)}`);
+  return benchPolicy({ port: listenPort, adminPort, endpoints: urls.map(endpoint), mode });
+}
+
+function main(argv) {
+  const text = policyFromEnv(process.env);
+  if (argv[0] === '--dry-run') {
+    process.stdout.write(text);
+    return;
+  }
+  if (argv[0] === '--write') {
+    if (!argv[1]) fail('--write needs a FILE');
+    writeFileSync(argv[1], text);
+    return;
+  }
+  if (argv.length > 0) fail(`unknown arguments: ${argv.join(' ')} (use --dry-run or --write FILE)`);
+
+  const dir = mkdtempSync(join(tmpdir(), 'pilotfish-bench-'));
+  const file = join(dir, 'policy.yaml');
+  writeFileSync(file, text);
+  const cleanup = () => rmSync(dir, { recursive: true, force: true });
+
+  const child = spawn(process.execPath, [ENTRY, 'run', '--policy', file], { stdio: 'inherit', cwd: REPO });
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) {
+    process.on(sig, () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(sig);
+    });
+  }
+  child.on('error', (err) => {
+    cleanup();
+    fail(`cannot start ${ENTRY}: ${err.message}`);
+  });
+  child.on('exit', (code, signal) => {
+    cleanup();
+    if (signal) {
+      // Die the way the child did, so the caller sees the same status (128 + signal number).
+      process.removeAllListeners(signal);
+      process.kill(process.pid, signal);
+      return;
+    }
+    process.exit(code ?? 1);
+  });
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) main(process.argv.slice(2));

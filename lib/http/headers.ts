@@ -5,6 +5,9 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 
+/** Tells the upstream how many milliseconds the proxy will still wait for its response headers. */
+export const TIMEOUT_HEADER = 'x-request-timeout-ms';
+
 /** Fields that belong to one connection, never forwarded (plus the legacy ones). */
 const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
@@ -22,7 +25,16 @@ const HOP_BY_HOP: ReadonlySet<string> = new Set([
  * Fields the proxy sets itself on requests it forwards. `expect` is answered here (Node
  * sends 100 Continue) rather than passed on: the upstream client does not support it.
  */
-const REWRITTEN: ReadonlySet<string> = new Set(['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'via', 'x-request-id', 'expect']);
+const REWRITTEN: ReadonlySet<string> = new Set([
+  'host',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'via',
+  'x-request-id',
+  'expect',
+  TIMEOUT_HEADER,
+]);
 
 /** The `Via` token this proxy adds. */
 export const VIA = '1.1 pilotfish';
@@ -53,7 +65,8 @@ export interface ForwardedInfo {
  * The header list sent upstream: Host set to the authority the client addressed (also for
  * absolute-form requests, RFC 9112 §3.2.2), the client's fields minus hop-by-hop ones, with
  * X-Forwarded-For appended to, X-Forwarded-Proto/-Host kept or set, Via appended, and
- * x-request-id set. Returns a flat [name, value, ...] array, the form undici sends fastest.
+ * x-request-id set. The last value is a placeholder for the time left (TIMEOUT_HEADER), filled
+ * in per try. Returns a flat [name, value, ...] array, the form undici sends fastest.
  */
 export function upstreamRequestHeaders(rawHeaders: readonly string[], headers: IncomingHttpHeaders, info: ForwardedInfo): string[] {
   const extra = connectionTokens(headers.connection);
@@ -71,6 +84,7 @@ export function upstreamRequestHeaders(rawHeaders: readonly string[], headers: I
   const via = headers.via;
   out.push('via', via ? `${via}, ${VIA}` : VIA);
   out.push('x-request-id', info.requestId);
+  out.push(TIMEOUT_HEADER, '');
   return out;
 }
 

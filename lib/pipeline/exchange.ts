@@ -40,6 +40,8 @@ export class Exchange {
   abortAttempt: ((reason: Error) => void) | null = null;
   /** Absolute clock time by which response headers must have been committed. */
   deadline = Infinity;
+  /** Absolute clock time by which this try's response headers must arrive. */
+  tryDeadline = Infinity;
   /** True once the current attempt's response headers arrived (ends the per-try timeout). */
   responded = false;
   /** Tries made so far. */

@@ -80,6 +80,12 @@ routes:
     t.equal((await proxy.lastLog())?.requestId, 'abc-123', 'and logged');
   });
 
+  await t.test('the upstream is told how long it has left', async (t) => {
+    const { seen } = await send({ 'x-request-timeout-ms': '999999' });
+    const left = Number(seen['x-request-timeout-ms']);
+    t.ok(left > 4_000 && left <= 5_000, `x-request-timeout-ms is the per-try time left (${left}ms of the 5s default), not the client's value`);
+  });
+
   await t.test('traceparent passes untouched', async (t) => {
     const tp = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
     const { seen } = await send({ traceparent: tp, tracestate: 'a=b' });

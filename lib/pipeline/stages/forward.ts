@@ -4,7 +4,7 @@
  * the client with backpressure. Before committing a response it asks the retry gate, so a
  * response that will be retried never reaches the client.
  */
-import type { IncomingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { ClientClosedError, ProxyError } from '../../core/errors.js';
 import { cleanResponseHeaders, headerValue } from '../../http/headers.js';
@@ -82,6 +82,10 @@ class Attempt implements Dispatcher.DispatchHandler {
     }
     ex.status = statusCode;
     res.writeHead(statusCode, cleanResponseHeaders(headers));
+    // Hold the head until the first body bytes (and, for small bodies, the end) join it: one
+    // write instead of several.
+    res.cork();
+    process.nextTick(uncork, res);
     this.committed = true;
   }
 
@@ -128,6 +132,10 @@ class Attempt implements Dispatcher.DispatchHandler {
 
 function noop(): void {}
 
+function uncork(res: ServerResponse): void {
+  res.uncork();
+}
+
 /** The terminal `Next`: one try against `ex.endpoint`. */
 export function forward(upstream: string, clock: Clock): Next {
   return (ex) => {
@@ -135,6 +143,9 @@ export function forward(upstream: string, clock: Clock): Next {
     if (ep === null) return Promise.reject(new ProxyError('no_endpoint', `upstream ${upstream} has no endpoints`));
     ex.responded = false;
     ex.attempts++;
+    // The upstream is told how long it has left (the last header is the placeholder for it).
+    const left = Math.min(ex.deadline, ex.tryDeadline) - clock.now();
+    ex.headers[ex.headers.length - 1] = left === Infinity ? '' : String(Math.max(0, Math.floor(left)));
     const attempt = new Attempt(ex, upstream, clock);
     ex.abortAttempt = attempt.abort;
     const promise = new Promise<AttemptResult>((resolve) => {

@@ -13,7 +13,8 @@ export function perTryTimeoutStage(perTryTimeoutMs: number, clock: Clock): Stage
     name: 'per-try-timeout',
     async handle(ex, next) {
       // Past the overall deadline the deadline stage answers; no second timer needed then.
-      if (clock.now() + perTryTimeoutMs >= ex.deadline) return next(ex);
+      ex.tryDeadline = clock.now() + perTryTimeoutMs;
+      if (ex.tryDeadline >= ex.deadline) return next(ex);
       const timer = clock.setTimer(() => expire(ex, perTryTimeoutMs), perTryTimeoutMs);
       try {
         return await next(ex);

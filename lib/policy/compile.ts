@@ -1,0 +1,312 @@
+/**
+ * Parsed policy → the deep-frozen snapshot the data plane reads (types.ts): units to
+ * numbers, route retries merged over the defaults, fingerprints, and the checks a
+ * schema cannot express (cross-references, limits that contradict each other).
+ */
+import { dirname, resolve } from 'node:path';
+import { fingerprint } from './digest.js';
+import type { PolicyWire, RetryOverrideWire, RetryWire, RouteWire, UpstreamWire } from './schema.js';
+import type {
+  DiscoveryPolicy,
+  EndpointSpec,
+  Policy,
+  RateLimitPolicy,
+  RetryCondition,
+  RetryPolicy,
+  RouteMatch,
+  RoutePolicy,
+  UpstreamPolicy,
+} from './types.js';
+import {
+  formatDuration,
+  formatHostPort,
+  normalizeHost,
+  parseDuration as ms,
+  parseHostPort,
+  parseRate,
+  parseRatio,
+  parseSize,
+} from './units.js';
+
+/** A YAML path: mapping keys and list indexes. */
+export type PolicyPath = readonly (string | number)[];
+
+/** A problem compile found, located by YAML path (load.ts turns that into line and column). */
+export interface Finding {
+  readonly path: PolicyPath;
+  readonly message: string;
+}
+
+/** Where a policy came from: the absolute file (relative paths resolve from it) and its text's hash. */
+export interface PolicySource {
+  readonly file: string;
+  readonly hash: string;
+}
+
+/** A snapshot with its warnings, or the errors that prevent one. */
+export type CompileResult =
+  | { readonly ok: true; readonly policy: Policy; readonly warnings: readonly Finding[] }
+  | { readonly ok: false; readonly errors: readonly Finding[]; readonly warnings: readonly Finding[] };
+
+/** `routes[1].retry.attempts`: the form paths take in messages. */
+export function formatPath(path: PolicyPath): string {
+  return path.reduce<string>((out, seg) => (typeof seg === 'number' ? `${out}[${seg}]` : out ? `${out}.${seg}` : seg), '');
+}
+
+/** Compiles a parsed policy; the snapshot is returned only when no check found an error. */
+export function compilePolicy(wire: PolicyWire, source: PolicySource): CompileResult {
+  const dir = dirname(source.file);
+  const policy: Policy = {
+    version: 1,
+    source: { file: source.file, hash: source.hash },
+    resolvers: wire.resolvers?.map((r) => parseHostPort(r)) ?? null,
+    listeners: {
+      outbound: parseHostPort(wire.listeners.outbound.address, true),
+      admin: parseHostPort(wire.listeners.admin.address, true),
+    },
+    upstreams: new Map(Object.entries(wire.upstreams).map(([name, u]) => [name, compileUpstream(name, u, dir)])),
+    routes: wire.routes.map((r, index) => compileRoute(r, index, wire.defaults)),
+    accessLog: { enabled: wire.accessLog.enabled },
+    drainTimeoutMs: ms(wire.shutdown.drainTimeout),
+    // A detached plain copy: /admin/policy serialises it, nothing else reads it.
+    effective: JSON.parse(JSON.stringify(wire)),
+  };
+  const errors = findErrors(wire, policy);
+  const warnings = findWarnings(policy);
+  return errors.length > 0 ? { ok: false, errors, warnings } : { ok: true, policy: deepFreeze(policy), warnings };
+}
+
+function compileUpstream(name: string, u: UpstreamWire, dir: string): UpstreamPolicy {
+  const { bulkhead: b, circuitBreaker: cb, outlierDetection: od, healthCheck: hc } = u;
+  const settings = {
+    discovery: compileDiscovery(u.discovery, dir),
+    balancer: u.balancer,
+    connectTimeoutMs: ms(u.connectTimeout),
+    bulkhead: b
+      ? { maxConcurrent: b.maxConcurrent, maxQueued: b.maxQueued, queueTimeoutMs: ms(b.queueTimeout), shadow: b.shadow }
+      : null,
+    circuitBreaker: cb
+      ? {
+          consecutiveFailures: cb.consecutiveFailures ?? null,
+          failureRate: cb.failureRate
+            ? { threshold: parseRatio(cb.failureRate.threshold), minRequests: cb.failureRate.minRequests, windowMs: ms(cb.failureRate.window) }
+            : null,
+          openForMs: ms(cb.openFor),
+          maxOpenForMs: ms(cb.maxOpenFor),
+          halfOpenProbes: cb.halfOpenProbes,
+          probeTimeoutMs: ms(cb.probeTimeout),
+          shadow: cb.shadow,
+        }
+      : null,
+    outlierDetection: od
+      ? { consecutiveFailures: od.consecutiveFailures, ejectForMs: ms(od.ejectFor), maxEjectedPercent: od.maxEjectedPercent }
+      : null,
+    healthCheck: hc
+      ? { path: hc.path, intervalMs: ms(hc.interval), timeoutMs: ms(hc.timeout), unhealthyAfter: hc.unhealthyAfter, healthyAfter: hc.healthyAfter }
+      : null,
+  };
+  // The name is the state's identity, the fingerprint its configuration: a rename starts fresh anyway.
+  return { name, ...settings, fingerprint: fingerprint(settings) };
+}
+
+function compileDiscovery(d: UpstreamWire['discovery'], dir: string): DiscoveryPolicy {
+  if (d.static) return { kind: 'static', endpoints: d.static.map(compileEndpoint) };
+  if (d.dns) return { kind: 'dns', name: d.dns.name, port: d.dns.port, refreshMs: ms(d.dns.refresh) };
+  if (d.dnsSrv) return { kind: 'dnsSrv', name: d.dnsSrv.name, refreshMs: ms(d.dnsSrv.refresh) };
+  if (d.etcd) return { kind: 'etcd', endpoints: [...d.etcd.endpoints], prefix: d.etcd.prefix };
+  if (d.file !== undefined) return { kind: 'file', path: resolve(dir, d.file) };
+  throw new Error('unreachable: the schema admits exactly one discovery kind');
+}
+
+function compileEndpoint(e: string | { address: string; weight: number }): EndpointSpec {
+  const { address, weight } = typeof e === 'string' ? { address: e, weight: 1 } : e;
+  const hp = parseHostPort(address);
+  return { address: formatHostPort(hp), host: hp.host, port: hp.port, weight, metadata: {} };
+}
+
+/** A route's retry: the defaults with only the fields the route gives replaced. */
+function mergeRetry(d: RetryWire, o: RetryOverrideWire = {}): RetryWire {
+  return {
+    attempts: o.attempts ?? d.attempts,
+    perTryTimeout: o.perTryTimeout ?? d.perTryTimeout,
+    backoff: { base: o.backoff?.base ?? d.backoff.base, max: o.backoff?.max ?? d.backoff.max },
+    on: o.on ?? d.on,
+    budget: {
+      ratio: o.budget?.ratio ?? d.budget.ratio,
+      minPerSecond: o.budget?.minPerSecond ?? d.budget.minPerSecond,
+      window: o.budget?.window ?? d.budget.window,
+    },
+    maxReplayBytes: o.maxReplayBytes ?? d.maxReplayBytes,
+  };
+}
+
+function compileRetry(r: RetryWire): RetryPolicy {
+  return {
+    attempts: r.attempts,
+    perTryTimeoutMs: ms(r.perTryTimeout),
+    backoff: { baseMs: ms(r.backoff.base), maxMs: ms(r.backoff.max) },
+    on: {
+      conditions: new Set(r.on.filter((x): x is RetryCondition => typeof x === 'string')),
+      statuses: new Set(r.on.filter((x): x is number => typeof x === 'number')),
+    },
+    budget: { ratio: parseRatio(r.budget.ratio), minPerSecond: r.budget.minPerSecond, windowMs: ms(r.budget.window) },
+    maxReplayBytes: parseSize(r.maxReplayBytes),
+  };
+}
+
+function compileRateLimit(r: NonNullable<RouteWire['rateLimit']>): RateLimitPolicy {
+  const { perMs, tokens, windowSeconds } = parseRate(r.rate);
+  const key: RateLimitPolicy['key'] =
+    r.key === undefined ? { kind: 'none' }
+    : r.key === 'client-ip' ? { kind: 'client-ip' }
+    : { kind: 'header', name: r.key.slice('header:'.length).toLowerCase() };
+  return { ratePerMs: perMs, quota: { tokens, windowSeconds }, burst: r.burst, key, maxKeys: r.maxKeys, shadow: r.shadow };
+}
+
+function compileMatch(m: RouteWire['match']): RouteMatch {
+  return {
+    host: m.host === undefined ? null : normalizeHost(m.host),
+    pathPrefix: m.pathPrefix ?? null,
+    methods: m.methods ? new Set(m.methods.map((x) => x.toUpperCase())) : null,
+    // Sorted: all must hold, so their order means nothing and must not move the fingerprint.
+    headers: Object.entries(m.headers ?? {})
+      .map(([name, value]) => [name.toLowerCase(), value] as const)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+  };
+}
+
+function compileRoute(r: RouteWire, index: number, defaults: PolicyWire['defaults']): RoutePolicy {
+  const settings = {
+    match: compileMatch(r.match),
+    rewrite: r.rewrite ? { pathPrefix: r.rewrite.pathPrefix } : null,
+    upstream: r.upstream,
+    timeoutMs: ms(r.timeout ?? defaults.timeout),
+    retry: compileRetry(mergeRetry(defaults.retry, r.retry)),
+    rateLimit: r.rateLimit ? compileRateLimit(r.rateLimit) : null,
+  };
+  // Name and index are identity, not settings: moving a route does not reset its buckets.
+  return { name: r.name ?? `route-${index}`, index, ...settings, fingerprint: fingerprint(settings) };
+}
+
+function findErrors(wire: PolicyWire, policy: Policy): Finding[] {
+  const errors: Finding[] = [];
+  const error = (path: PolicyPath, message: string) => errors.push({ path, message });
+
+  const { outbound, admin } = policy.listeners;
+  // Port 0 asks for any free port, so two of them never collide.
+  if (admin.port !== 0 && admin.host === outbound.host && admin.port === outbound.port) {
+    error(['listeners', 'admin', 'address'], `${formatHostPort(admin)} is also the outbound listener's address`);
+  }
+
+  const defaultRetry = compileRetry(wire.defaults.retry);
+  const defaultTimeout = ms(wire.defaults.timeout);
+  const tooLong = triesTooLong(defaultRetry, defaultTimeout);
+  if (tooLong) error(['defaults', 'retry', 'perTryTimeout'], tooLong);
+  const badBackoff = backoffInverted(defaultRetry);
+  if (badBackoff) error(['defaults', 'retry', 'backoff', 'base'], badBackoff);
+
+  for (const [name, u] of policy.upstreams) {
+    const at = (...path: PolicyPath) => ['upstreams', name, ...path];
+    const cb = u.circuitBreaker;
+    if (cb && cb.openForMs > cb.maxOpenForMs) {
+      error(at('circuitBreaker', 'openFor'), `openFor ${formatDuration(cb.openForMs)} is longer than maxOpenFor ${formatDuration(cb.maxOpenForMs)}`);
+    }
+    const hc = u.healthCheck;
+    if (hc && hc.timeoutMs >= hc.intervalMs) {
+      error(at('healthCheck', 'timeout'), `timeout ${formatDuration(hc.timeoutMs)} must be shorter than the interval ${formatDuration(hc.intervalMs)}, or checks would overlap`);
+    }
+    if (u.discovery.kind === 'static') {
+      const seen = new Set<string>();
+      u.discovery.endpoints.forEach(({ address }, i) => {
+        if (seen.has(address)) error(at('discovery', 'static', i), `endpoint ${address} is listed twice`);
+        seen.add(address);
+      });
+    }
+  }
+
+  const named = new Map<string, number>();
+  policy.routes.forEach((route, i) => {
+    const r = wire.routes[i]!;
+    const at = (...path: PolicyPath) => ['routes', i, ...path];
+    if (!policy.upstreams.has(route.upstream)) {
+      error(at('upstream'), `unknown upstream "${route.upstream}"; expected one of: ${[...policy.upstreams.keys()].join(', ')}`);
+    }
+    const first = named.get(route.name);
+    if (first !== undefined) error(r.name ? at('name') : at(), `route name "${route.name}" is already used by routes[${first}]`);
+    else named.set(route.name, i);
+    if (route.rewrite && route.match.pathPrefix === null) {
+      error(at('rewrite'), 'rewrite.pathPrefix replaces the matched prefix, so match.pathPrefix is required');
+    }
+    // Blame the route's own setting; a route overriding none of them was covered by the defaults' check.
+    const own = [
+      r.timeout && at('timeout'),
+      r.retry?.perTryTimeout && at('retry', 'perTryTimeout'),
+      r.retry?.attempts && at('retry', 'attempts'),
+    ].find((path) => path);
+    const routeTooLong = triesTooLong(route.retry, route.timeoutMs);
+    if (own && routeTooLong) error(own, routeTooLong);
+    const routeBackoff = backoffInverted(route.retry);
+    if (r.retry?.backoff && routeBackoff) error(at('retry', 'backoff'), routeBackoff);
+  });
+  return errors;
+}
+
+function triesTooLong(retry: RetryPolicy, timeoutMs: number): string | null {
+  const total = retry.attempts * retry.perTryTimeoutMs;
+  if (total <= timeoutMs) return null;
+  return `${retry.attempts} attempts × perTryTimeout ${formatDuration(retry.perTryTimeoutMs)} = ${formatDuration(total)} is longer than the timeout of ${formatDuration(timeoutMs)}, so the last try could never run in full`;
+}
+
+function backoffInverted({ backoff }: RetryPolicy): string | null {
+  if (backoff.baseMs <= backoff.maxMs) return null;
+  return `backoff base ${formatDuration(backoff.baseMs)} is above backoff max ${formatDuration(backoff.maxMs)}`;
+}
+
+function findWarnings(policy: Policy): Finding[] {
+  const warnings: Finding[] = [];
+  const used = new Set(policy.routes.map((r) => r.upstream));
+  for (const name of policy.upstreams.keys()) {
+    if (!used.has(name)) warnings.push({ path: ['upstreams', name], message: `upstream "${name}" is not used by any route` });
+  }
+  policy.routes.forEach((later, j) => {
+    const earlier = policy.routes.slice(0, j).find((r) => covers(r.match, later.match));
+    if (earlier) {
+      warnings.push({
+        path: ['routes', j, 'match'],
+        message: `route "${later.name}" can never match: route "${earlier.name}" (routes[${earlier.index}]) comes first and matches every request it would`,
+      });
+    }
+  });
+  return warnings;
+}
+
+/**
+ * True when every request `b` matches is matched by `a` too. Exact, never a guess: only
+ * equal-or-absent hosts, string prefixes (as the router compares them), method subsets and
+ * header subsets count.
+ */
+function covers(a: RouteMatch, b: RouteMatch): boolean {
+  return (
+    (a.host === null || a.host === b.host) &&
+    (a.pathPrefix === null || (b.pathPrefix !== null && b.pathPrefix.startsWith(a.pathPrefix))) &&
+    (a.methods === null || (b.methods !== null && [...b.methods].every((m) => a.methods!.has(m)))) &&
+    a.headers.every(([name, value]) => b.headers.some(([n, v]) => n === name && v === value))
+  );
+}
+
+function refuseMutation(): never {
+  throw new TypeError('a compiled policy is immutable');
+}
+
+/** Freezes a value and everything it holds; Maps and Sets lose their mutators too. */
+function deepFreeze<T>(value: T): T {
+  if (value === null || typeof value !== 'object' || Object.isFrozen(value)) return value;
+  if (value instanceof Map || value instanceof Set) {
+    const mutators = value instanceof Map ? ['set', 'delete', 'clear'] : ['add', 'delete', 'clear'];
+    for (const m of mutators) Object.defineProperty(value, m, { value: refuseMutation });
+    for (const item of value instanceof Map ? [...value.keys(), ...value.values()] : value) deepFreeze(item);
+  } else {
+    for (const item of Object.values(value)) deepFreeze(item);
+  }
+  return Object.freeze(value);
+}

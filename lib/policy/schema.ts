@@ -1,0 +1,275 @@
+/**
+ * The policy YAML as users write it, in zod: the contract's names and shapes, strict
+ * objects (a misspelt field is an error that names it), defaults as they would be
+ * written. Units stay as text here; `compile.ts` turns them into numbers.
+ */
+import { z } from 'zod';
+import {
+  EXPECTED,
+  UnitError,
+  parseDuration,
+  parseHostPort,
+  parseRate,
+  parseRatio,
+  parseSize,
+  showValue,
+} from './units.js';
+
+/** Error params whose every message reads `expected <what>, got <value>`. */
+function expecting(what: string): { error: (issue: { input?: unknown }) => string } {
+  return {
+    error: (issue) =>
+      issue.input === undefined ? `required: expected ${what}` : `expected ${what}, got ${showValue(issue.input)}`,
+  };
+}
+
+/** A text or number leaf that must parse with `parse`; the parser's message is the error. */
+function unit<V extends string | number>(base: z.ZodType<V, V>, parse: (value: V) => unknown, what: string): z.ZodType<V, V> {
+  return base
+    .check((ctx) => {
+      try {
+        parse(ctx.value);
+      } catch (err) {
+        if (!(err instanceof UnitError)) throw err;
+        ctx.issues.push({ code: 'custom', input: ctx.value, message: err.message });
+      }
+    })
+    .meta({ description: what });
+}
+
+/** A duration; zero only where it means "none" (no queueing, no backoff). */
+function duration(allowZero = false) {
+  return unit(z.string(expecting(EXPECTED.duration)), (text) => {
+    if (parseDuration(text) === 0 && !allowZero) {
+      throw new UnitError(`expected ${EXPECTED.duration} above zero, got ${showValue(text)}`);
+    }
+  }, EXPECTED.duration);
+}
+
+const hostPort = (allowPortZero = false) =>
+  unit(z.string(expecting(EXPECTED.hostPort)), (text) => parseHostPort(text, allowPortZero), EXPECTED.hostPort);
+const rate = () => unit(z.string(expecting(EXPECTED.rate)), parseRate, EXPECTED.rate);
+const ratio = () => unit(z.union([z.string(), z.number()], expecting(EXPECTED.ratio)), parseRatio, EXPECTED.ratio);
+const size = () => unit(z.union([z.number(), z.string()], expecting(EXPECTED.size)), parseSize, EXPECTED.size);
+
+function between(min: number, max: number | null, what: string, int = false) {
+  const e = expecting(what);
+  const n = (int ? z.int(e) : z.number(e)).min(min, e);
+  return max === null ? n : n.max(max, e);
+}
+
+function pattern(regex: RegExp, what: string) {
+  const e = expecting(what);
+  return z.string(e).regex(regex, e).meta({ description: what });
+}
+
+const count = (min: 0 | 1) => between(min, null, min === 0 ? 'a whole number, 0 or more' : 'a positive integer', true);
+const flag = () => z.boolean(expecting('true or false'));
+const percent = () => between(0, 100, 'a percentage from 0 to 100');
+const port = () => between(1, 65_535, 'a port from 1 to 65535', true);
+const perSecond = () => between(0, null, 'a number, 0 or more');
+const urlPath = () => pattern(/^\//, 'a path starting with /');
+const name = () => pattern(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'a name of letters, digits, ".", "_" and "-"');
+const dnsName = () => pattern(/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/, 'a DNS name like users.internal');
+// RFC 9110 token characters: what a method or a header name may be made of.
+const TCHARS = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
+const TOKEN = new RegExp(`^${TCHARS}$`);
+
+/** Levenshtein distance, for "did you mean" on a misspelt field. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
+function unknownFields(keys: readonly string[], known: readonly string[]): string {
+  const first = keys[0]!.toLowerCase();
+  const near = known.find((k) => editDistance(k.toLowerCase(), first) <= 2);
+  const hint = near ? `did you mean "${near}"?` : `expected one of: ${known.join(', ')}`;
+  return `unknown field ${keys.map((k) => JSON.stringify(k)).join(', ')}; ${hint}`;
+}
+
+/** A strict mapping: an unknown key is an error naming it (and the field it was likely meant to be). */
+function fields<S extends z.core.$ZodLooseShape>(shape: S) {
+  const known = Object.keys(shape);
+  const notMapping = expecting('a mapping').error;
+  return z.strictObject(shape, {
+    error: (issue) => (issue.code === 'unrecognized_keys' ? unknownFields(issue.keys, known) : notMapping(issue)),
+  });
+}
+
+const DISCOVERY_KINDS = ['static', 'dns', 'dnsSrv', 'etcd', 'file'] as const;
+
+const staticEndpoint = z.union(
+  [hostPort(), fields({ address: hostPort(), weight: count(1).default(1) })],
+  expecting('"host:port" or { address, weight }'),
+);
+
+const discovery = fields({
+  static: z.array(staticEndpoint, expecting('a list of endpoints')).min(1, expecting('at least one endpoint')).optional(),
+  dns: fields({ name: dnsName(), port: port(), refresh: duration().default('30s') })
+    .describe('A/AAAA records of `name`, all on `port`')
+    .optional(),
+  dnsSrv: fields({ name: dnsName(), refresh: duration().default('30s') }).describe('SRV records: host, port, weight').optional(),
+  etcd: fields({
+    endpoints: z.array(z.url({ protocol: /^https?$/, ...expecting('an http(s) URL like http://127.0.0.1:2379') })).min(1, expecting('at least one URL')),
+    prefix: z.string(expecting('a key prefix')),
+  }).optional(),
+  file: z.string(expecting('a file path')).min(1, expecting('a file path')).describe('YAML file of endpoints, relative to this policy file; watched').optional(),
+})
+  .check((ctx) => {
+    const given = DISCOVERY_KINDS.filter((kind) => ctx.value[kind] !== undefined);
+    if (given.length !== 1) {
+      const got = given.length === 0 ? 'none' : given.join(' and ');
+      ctx.issues.push({ code: 'custom', input: ctx.value, message: `expected exactly one of ${DISCOVERY_KINDS.join(', ')}; got ${got}` });
+    }
+  })
+  .meta({ description: 'Where the endpoints come from: exactly one kind', minProperties: 1, maxProperties: 1 });
+
+const circuitBreaker = fields({
+  consecutiveFailures: count(1).describe('trip after this many failures in a row').optional(),
+  failureRate: fields({ threshold: ratio(), minRequests: count(1), window: duration() })
+    .describe('trip when at least minRequests were seen over window and this share of them failed')
+    .optional(),
+  openFor: duration().describe('first open period; doubles on each re-open').default('5s'),
+  maxOpenFor: duration().describe('cap on the open period').default('60s'),
+  halfOpenProbes: count(1).describe('requests let through to test recovery').default(1),
+  probeTimeout: duration().describe('a probe not settled by then counts as a failure').default('10s'),
+  shadow: flag().describe('count "would reject" without enforcing').default(false),
+}).check((ctx) => {
+  if (ctx.value.consecutiveFailures === undefined && ctx.value.failureRate === undefined) {
+    ctx.issues.push({ code: 'custom', input: ctx.value, message: 'expected a rule to trip on: consecutiveFailures, failureRate or both' });
+  }
+});
+
+const upstream = fields({
+  discovery,
+  balancer: z
+    .enum(['round-robin', 'least-connections', 'random'], expecting('round-robin, least-connections or random'))
+    .default('round-robin'),
+  connectTimeout: duration().default('1s'),
+  bulkhead: fields({
+    maxConcurrent: count(1),
+    maxQueued: count(0).default(0),
+    queueTimeout: duration(true).default('1s'),
+    shadow: flag().default(false),
+  })
+    .describe('at most maxConcurrent requests in flight, then a queue of maxQueued')
+    .optional(),
+  circuitBreaker: circuitBreaker.optional(),
+  outlierDetection: fields({
+    consecutiveFailures: count(1).default(5),
+    ejectFor: duration().describe('times the number of ejections in a row').default('30s'),
+    maxEjectedPercent: percent().default(50),
+  })
+    .describe('per endpoint: eject the bad one, keep serving from the rest')
+    .optional(),
+  healthCheck: fields({
+    path: urlPath(),
+    interval: duration().default('5s'),
+    timeout: duration().default('1s'),
+    unhealthyAfter: count(1).default(3),
+    healthyAfter: count(1).default(2),
+  }).optional(),
+});
+
+const RETRY_ON = 'connect-failure, reset, timeout or a status from 400 to 599';
+const retryOn = () => {
+  const e = expecting(RETRY_ON);
+  return z.array(z.union([z.enum(['connect-failure', 'reset', 'timeout'], e), z.int(e).min(400, e).max(599, e)], e), expecting(`a list of ${RETRY_ON}`));
+};
+
+const retryDefaults = fields({
+  attempts: count(1).describe('tries in all, the first one included').default(2),
+  perTryTimeout: duration().describe('until response headers arrive').default('5s'),
+  backoff: fields({ base: duration(true).default('25ms'), max: duration(true).default('250ms') })
+    .describe('full jitter: wait U(0, min(max, base * 2^(n-1)))')
+    .prefault({}),
+  on: retryOn().default(['connect-failure', 'reset', 502, 503, 504]),
+  budget: fields({
+    ratio: ratio().default('20%'),
+    minPerSecond: perSecond().default(10),
+    window: duration().default('10s'),
+  })
+    .describe('retries may add at most ratio of the load, plus minPerSecond')
+    .prefault({}),
+  maxReplayBytes: size().describe('request bodies up to this size are buffered so a retry can replay them').default('64KiB'),
+}).prefault({});
+
+const retryOverride = fields({
+  attempts: count(1).optional(),
+  perTryTimeout: duration().optional(),
+  backoff: fields({ base: duration(true).optional(), max: duration(true).optional() }).optional(),
+  on: retryOn().optional(),
+  budget: fields({
+    ratio: ratio().optional(),
+    minPerSecond: perSecond().optional(),
+    window: duration().optional(),
+  }).optional(),
+  maxReplayBytes: size().optional(),
+}).describe('overrides only the given fields of defaults.retry');
+
+const rateLimitKey = () => {
+  const e = expecting('client-ip or header:NAME');
+  return z.union([z.literal('client-ip', e), z.string(e).regex(new RegExp(`^header:${TCHARS}$`), e)], e);
+};
+
+const route = fields({
+  name: name().describe('metrics label; default route-<index>').optional(),
+  match: fields({
+    host: z.string(expecting('a host name')).min(1, expecting('a host name')).describe('the Host header (port ignored)').optional(),
+    pathPrefix: urlPath().optional(),
+    methods: z.array(pattern(TOKEN, 'an HTTP method like GET'), expecting('a list of methods')).min(1, expecting('at least one method')).optional(),
+    headers: z.record(pattern(TOKEN, 'an HTTP header name'), z.string(expecting('a string (quote values like "true")')), expecting('a mapping of header name to exact value')).optional(),
+  }).describe('all given conditions must hold; {} matches every request'),
+  rewrite: fields({ pathPrefix: urlPath() }).describe('replaces the matched pathPrefix').optional(),
+  upstream: name(),
+  timeout: duration().describe('overall deadline, all tries and backoff included; default defaults.timeout').optional(),
+  retry: retryOverride.optional(),
+  rateLimit: fields({
+    rate: rate(),
+    burst: count(1),
+    key: rateLimitKey().describe('one bucket per key; absent: one bucket for the route').optional(),
+    maxKeys: count(1).describe('hard cap on keyed buckets (LRU beyond it)').default(10_000),
+    shadow: flag().default(false),
+  }).optional(),
+});
+
+/** The whole policy file as written. */
+export const policySchema = fields({
+  version: z.literal(1, expecting('1')),
+  resolvers: z.array(hostPort(), expecting('a list of host:port')).min(1, expecting('at least one resolver'))
+    .describe("DNS servers for dns/dnsSrv discovery; default: the system's")
+    .optional(),
+  listeners: fields({
+    outbound: fields({ address: hostPort(true) }).default({ address: '127.0.0.1:15001' }),
+    admin: fields({ address: hostPort(true) }).default({ address: '127.0.0.1:15000' }),
+  }).prefault({}),
+  defaults: fields({
+    timeout: duration().describe('overall deadline of one request: all tries and backoff included').default('15s'),
+    retry: retryDefaults,
+  })
+    .describe('every route inherits these unless it overrides them')
+    .prefault({}),
+  upstreams: z.record(name(), upstream, expecting('a mapping of upstream name to upstream')),
+  routes: z.array(route, expecting('a list of routes')).describe('first match wins'),
+  accessLog: fields({ enabled: flag().default(true) }).prefault({}),
+  shutdown: fields({ drainTimeout: duration().describe('how long in-flight requests may take to finish on SIGTERM').default('20s') }).prefault({}),
+});
+
+/** The policy as parsed: defaults applied, units still as written. */
+export type PolicyWire = z.output<typeof policySchema>;
+/** One upstream as parsed. */
+export type UpstreamWire = PolicyWire['upstreams'][string];
+/** One route as parsed. */
+export type RouteWire = PolicyWire['routes'][number];
+/** `defaults.retry` as parsed: every field present. */
+export type RetryWire = PolicyWire['defaults']['retry'];
+/** A route's `retry`: only the fields it overrides. */
+export type RetryOverrideWire = NonNullable<RouteWire['retry']>;

@@ -1,0 +1,125 @@
+/**
+ * Calls back when the policy file's content changes. Watches the file's directory, not
+ * the file: editors save by rename-over, and a Kubernetes ConfigMap update swaps a
+ * `..data` symlink, and a watch on the file itself goes blind after either. Events are
+ * only hints: the content hash decides, so a touch or a spurious event costs one read.
+ */
+import { watch, type FSWatcher } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { basename, dirname, resolve } from 'node:path';
+import type { Clock, Timer } from '../core/clock.js';
+import { sha256Hex } from './digest.js';
+
+/** How to watch. */
+export interface WatchOptions {
+  readonly clock: Clock;
+  /** Quiet period after an event before the file is read [200]. */
+  readonly debounceMs?: number;
+  /** Re-read regardless of events this often, for filesystems where fs.watch misses them [2000]. */
+  readonly pollMs?: number;
+  /** sha256 of the text already loaded (`policy.source.hash`): a change made before the watch began is still seen. */
+  readonly initialHash?: string;
+  /** Told of failures that are not the file being briefly absent, and of `onChange` throwing. */
+  readonly onError?: (error: unknown) => void;
+}
+
+/** A running watch. */
+export interface PolicyWatcher {
+  /** Stops watching; no callback runs after it returns. */
+  close(): void;
+}
+
+/** Calls `onChange` (debounced, never concurrently) each time the file's content hash changes. */
+export function watchPolicyFile(file: string, onChange: () => void, opts: WatchOptions): PolicyWatcher {
+  const { clock, debounceMs = 200, pollMs = 2000, onError = () => {} } = opts;
+  const path = resolve(file);
+  const dir = dirname(path);
+  const name = basename(path);
+  let lastHash: string | null = opts.initialHash ?? null;
+  let closed = false;
+  let watcher: FSWatcher | null = null;
+  let debounce: Timer | null = null;
+  let poll: Timer | null = null;
+  // Reads run one after another, so two of them never race to report the same change.
+  let reads: Promise<void> = Promise.resolve();
+
+  const report = (error: unknown): void => {
+    try {
+      onError(error);
+    } catch {
+      // An error reporter that throws has nowhere left to report to.
+    }
+  };
+
+  const compare = async (): Promise<void> => {
+    let hash: string;
+    try {
+      hash = sha256Hex(await readFile(path, 'utf8'));
+    } catch (err) {
+      // Absent for a moment mid-swap is normal; the next event or poll reads it again.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') report(err);
+      return;
+    }
+    if (closed || hash === lastHash) return;
+    const first = lastHash === null;
+    lastHash = hash;
+    if (first) return; // the baseline, not a change
+    try {
+      onChange();
+    } catch (err) {
+      report(err);
+    }
+  };
+  const check = (): void => {
+    reads = reads.then(compare);
+  };
+
+  // Not reset by later events: a steady stream of writes must not postpone the read forever.
+  const signal = (): void => {
+    if (closed || debounce !== null) return;
+    debounce = clock.setTimer(() => {
+      debounce = null;
+      check();
+    }, debounceMs);
+  };
+
+  const ensureWatcher = (): void => {
+    if (closed || watcher !== null) return;
+    try {
+      // persistent: false: the watch alone must not keep the process alive.
+      watcher = watch(dir, { persistent: false }, (_event, changed) => {
+        // The file itself, or a ConfigMap's `..data` / `..<timestamp>` entries; null: unknown.
+        if (changed === null || changed === name || String(changed).startsWith('..')) signal();
+      });
+      watcher.on('error', () => {
+        // The directory went away: the poll keeps reading and re-arms the watch.
+        watcher?.close();
+        watcher = null;
+      });
+    } catch {
+      watcher = null; // e.g. the directory does not exist yet: the poll retries.
+    }
+  };
+
+  const armPoll = (): void => {
+    poll = clock.setTimer(() => {
+      if (closed) return;
+      ensureWatcher();
+      check();
+      armPoll();
+    }, pollMs);
+  };
+
+  ensureWatcher();
+  if (lastHash === null) check();
+  armPoll();
+  return {
+    close(): void {
+      closed = true;
+      debounce?.cancel();
+      poll?.cancel();
+      watcher?.close();
+      watcher = null;
+    },
+  };
+}

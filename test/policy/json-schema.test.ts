@@ -1,0 +1,22 @@
+import { readFile } from 'node:fs/promises';
+import t from 'tap';
+import { policyJsonSchema, renderPolicyJsonSchema } from '../../lib/policy/json-schema.js';
+
+t.test('the committed config/policy.schema.json is what the code generates now', async (t) => {
+  const committed = await readFile(new URL('../../config/policy.schema.json', import.meta.url), 'utf8');
+  t.equal(committed, renderPolicyJsonSchema(),
+    'stale: regenerate with `node --import ./test/support/ts-loader.js scripts/gen-schema.ts`');
+});
+
+t.test('the JSON Schema describes what users write', async (t) => {
+  const schema = policyJsonSchema() as {
+    $schema: string; title: string; required: string[]; additionalProperties: boolean;
+    properties: Record<string, { properties?: Record<string, { default?: unknown }> }>;
+  };
+  t.equal(schema.$schema, 'https://json-schema.org/draft/2020-12/schema');
+  t.equal(schema.title, 'Pilotfish policy');
+  t.same(Object.keys(schema.properties), ['version', 'resolvers', 'listeners', 'defaults', 'upstreams', 'routes', 'accessLog', 'shutdown']);
+  t.same([...schema.required].sort(), ['routes', 'upstreams', 'version'], 'defaulted sections are optional (io: input)');
+  t.equal(schema.additionalProperties, false, 'a misspelt top-level field is an error in the editor too');
+  t.equal(schema.properties.defaults!.properties!.timeout!.default, '15s', 'defaults appear as written');
+});

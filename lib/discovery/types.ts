@@ -31,4 +31,9 @@ export interface DiscoverySource {
 export interface DiscoveryEvents {
   updated(upstream: string, kind: string, set: EndpointSet): void;
   failed(upstream: string, kind: string, error: Error): void;
+  /**
+   * Optional (added by discovery): a real empty answer (NXDOMAIN, NODATA, prefix deleted) came
+   * in; `kept` stays published until a second empty answer confirms it.
+   */
+  emptyPending?(upstream: string, kind: string, kept: EndpointSet): void;
 }

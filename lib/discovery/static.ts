@@ -1,0 +1,30 @@
+/** Endpoints written in the policy: one set, published at start, never changing. */
+import type { Clock } from '../core/clock.js';
+import type { EndpointSpec } from '../policy/types.js';
+import { makeEndpoint, SetPublisher } from './endpoint-set.js';
+import type { DiscoveryEvents, DiscoverySource, EndpointSet } from './types.js';
+
+/** A fixed list of endpoints (weights and metadata as configured). */
+export class StaticSource implements DiscoverySource {
+  readonly kind = 'static';
+  private readonly publisher: SetPublisher;
+  private readonly endpoints: readonly EndpointSpec[];
+
+  constructor(upstream: string, endpoints: readonly EndpointSpec[], deps: { clock: Clock; events: DiscoveryEvents }) {
+    this.publisher = new SetPublisher(upstream, this.kind, deps.clock, deps.events);
+    // Re-made so the set owns frozen copies whatever the caller passed.
+    this.endpoints = endpoints.map((e) => makeEndpoint(e.host, e.port, e.weight, e.metadata));
+  }
+
+  start(onUpdate: (set: EndpointSet) => void): void {
+    if (this.publisher.current() !== null) return;
+    this.publisher.listen(onUpdate);
+    this.publisher.offer(this.endpoints);
+  }
+
+  current(): EndpointSet | null {
+    return this.publisher.current();
+  }
+
+  async close(): Promise<void> {}
+}

@@ -54,8 +54,6 @@ export interface ReloadRecord {
 
 /** How long upstreams retired by a reload keep serving the requests that started on them. */
 const RETIRE_AFTER_MS = 30_000;
-/** How long /readyz waits for discovery before declaring ready anyway. */
-const STARTUP_RESOLVE_TIMEOUT_MS = 10_000;
 
 /** A running sidecar. */
 export class Pilotfish {
@@ -174,7 +172,7 @@ export class Pilotfish {
   notReadyReason(): string | null {
     if (this.draining) return 'draining';
     if (!this.outbound.listening) return 'outbound listener not up';
-    if (this.deps.clock.now() - this.startedAt < STARTUP_RESOLVE_TIMEOUT_MS) {
+    if (this.deps.clock.now() - this.startedAt < this.runtime_.policy.startupTimeoutMs) {
       const routed = new Set(this.runtime_.policy.routes.map((r) => r.upstream));
       for (const name of routed) {
         const up = this.runtime_.upstreams.get(name);

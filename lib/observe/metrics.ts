@@ -205,16 +205,23 @@ export class Metrics implements ProxyEvents {
   private liveGauges(view: LiveView, registers: Registry[]): void {
     new Gauge({
       name: 'pilotfish_upstream_endpoints',
-      help: 'Endpoints per upstream by state (healthy, ejected, stale).',
+      help: 'Endpoints per upstream by state (healthy, unhealthy, ejected, stale; stale counts endpoints also counted in another state).',
       labelNames: ['upstream', 'state'],
       registers,
       collect() {
         this.reset();
         for (const u of view.upstreams()) {
-          const total = u.endpoints.length;
-          const ejected = u.outliers ? u.endpoints.filter((e) => u.outliers?.isEjected(e.spec.address)).length : 0;
-          const stale = u.endpointSet?.stale ? total : 0;
-          this.set({ upstream: u.name, state: 'healthy' }, total - ejected);
+          let healthy = 0;
+          let unhealthy = 0;
+          let ejected = 0;
+          for (const e of u.endpoints) {
+            if (!u.isHealthy(e.spec.address)) unhealthy++;
+            else if (u.outliers?.isEjected(e.spec.address)) ejected++;
+            else healthy++;
+          }
+          const stale = u.endpointSet?.stale ? u.endpoints.length : 0;
+          this.set({ upstream: u.name, state: 'healthy' }, healthy);
+          this.set({ upstream: u.name, state: 'unhealthy' }, unhealthy);
           this.set({ upstream: u.name, state: 'ejected' }, ejected);
           this.set({ upstream: u.name, state: 'stale' }, stale);
         }

@@ -68,6 +68,7 @@ export function compilePolicy(wire: PolicyWire, source: PolicySource): CompileRe
     routes: wire.routes.map((r, index) => compileRoute(r, index, wire.defaults)),
     accessLog: { enabled: wire.accessLog.enabled },
     drainTimeoutMs: ms(wire.shutdown.drainTimeout),
+    startupTimeoutMs: ms(wire.readiness.startupTimeout),
     // A detached plain copy: /admin/policy serialises it, nothing else reads it.
     effective: JSON.parse(JSON.stringify(wire)),
   };

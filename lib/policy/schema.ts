@@ -261,6 +261,9 @@ export const policySchema = fields({
   routes: z.array(route, expecting('a list of routes')).describe('first match wins'),
   accessLog: fields({ enabled: flag().default(true) }).prefault({}),
   shutdown: fields({ drainTimeout: duration().describe('how long in-flight requests may take to finish on SIGTERM').default('20s') }).prefault({}),
+  readiness: fields({
+    startupTimeout: duration(true).describe('/readyz waits at most this long for every routed upstream to resolve once').default('10s'),
+  }).prefault({}),
 });
 
 /** The policy as parsed: defaults applied, units still as written. */

@@ -163,6 +163,8 @@ export interface Policy {
   readonly accessLog: AccessLogPolicy;
   /** How long in-flight requests may take to finish on SIGTERM. */
   readonly drainTimeoutMs: number;
+  /** How long /readyz waits for every routed upstream's first endpoint set. */
+  readonly startupTimeoutMs: number;
   /** The policy as written (after defaults), for /admin/policy. */
   readonly effective: unknown;
 }

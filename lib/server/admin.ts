@@ -29,6 +29,7 @@ export function upstreamsView(runtime: Runtime): unknown {
   for (const u of runtime.upstreams.values()) {
     out[u.name] = {
       discovery: u.policy.discovery.kind,
+      healthChecks: u.health ? u.health.snapshot() : null,
       balancer: u.policy.balancer,
       resolved: u.resolved,
       stale: u.endpointSet?.stale ?? false,
@@ -40,6 +41,7 @@ export function upstreamsView(runtime: Runtime): unknown {
         weight: ep.spec.weight,
         inFlight: ep.inFlight,
         metadata: ep.spec.metadata,
+        healthy: u.isHealthy(ep.spec.address),
         outlier: u.outliers ? u.outliers.snapshot(ep.spec.address) : null,
       })),
     };

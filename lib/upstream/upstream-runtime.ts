@@ -9,6 +9,8 @@ import type { Clock } from '../core/clock.js';
 import type { ProxyEvents } from '../core/events.js';
 import type { Random } from '../core/random.js';
 import { createBalancer, type BalancedEndpoint, type Balancer } from '../balancer/balancer.js';
+import { activePriority, priorityOf } from '../discovery/dns-srv.js';
+import { HealthChecker } from '../discovery/health-check.js';
 import type { DiscoverySource, EndpointSet } from '../discovery/types.js';
 import type { EndpointSpec, RetryPolicy, UpstreamPolicy } from '../policy/types.js';
 import { Bulkhead } from '../resilience/bulkhead.js';
@@ -45,6 +47,7 @@ export class UpstreamRuntime {
   readonly breaker: CircuitBreaker | null;
   readonly bulkhead: Bulkhead | null;
   readonly outliers: OutlierDetector | null;
+  readonly health: HealthChecker | null;
   /** The current endpoints; replaced whole on every discovery update. */
   endpoints: readonly EndpointRuntime[] = NO_ENDPOINTS;
   /** The last set discovery published (null before the first). */
@@ -53,6 +56,8 @@ export class UpstreamRuntime {
   private readonly source: DiscoverySource;
   private readonly budgets = new Map<string, RetryBudget>();
   private excluded: ReadonlySet<string> | null = null;
+  /** With SRV priorities: the lowest tier that has healthy endpoints (null = no tiers). */
+  private tier: number | null = null;
   private closed = false;
   private readyWaiters: (() => void)[] = [];
 
@@ -79,6 +84,17 @@ export class UpstreamRuntime {
       ? new OutlierDetector(policy.outlierDetection, clock, {
           ejected: (address) => events.ejected(name, address),
           returned: (address) => events.ejectionEnded(name, address),
+        })
+      : null;
+    this.health = policy.healthCheck
+      ? new HealthChecker(policy.healthCheck, {
+          clock,
+          random,
+          upstream: name,
+          events: {
+            result: (upstream, address, ok) => events.healthCheck(upstream, address, ok),
+            changed: () => this.chooseTier(),
+          },
         })
       : null;
     this.balancer = createBalancer(policy.balancer, NO_ENDPOINTS, random);
@@ -141,14 +157,29 @@ export class UpstreamRuntime {
     for (const ep of this.endpoints) this.deps.pools.release(ep.spec.address, this.poolOptions());
     this.endpoints = NO_ENDPOINTS;
     for (const w of this.readyWaiters.splice(0)) w();
-    await this.source.close();
+    await Promise.all([this.source.close(), this.health?.close()]);
   }
 
+  /** True when the endpoint may take this try: not excluded, healthy, not ejected, in the active tier. */
   private readonly eligible = (ep: BalancedEndpoint): boolean => {
     const address = ep.spec.address;
     if (this.excluded !== null && this.excluded.has(address)) return false;
+    if (this.tier !== null && priorityOf(ep.spec) !== this.tier) return false;
+    if (this.health !== null && !this.health.isHealthy(address)) return false;
     return this.outliers === null || !this.outliers.isEjected(address);
   };
+
+  /** True unless an active health check says the endpoint is down. */
+  isHealthy(address: string): boolean {
+    return this.health === null || this.health.isHealthy(address);
+  }
+
+  /** Re-chooses the SRV priority tier after endpoints or their health changed. */
+  private chooseTier(): void {
+    const specs = this.endpoints.map((ep) => ep.spec);
+    const tiered = specs.some((spec) => spec.metadata.priority !== undefined);
+    this.tier = tiered ? activePriority(specs, (spec) => this.isHealthy(spec.address)) : null;
+  }
 
   private poolOptions(): { connectTimeoutMs: number } {
     return { connectTimeoutMs: this.policy.connectTimeoutMs };
@@ -181,6 +212,8 @@ export class UpstreamRuntime {
     this.endpoints = Object.freeze(next);
     this.balancer = createBalancer(this.policy.balancer, this.endpoints, this.deps.random);
     this.endpointSet = set;
+    this.health?.update(set.endpoints);
+    this.chooseTier();
     this.deps.events.discoveryUpdated(this.name, this.source.kind, next.length, set.stale);
     for (const w of this.readyWaiters.splice(0)) w();
   }

@@ -34,6 +34,7 @@ t.test('a minimal policy gets every default', async (t) => {
   t.same(policy.listeners, { outbound: { host: '127.0.0.1', port: 15001 }, admin: { host: '127.0.0.1', port: 15000 } });
   t.same(policy.accessLog, { enabled: true });
   t.equal(policy.drainTimeoutMs, 20_000);
+  t.equal(policy.startupTimeoutMs, 10_000);
 
   const orders = policy.upstreams.get('orders')!;
   t.same({ ...orders, fingerprint: '-' }, {
@@ -79,6 +80,7 @@ t.test('a minimal policy gets every default', async (t) => {
     routes: [{ match: {}, upstream: 'orders' }],
     accessLog: { enabled: true },
     shutdown: { drainTimeout: '20s' },
+    readiness: { startupTimeout: '10s' },
   }, 'effective is the policy as written, defaults filled in, as plain JSON');
 });
 

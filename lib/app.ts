@@ -96,7 +96,9 @@ export class Pilotfish {
     const policy = loaded.policy;
 
     let app: Pilotfish | null = null;
-    const metrics = new Metrics({ upstreams: () => app?.runtime().upstreams.values() ?? [] }, { version: options.version ?? '0.0.0' });
+    const load = { inFlight: 0 };
+    const view = { upstreams: () => app?.runtime().upstreams.values() ?? [], inFlight: () => load.inFlight };
+    const metrics = new Metrics(view, { version: options.version ?? '0.0.0' });
     const accessLog = policy.accessLog.enabled
       ? new AccessLog(options.accessLogOut ?? process.stdout, (n) => metrics.accessLogDropped.inc(n))
       : null;
@@ -123,7 +125,6 @@ export class Pilotfish {
           },
         }),
     };
-    const load = { inFlight: 0 };
     const outbound = createOutboundServer({ clock, runtime: () => (app as Pilotfish).runtime(), metrics, accessLog, tunnel, logger, load });
     const admin = createAdminServer({
       metrics,

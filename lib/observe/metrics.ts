@@ -18,6 +18,8 @@ const BREAKER_STATE_VALUE: Readonly<Record<BreakerState, number>> = { closed: 0,
 /** What the scrape-time gauges read: the upstreams of the policy now serving. */
 export interface LiveView {
   upstreams(): Iterable<UpstreamRuntime>;
+  /** Requests being served now. */
+  inFlight(): number;
 }
 
 type Child = { inc(n?: number): void };
@@ -97,7 +99,14 @@ export class Metrics implements ProxyEvents {
       buckets: LATENCY_BUCKETS,
       registers,
     });
-    this.inFlight = new Gauge({ name: 'pilotfish_requests_in_flight', help: 'Requests being served now.', registers });
+    this.inFlight = new Gauge({
+      name: 'pilotfish_requests_in_flight',
+      help: 'Requests being served now.',
+      registers,
+      collect() {
+        this.set(view.inFlight());
+      },
+    });
     this.proxyErrors = new Counter({
       name: 'pilotfish_proxy_errors_total',
       help: 'Requests the proxy refused or failed itself, by error code.',

@@ -5,6 +5,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Cancellation } from '../core/cancel.js';
+import type { Timer } from '../core/clock.js';
 import type { ErrorCode, ProxyError } from '../core/errors.js';
 import type { FailureKind } from '../resilience/outcome.js';
 import type { RouteRuntime } from '../routing/route-runtime.js';
@@ -42,6 +43,8 @@ export class Exchange {
   deadline = Infinity;
   /** Absolute clock time by which this try's response headers must arrive. */
   tryDeadline = Infinity;
+  /** The timer bounding the try in flight; cancelled when its response headers arrive. */
+  tryTimer: Timer | null = null;
   /** True once the current attempt's response headers arrived (ends the per-try timeout). */
   responded = false;
   /** Tries made so far. */

@@ -47,7 +47,6 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
 
   /** Logs and counts a finished request. */
   function finish(ex: Exchange): void {
-    metrics.inFlight.dec();
     deps.load.inFlight--;
     const seconds = (clock.now() - ex.startedAt) / 1000;
     ex.route.metrics.observe(ex.req.method ?? 'GET', ex.status, seconds);
@@ -140,7 +139,6 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
       requestId,
     });
     const ex = new Exchange(requestId, req, res, route, route.rewrite(target.path), target.authority, headers, RequestBody.of(req), started);
-    metrics.inFlight.inc();
     deps.load.inFlight++;
     res.on('close', () => {
       if (!res.writableFinished) ex.fail(new ClientClosedError());

@@ -67,6 +67,7 @@ class Attempt implements Dispatcher.DispatchHandler {
     if (statusCode < 200) return; // interim responses stay on this hop
     const ex = this.ex;
     ex.responded = true;
+    stopTryTimer(ex);
     this.status = statusCode;
     const retryAfterMs = statusCode === 503 || statusCode === 429 ? parseRetryAfter(headerValue(headers['retry-after']), this.clock.wallNow()) : null;
     if (ex.retryGate !== null && ex.retryGate(ex, statusCode, retryAfterMs)) {
@@ -126,11 +127,18 @@ class Attempt implements Dispatcher.DispatchHandler {
     if (this.settled) return;
     this.settled = true;
     this.ex.abortAttempt = null;
+    stopTryTimer(this.ex);
     this.resolve(result);
   }
 }
 
 function noop(): void {}
+
+function stopTryTimer(ex: Exchange): void {
+  if (ex.tryTimer === null) return;
+  ex.tryTimer.cancel();
+  ex.tryTimer = null;
+}
 
 function uncork(res: ServerResponse): void {
   res.uncork();
@@ -140,7 +148,10 @@ function uncork(res: ServerResponse): void {
 export function forward(upstream: string, clock: Clock): Next {
   return (ex) => {
     const ep = ex.endpoint;
-    if (ep === null) return Promise.reject(new ProxyError('no_endpoint', `upstream ${upstream} has no endpoints`));
+    if (ep === null) {
+      stopTryTimer(ex);
+      return Promise.reject(new ProxyError('no_endpoint', `upstream ${upstream} has no endpoints`));
+    }
     ex.responded = false;
     ex.attempts++;
     // The upstream is told how long it has left (the last header is the placeholder for it).

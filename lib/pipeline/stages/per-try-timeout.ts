@@ -1,31 +1,38 @@
 /**
  * Per-try timeout: bounds one try until its response headers arrive. Innermost but for the
- * call itself, so time spent queued in the bulkhead does not count against the try.
+ * call itself, so time spent queued in the bulkhead does not count against the try. Its one
+ * timer fires at the earlier of the try's and the request's deadline, so a request in flight
+ * costs one timer; forward cancels it as soon as response headers arrive.
  */
 import type { Clock } from '../../core/clock.js';
 import { ProxyError } from '../../core/errors.js';
 import type { Exchange } from '../exchange.js';
 import type { Stage } from '../stage.js';
 
-/** Aborts the try in flight with `upstream_timeout` (a retryable failure) when it runs long. */
+/** Aborts the try in flight with `upstream_timeout` when it runs long (a retryable failure). */
 export function perTryTimeoutStage(perTryTimeoutMs: number, clock: Clock): Stage {
   return {
     name: 'per-try-timeout',
-    async handle(ex, next) {
-      // Past the overall deadline the deadline stage answers; no second timer needed then.
-      ex.tryDeadline = clock.now() + perTryTimeoutMs;
-      if (ex.tryDeadline >= ex.deadline) return next(ex);
-      const timer = clock.setTimer(() => expire(ex, perTryTimeoutMs), perTryTimeoutMs);
-      try {
-        return await next(ex);
-      } finally {
-        timer.cancel();
-      }
+    handle(ex, next) {
+      const now = clock.now();
+      ex.tryDeadline = now + perTryTimeoutMs;
+      ex.tryTimer =
+        ex.tryDeadline < ex.deadline
+          ? clock.setTimer(() => expireTry(ex, perTryTimeoutMs), perTryTimeoutMs)
+          : clock.setTimer(() => expireRequest(ex), Math.max(0, ex.deadline - now));
+      return next(ex);
     },
   };
 }
 
-function expire(ex: Exchange, ms: number): void {
+function expireTry(ex: Exchange, ms: number): void {
+  ex.tryTimer = null;
   if (ex.responded) return;
   ex.abortAttempt?.(new ProxyError('upstream_timeout', `no response headers within perTryTimeout ${ms}ms`));
+}
+
+function expireRequest(ex: Exchange): void {
+  ex.tryTimer = null;
+  if (ex.responded) return;
+  ex.fail(new ProxyError('upstream_timeout', `no response within the route timeout of ${ex.route.policy.timeoutMs}ms`));
 }

@@ -6,7 +6,7 @@
 import type { BreakerState } from '../resilience/circuit-breaker.js';
 
 /** Why a retry was not made although the attempt failed. */
-export type RetryRefusal = 'budget' | 'deadline' | 'not_replayable' | 'attempts';
+export type RetryRefusal = 'budget' | 'deadline' | 'not_replayable' | 'attempts' | 'circuit_open';
 
 /** Which limit a shadow-mode "would reject" is about. */
 export type ShadowLimit = 'rate_limit' | 'bulkhead' | 'circuit_breaker';

@@ -143,7 +143,7 @@ export class Metrics implements ProxyEvents {
     });
     this.retriesRefused = new Counter({
       name: 'pilotfish_retries_refused_total',
-      help: 'Failed tries not retried, by reason (budget: retries_exhausted; deadline; not_replayable; attempts).',
+      help: 'Failed tries not retried, by reason (budget: retries_exhausted; deadline; not_replayable; attempts; circuit_open).',
       labelNames: ['route', 'upstream', 'reason'],
       registers,
     });

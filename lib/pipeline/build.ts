@@ -37,7 +37,7 @@ export function pipelineStages(route: RoutePolicy, upstream: UpstreamRuntime, li
     route.retry.attempts > 1 ? new RetryStage(route.name, route.retry, upstream, clock, random, events) : null,
     // Breaker before bulkhead: an open circuit sheds load without queueing it.
     upstream.breaker ? circuitBreakerStage(upstream.name, upstream.breaker) : null,
-    upstream.bulkhead ? bulkheadStage(upstream.bulkhead) : null,
+    upstream.bulkhead ? bulkheadStage(upstream.bulkhead, clock) : null,
     // Pick the endpoint last, so the choice sees the load as it is when the try starts.
     balanceStage(upstream),
     // Per-try timeout innermost: time queued in the bulkhead does not eat into the try.

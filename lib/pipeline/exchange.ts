@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Cancellation } from '../core/cancel.js';
 import type { Timer } from '../core/clock.js';
 import type { ErrorCode, ProxyError } from '../core/errors.js';
+import type { BreakerPermit } from '../resilience/circuit-breaker.js';
 import type { FailureKind } from '../resilience/outcome.js';
 import type { RouteRuntime } from '../routing/route-runtime.js';
 import type { EndpointRuntime } from '../upstream/upstream-runtime.js';
@@ -53,6 +54,12 @@ export class Exchange {
   endpoint: EndpointRuntime | null = null;
   /** Addresses already tried, so a retry prefers another; null until a second try. */
   tried: Set<string> | null = null;
+  /**
+   * The circuit breaker's permit for the try in flight. Forward records the response status
+   * on it as soon as headers arrive — before the retry gate asks, and without waiting for a
+   * long body (a streaming probe must not look hung).
+   */
+  breakerPermit: BreakerPermit | null = null;
   /** Set by the retry stage; consulted by forward before committing a response. */
   retryGate: RetryGate | null = null;
   /** Backoff before the next try, decided when the retry was granted. */

@@ -9,7 +9,7 @@ import type { Clock } from '../core/clock.js';
 import type { ProxyEvents } from '../core/events.js';
 import type { Random } from '../core/random.js';
 import { createBalancer, type BalancedEndpoint, type Balancer } from '../balancer/balancer.js';
-import { activePriority, priorityOf } from '../discovery/dns-srv.js';
+import { priorityOf } from '../discovery/dns-srv.js';
 import { HealthChecker } from '../discovery/health-check.js';
 import type { DiscoverySource, EndpointSet } from '../discovery/types.js';
 import type { EndpointSpec, RetryPolicy, UpstreamPolicy } from '../policy/types.js';
@@ -24,7 +24,11 @@ export class EndpointRuntime implements BalancedEndpoint {
   /** Requests in flight to it (least-connections reads this). */
   inFlight = 0;
   constructor(
-    readonly spec: EndpointSpec,
+    /**
+     * Replaced (same address) when discovery changes the endpoint's weight or metadata:
+     * the object itself stays, so requests begun on it decrement the count it still has.
+     */
+    public spec: EndpointSpec,
     readonly pool: Dispatcher,
   ) {}
 }
@@ -56,7 +60,7 @@ export class UpstreamRuntime {
   private readonly source: DiscoverySource;
   private readonly budgets = new Map<string, RetryBudget>();
   private excluded: ReadonlySet<string> | null = null;
-  /** With SRV priorities: the lowest tier that has healthy endpoints (null = no tiers). */
+  /** With SRV priorities: the lowest tier that has a healthy, non-ejected endpoint (null = no tiers). */
   private tier: number | null = null;
   private closed = false;
   private readyWaiters: (() => void)[] = [];
@@ -124,6 +128,8 @@ export class UpstreamRuntime {
    */
   pick(tried: ReadonlySet<string> | null): EndpointRuntime | null {
     if (this.endpoints.length === 0) return null;
+    // Ejections start and (lazily) end without an event: with tiers, re-choose the tier now.
+    if (this.tier !== null && this.outliers !== null) this.chooseTier();
     this.excluded = tried;
     let ep = this.balancer.pick(this.eligible);
     if (ep === null && tried !== null) {
@@ -174,11 +180,23 @@ export class UpstreamRuntime {
     return this.health === null || this.health.isHealthy(address);
   }
 
-  /** Re-chooses the SRV priority tier after endpoints or their health changed. */
+  /**
+   * Re-chooses the SRV priority tier: the lowest priority with an endpoint that is healthy
+   * and not ejected by outlier detection (an ejected endpoint is as unusable as one failing
+   * its checks, so a tier whose endpoints are all ejected fails over like an unhealthy one);
+   * when no tier has one, the lowest. Same order as `activePriority`, without allocating.
+   */
   private chooseTier(): void {
-    const specs = this.endpoints.map((ep) => ep.spec);
-    const tiered = specs.some((spec) => spec.metadata.priority !== undefined);
-    this.tier = tiered ? activePriority(specs, (spec) => this.isHealthy(spec.address)) : null;
+    let tiered = false;
+    let lowest: number | null = null;
+    let usable: number | null = null;
+    for (const ep of this.endpoints) {
+      if (ep.spec.metadata.priority !== undefined) tiered = true;
+      const p = priorityOf(ep.spec);
+      if (lowest === null || p < lowest) lowest = p;
+      if ((usable === null || p < usable) && this.isHealthy(ep.spec.address) && !this.outliers?.isEjected(ep.spec.address)) usable = p;
+    }
+    this.tier = tiered ? (usable ?? lowest) : null;
   }
 
   private poolOptions(): { connectTimeoutMs: number } {
@@ -192,14 +210,12 @@ export class UpstreamRuntime {
     const next: EndpointRuntime[] = [];
     for (const spec of set.endpoints) {
       const old = previous.get(spec.address);
-      if (old && old.spec.weight === spec.weight) {
+      if (old) {
+        // Same address: same object (pool, in-flight count), with the new weight and metadata
+        // (an SRV priority may change alone). A copy would keep counting the requests begun
+        // on the old object, which decrement the old one when they end.
+        old.spec = spec;
         next.push(old);
-        previous.delete(spec.address);
-      } else if (old) {
-        // Weight changed: same pool, new spec.
-        const ep = new EndpointRuntime(spec, old.pool);
-        ep.inFlight = old.inFlight;
-        next.push(ep);
         previous.delete(spec.address);
       } else {
         next.push(new EndpointRuntime(spec, this.deps.pools.acquire(spec.address, this.poolOptions())));

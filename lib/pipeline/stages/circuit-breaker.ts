@@ -16,14 +16,19 @@ export function circuitBreakerStage(upstream: string, breaker: CircuitBreaker): 
       if (permit === null) {
         throw new ProxyError('circuit_open', `upstream ${upstream} is failing; its circuit breaker is open`, Math.max(1, Math.ceil(breaker.retryAfterMs() / 1000)));
       }
+      ex.breakerPermit = permit;
       try {
         const result = await next(ex);
+        // A response was recorded when its headers arrived (recording twice is a no-op);
+        // this records transport failures and cancellations.
         permit.record(outcomeOf(ex, result));
         return result;
       } catch (err) {
         // The proxy's own refusals (bulkhead, no endpoint) say nothing about the upstream.
         permit.record('ignore');
         throw err;
+      } finally {
+        ex.breakerPermit = null;
       }
     },
   };

@@ -10,7 +10,7 @@ import { ClientClosedError, ProxyError } from '../../core/errors.js';
 import { cleanResponseHeaders, headerValue } from '../../http/headers.js';
 import type { Clock } from '../../core/clock.js';
 import { parseRetryAfter } from '../../resilience/backoff.js';
-import type { FailureKind } from '../../resilience/outcome.js';
+import { classifyStatus, type FailureKind } from '../../resilience/outcome.js';
 import type { AttemptResult, Exchange } from '../exchange.js';
 import type { Next } from '../stage.js';
 
@@ -68,6 +68,11 @@ class Attempt implements Dispatcher.DispatchHandler {
     const ex = this.ex;
     ex.responded = true;
     stopTryTimer(ex);
+    const permit = ex.breakerPermit;
+    if (permit !== null) {
+      ex.breakerPermit = null;
+      permit.record(classifyStatus(statusCode));
+    }
     this.status = statusCode;
     const retryAfterMs = statusCode === 503 || statusCode === 429 ? parseRetryAfter(headerValue(headers['retry-after']), this.clock.wallNow()) : null;
     if (ex.retryGate !== null && ex.retryGate(ex, statusCode, retryAfterMs)) {

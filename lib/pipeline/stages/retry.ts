@@ -72,6 +72,12 @@ export class RetryStage implements Stage {
       this.events.retryRefused(this.routeName, this.upstream.name, 'not_replayable');
       return false;
     }
+    // A breaker this failure has just opened would refuse the retry: keep the real answer.
+    const breaker = this.upstream.breaker;
+    if (breaker !== null && !this.upstream.policy.circuitBreaker?.shadow && breaker.state() === 'open') {
+      this.events.retryRefused(this.routeName, this.upstream.name, 'circuit_open');
+      return false;
+    }
     const delay = Math.max(backoffDelay(ex.attempts, policy.backoff, this.random), retryAfterMs ?? 0);
     if (this.clock.now() + delay >= ex.deadline) {
       this.events.retryRefused(this.routeName, this.upstream.name, 'deadline');

@@ -53,7 +53,7 @@ export function buildRuntime(policy: Policy, previous: Runtime | null, deps: Run
       kept.push(`upstream:${name}`);
       continue;
     }
-    const fresh = new UpstreamRuntime(up, deps);
+    const fresh = new UpstreamRuntime(up, deps, old ?? null);
     fresh.start();
     upstreams.set(name, fresh);
     if (old) reset.push(`upstream:${name}`);

@@ -12,7 +12,8 @@ import { createBalancer, type BalancedEndpoint, type Balancer } from '../balance
 import { priorityOf } from '../discovery/dns-srv.js';
 import { HealthChecker } from '../discovery/health-check.js';
 import type { DiscoverySource, EndpointSet } from '../discovery/types.js';
-import type { EndpointSpec, RetryPolicy, UpstreamPolicy } from '../policy/types.js';
+import { DiscoveryFeed, HealthFeed } from './handover.js';
+import type { EndpointSpec, HealthCheckPolicy, RetryPolicy, UpstreamPolicy } from '../policy/types.js';
 import { Bulkhead } from '../resilience/bulkhead.js';
 import { CircuitBreaker } from '../resilience/circuit-breaker.js';
 import { OutlierDetector } from '../resilience/outlier-detector.js';
@@ -51,13 +52,15 @@ export class UpstreamRuntime {
   readonly breaker: CircuitBreaker | null;
   readonly bulkhead: Bulkhead | null;
   readonly outliers: OutlierDetector | null;
-  readonly health: HealthChecker | null;
+  private readonly healthFeed: HealthFeed | null;
   /** The current endpoints; replaced whole on every discovery update. */
   endpoints: readonly EndpointRuntime[] = NO_ENDPOINTS;
   /** The last set discovery published (null before the first). */
   endpointSet: EndpointSet | null = null;
   private balancer: Balancer;
-  private readonly source: DiscoverySource;
+  private readonly feed: DiscoveryFeed;
+  /** True once a successor took over the feeds: closing leaves them running. */
+  private handedOver = false;
   private readonly budgets = new Map<string, RetryBudget>();
   private excluded: ReadonlySet<string> | null = null;
   /** With SRV priorities: the lowest tier that has a healthy, non-ejected endpoint (null = no tiers). */
@@ -65,9 +68,14 @@ export class UpstreamRuntime {
   private closed = false;
   private readyWaiters: (() => void)[] = [];
 
+  /**
+   * With `predecessor` (this upstream under the policy being replaced), unchanged discovery
+   * and health-check settings take over its feeds (see `handover.ts`).
+   */
   constructor(
     readonly policy: UpstreamPolicy,
     private readonly deps: UpstreamDeps,
+    predecessor: UpstreamRuntime | null = null,
   ) {
     this.name = policy.name;
     const { clock, random, events } = deps;
@@ -90,24 +98,37 @@ export class UpstreamRuntime {
           returned: (address) => events.ejectionEnded(name, address),
         })
       : null;
-    this.health = policy.healthCheck
-      ? new HealthChecker(policy.healthCheck, {
-          clock,
-          random,
-          upstream: name,
-          events: {
-            result: (upstream, address, ok) => events.healthCheck(upstream, address, ok),
-            changed: () => this.chooseTier(),
-          },
-        })
-      : null;
+    const from = predecessor !== null && !predecessor.closed && !predecessor.handedOver ? predecessor : null;
+    if (from !== null) from.handedOver = true;
+    const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+    this.feed = from !== null && same(from.policy.discovery, policy.discovery) ? from.feed : new DiscoveryFeed(deps.discover(policy));
+    this.healthFeed =
+      from !== null && from.healthFeed !== null && same(from.policy.healthCheck, policy.healthCheck)
+        ? from.healthFeed
+        : policy.healthCheck
+          ? newHealthFeed(policy.healthCheck, name, deps)
+          : null;
+    if (this.healthFeed !== null) this.healthFeed.onChange = () => this.chooseTier();
+    // Feeds the predecessor had but this runtime does not take are closed with it.
+    if (from !== null) {
+      from.keepFeed = from.feed === this.feed;
+      from.keepHealth = from.healthFeed !== null && from.healthFeed === this.healthFeed;
+    }
     this.balancer = createBalancer(policy.balancer, NO_ENDPOINTS, random);
-    this.source = deps.discover(policy);
   }
 
-  /** Starts discovery; endpoints arrive asynchronously. */
+  /** Which feeds a successor took over (closing must leave those running). */
+  private keepFeed = false;
+  private keepHealth = false;
+
+  /** The active health checker, if the policy has one. */
+  get health(): HealthChecker | null {
+    return this.healthFeed?.checker ?? null;
+  }
+
+  /** Starts discovery (a taken-over feed delivers its last set at once); endpoints arrive asynchronously. */
   start(): void {
-    this.source.start((set) => this.apply(set));
+    this.feed.attach((set) => this.apply(set));
   }
 
   /** True once discovery has published a first set. */
@@ -163,7 +184,7 @@ export class UpstreamRuntime {
     for (const ep of this.endpoints) this.deps.pools.release(ep.spec.address, this.poolOptions());
     this.endpoints = NO_ENDPOINTS;
     for (const w of this.readyWaiters.splice(0)) w();
-    await Promise.all([this.source.close(), this.health?.close()]);
+    await Promise.all([this.keepFeed ? null : this.feed.close(), this.keepHealth ? null : this.health?.close()]);
   }
 
   /** True when the endpoint may take this try: not excluded, healthy, not ejected, in the active tier. */
@@ -230,11 +251,26 @@ export class UpstreamRuntime {
     this.endpointSet = set;
     this.health?.update(set.endpoints);
     this.chooseTier();
-    this.deps.events.discoveryUpdated(this.name, this.source.kind, next.length, set.stale);
+    this.deps.events.discoveryUpdated(this.name, this.feed.source.kind, next.length, set.stale);
     for (const w of this.readyWaiters.splice(0)) w();
   }
 }
 
 function anyEndpoint(): boolean {
   return true;
+}
+
+function newHealthFeed(policy: HealthCheckPolicy, upstream: string, deps: UpstreamDeps): HealthFeed {
+  let feed: HealthFeed | null = null;
+  const checker = new HealthChecker(policy, {
+    clock: deps.clock,
+    random: deps.random,
+    upstream,
+    events: {
+      result: (name, address, ok) => deps.events.healthCheck(name, address, ok),
+      changed: () => feed?.onChange(),
+    },
+  });
+  feed = new HealthFeed(checker);
+  return feed;
 }

@@ -100,7 +100,7 @@ export class Pilotfish {
     const view = { upstreams: () => app?.runtime().upstreams.values() ?? [], inFlight: () => load.inFlight };
     const metrics = new Metrics(view, { version: options.version ?? '0.0.0' });
     const accessLog = policy.accessLog.enabled
-      ? new AccessLog(options.accessLogOut ?? process.stdout, (n) => metrics.accessLogDropped.inc(n))
+      ? new AccessLog(options.accessLogOut ?? process.stdout, (n) => metrics.accessLogDropped.inc(n), clock)
       : null;
     const pools = new PoolRegistry();
     const tunnel = new UpgradeTunnel();
@@ -152,6 +152,11 @@ export class Pilotfish {
       admin: address(admin),
     });
     return app;
+  }
+
+  /** Writes the access log lines batched so far (tests and shutdown). */
+  flushAccessLog(): void {
+    this.accessLog?.flush();
   }
 
   /** The runtime serving now. */

@@ -1,10 +1,15 @@
 /**
- * The access log: one JSON line per request on stdout. Lines are batched and written once
- * per event-loop turn, so logging costs the hot path one small object and no syscall; if
- * stdout cannot keep up, lines beyond a bounded backlog are dropped and counted, never
- * allowed to grow memory or stall requests.
+ * The access log: one JSON line per request on stdout. Lines are batched and written at most
+ * every `flushMs` (or once a batch reaches 64 KiB), so logging costs the hot path one string
+ * and no syscall (stdout to a file or pipe is a synchronous write in Node). If stdout cannot
+ * keep up, lines beyond a bounded backlog are dropped and counted, never allowed to grow
+ * memory or stall requests.
  */
 import type { Writable } from 'node:stream';
+import type { Clock } from '../core/clock.js';
+
+/** A batch this large is written at once rather than waiting for the timer. */
+const FLUSH_BYTES = 64 * 1024;
 
 /** One request as the log records it. */
 export interface AccessRecord {
@@ -25,6 +30,37 @@ export interface AccessRecord {
   retry: string | null;
 }
 
+/** A JSON string literal, or null. */
+function q(value: string | null): string {
+  return value === null ? 'null' : JSON.stringify(value);
+}
+
+/**
+ * The record as one JSON object, fields in a fixed order. A template with per-string escaping
+ * is about twice as fast as JSON.stringify on the object, on a path that runs per request.
+ */
+export function toJsonLine(r: AccessRecord): string {
+  return (
+    `{"time":${q(r.time)},"requestId":${q(r.requestId)},"method":${q(r.method)},"authority":${q(r.authority)},` +
+    `"path":${q(r.path)},"route":${q(r.route)},"upstream":${q(r.upstream)},"endpoint":${q(r.endpoint)},` +
+    `"status":${r.status},"durationMs":${r.durationMs},"bytesIn":${r.bytesIn},"bytesOut":${r.bytesOut},` +
+    `"attempts":${r.attempts},"error":${q(r.error)},"retry":${q(r.retry)}}`
+  );
+}
+
+let isoMs = -1;
+let isoText = '';
+
+/** `new Date(ms).toISOString()`, computed once per millisecond (many requests share one). */
+export function isoTime(wallMs: number): string {
+  const ms = Math.floor(wallMs);
+  if (ms !== isoMs) {
+    isoMs = ms;
+    isoText = new Date(ms).toISOString();
+  }
+  return isoText;
+}
+
 /** Batching JSON-lines writer. */
 export class AccessLog {
   private batch: string[] = [];
@@ -35,28 +71,37 @@ export class AccessLog {
   constructor(
     private readonly out: Writable,
     private readonly onDrop: (lines: number) => void,
+    private readonly clock: Clock,
+    /** Longest a line waits before it is written. */
+    private readonly flushMs = 100,
     /** Backlog bound while the output is blocked. */
     private readonly maxBacklogBytes = 8 * 1024 * 1024,
   ) {}
 
   /** Queues one record. */
   write(record: AccessRecord): void {
-    const line = JSON.stringify(record);
+    const line = toJsonLine(record);
     if (this.blocked && this.batchBytes + line.length > this.maxBacklogBytes) {
       this.onDrop(1);
       return;
     }
     this.batch.push(line);
     this.batchBytes += line.length + 1;
-    if (!this.scheduled && !this.blocked) {
+    if (this.blocked) return;
+    if (this.batchBytes >= FLUSH_BYTES) this.flush();
+    else if (!this.scheduled) {
       this.scheduled = true;
-      setImmediate(this.flush);
+      this.clock.setTimer(this.onTimer, this.flushMs);
     }
   }
 
+  private readonly onTimer = (): void => {
+    this.scheduled = false;
+    this.flush();
+  };
+
   /** Writes what is queued now (also called on shutdown). */
   readonly flush = (): void => {
-    this.scheduled = false;
     if (this.batch.length === 0 || this.blocked) return;
     const text = this.batch.join('\n') + '\n';
     this.batch = [];

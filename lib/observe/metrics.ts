@@ -1,18 +1,14 @@
 /**
  * Every metric Pilotfish exports, declared in one place on an injected registry. The rest
- * of the proxy reports through `ProxyEvents` and `RequestMetrics`; gauges of live state are
+ * of the proxy reports through `ProxyEvents` and `RequestMetrics` (request-metrics.ts); gauges of live state are
  * read at scrape time from the current runtime, so nothing on the hot path keeps them.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { RequestFamilies, type RequestMetrics } from './request-metrics.js';
 import type { ProxyEvents, RetryRefusal, ShadowLimit } from '../core/events.js';
 import type { BreakerState } from '../resilience/circuit-breaker.js';
 import type { UpstreamRuntime } from '../upstream/upstream-runtime.js';
 
-/** Latency buckets (seconds): sub-millisecond loopback hops up to the 15 s default deadline. */
-const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30];
-
-const KNOWN_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE', 'CONNECT']);
-const STATUS_CLASSES = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx'];
 const BREAKER_STATE_VALUE: Readonly<Record<BreakerState, number>> = { closed: 0, open: 1, 'half-open': 2 };
 
 /** What the scrape-time gauges read: the upstreams of the policy now serving. */
@@ -22,42 +18,10 @@ export interface LiveView {
   inFlight(): number;
 }
 
-type Child = { inc(n?: number): void };
-type Observer = { observe(v: number): void };
-
-/** Per-route request counters and latency, with label children cached (bounded: methods are normalised). */
-export class RequestMetrics {
-  private readonly counters = new Map<string, Child>();
-  private readonly latency: Observer;
-
-  constructor(
-    private readonly metrics: Metrics,
-    private readonly route: string,
-    private readonly upstream: string,
-  ) {
-    this.latency = metrics.requestDuration.labels(route, upstream);
-  }
-
-  /** Records one finished request. */
-  observe(method: string, status: number, seconds: number): void {
-    const m = KNOWN_METHODS.has(method) ? method : 'OTHER';
-    const cls = STATUS_CLASSES[(status / 100) | 0] ?? '5xx';
-    const key = m + cls;
-    let child = this.counters.get(key);
-    if (child === undefined) {
-      child = this.metrics.requests.labels(this.route, this.upstream, m, cls);
-      this.counters.set(key, child);
-    }
-    child.inc();
-    this.latency.observe(seconds);
-  }
-}
-
 /** The metric families, on their own registry. */
 export class Metrics implements ProxyEvents {
   readonly registry = new Registry();
-  readonly requests: Counter<'route' | 'upstream' | 'method' | 'status_class'>;
-  readonly requestDuration: Histogram<'route' | 'upstream'>;
+  private readonly requestFamilies: RequestFamilies;
   readonly inFlight: Gauge;
   readonly proxyErrors: Counter<'code' | 'route' | 'upstream'>;
   readonly reloads: Counter<'result'>;
@@ -86,19 +50,7 @@ export class Metrics implements ProxyEvents {
       labelNames: ['version', 'node_version'],
       registers,
     }).set({ version: build.version, node_version: process.version }, 1);
-    this.requests = new Counter({
-      name: 'pilotfish_requests_total',
-      help: 'Requests answered, by route, upstream, method and status class (0xx: no response).',
-      labelNames: ['route', 'upstream', 'method', 'status_class'],
-      registers,
-    });
-    this.requestDuration = new Histogram({
-      name: 'pilotfish_request_duration_seconds',
-      help: 'Time from request received to response finished, by route and upstream.',
-      labelNames: ['route', 'upstream'],
-      buckets: LATENCY_BUCKETS,
-      registers,
-    });
+    this.requestFamilies = new RequestFamilies(this.registry);
     this.inFlight = new Gauge({
       name: 'pilotfish_requests_in_flight',
       help: 'Requests being served now.',
@@ -280,7 +232,7 @@ export class Metrics implements ProxyEvents {
 
   /** Request metrics for one route, to be kept on the route's runtime. */
   forRoute(route: string, upstream: string): RequestMetrics {
-    return new RequestMetrics(this, route, upstream);
+    return this.requestFamilies.forRoute(route, upstream);
   }
 
   retried(route: string, upstream: string, reason: string): void {

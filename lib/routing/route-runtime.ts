@@ -3,7 +3,7 @@ import type { RoutePolicy } from '../policy/types.js';
 import type { RateLimiter } from '../resilience/rate-limiter.js';
 import type { UpstreamRuntime } from '../upstream/upstream-runtime.js';
 import type { Next } from '../pipeline/stage.js';
-import type { RequestMetrics } from '../observe/metrics.js';
+import type { RequestMetrics } from '../observe/request-metrics.js';
 
 /** Everything a request on this route needs, built once per policy version. */
 export class RouteRuntime {

@@ -10,7 +10,7 @@ import { RateLimiter } from '../resilience/rate-limiter.js';
 import { RouteRuntime } from '../routing/route-runtime.js';
 import { RouteTable } from '../routing/route-table.js';
 import { UpstreamRuntime, type UpstreamDeps } from '../upstream/upstream-runtime.js';
-import type { RequestMetrics } from '../observe/metrics.js';
+import type { RequestMetrics } from '../observe/request-metrics.js';
 
 /** The live form of one policy version. Immutable once built; a reload builds another. */
 export interface Runtime {

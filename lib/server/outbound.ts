@@ -12,7 +12,7 @@ import type { Clock } from '../core/clock.js';
 import { ClientClosedError, ProxyError } from '../core/errors.js';
 import { acceptableRequestId, upstreamRequestHeaders } from '../http/headers.js';
 import { parseAuthority, parseTarget } from '../http/target.js';
-import type { AccessLog } from '../observe/access-log.js';
+import { isoTime, type AccessLog } from '../observe/access-log.js';
 import type { Logger } from '../observe/logger.js';
 import type { Metrics } from '../observe/metrics.js';
 import { Exchange, type AttemptResult } from '../pipeline/exchange.js';
@@ -52,7 +52,7 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
     ex.route.metrics.observe(ex.req.method ?? 'GET', ex.status, seconds);
     if (ex.errorCode !== null) metrics.proxyErrors.labels(ex.errorCode, ex.route.name, ex.route.upstream.name).inc();
     accessLog?.write({
-      time: new Date(clock.wallNow()).toISOString(),
+      time: isoTime(clock.wallNow()),
       requestId: ex.id,
       method: ex.req.method ?? '',
       authority: ex.authority,
@@ -101,7 +101,7 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
     sendError(res, err, { route: null, upstream: null, requestId });
     metrics.proxyErrors.labels(err.code, '', '').inc();
     accessLog?.write({
-      time: new Date(clock.wallNow()).toISOString(),
+      time: isoTime(clock.wallNow()),
       requestId,
       method: req.method ?? '',
       authority,

@@ -66,6 +66,7 @@ export async function startProxy(policy: string, options: Partial<StartOptions> 
     logs,
     async lastLog() {
       await new Promise((resolve) => setImmediate(resolve));
+      app.flushAccessLog();
       return accessLog.at(-1);
     },
     async rewrite(next) {

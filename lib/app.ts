@@ -10,6 +10,7 @@ import { systemClock, type Clock } from './core/clock.js';
 import { systemRandom, type Random } from './core/random.js';
 import { createDiscoverySource, type DiscoveryTuning } from './discovery/create-source.js';
 import { AccessLog } from './observe/access-log.js';
+import { withDecisionLog } from './observe/decision-log.js';
 import { jsonLogger, type Logger } from './observe/logger.js';
 import { Metrics } from './observe/metrics.js';
 import { formatIssue, loadPolicy } from './policy/load.js';
@@ -107,7 +108,7 @@ export class Pilotfish {
     const deps: RuntimeDeps = {
       clock,
       random,
-      events: metrics,
+      events: withDecisionLog(metrics, logger),
       pools,
       routeMetrics: (route, upstream) => metrics.forRoute(route, upstream),
       discover: (up) =>

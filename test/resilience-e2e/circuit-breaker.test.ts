@@ -106,6 +106,10 @@ routes:
     t.equal(up.seen.length, 3, 'the upstream saw all three');
     t.equal(await state(), 1, 'pilotfish_circuit_breaker_state 1 (open)');
     t.equal(await transitions('closed', 'open', 'consecutive-failures'), 1, 'the transition is counted with its reason');
+    t.ok(
+      proxy.logs.some((l) => l.msg === 'circuit breaker open' && l.fields?.reason === 'consecutive-failures'),
+      'and logged on the operational log with its reason',
+    );
     const b = await breaker();
     t.equal(b.state, 'open', '/admin/upstreams says open');
     t.equal(b.retryAfterMs, OPEN_FOR * 1.1, 'open for openFor × the scripted jitter 1.1');

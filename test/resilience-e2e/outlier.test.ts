@@ -68,6 +68,10 @@ routes:
     t.equal(o?.until, clock.now() + EJECT_FOR, 'for ejectFor');
     t.equal(await active('three'), 1, 'pilotfish_outlier_ejections_active 1');
     t.equal(await metric(proxy, agent, 'pilotfish_outlier_ejections_total', { upstream: 'three' }), 1);
+    t.ok(
+      proxy.logs.some((l) => l.msg === 'endpoint ejected' && l.fields?.endpoint === bad.address),
+      'the ejection is on the operational log, naming the endpoint',
+    );
     for (let i = 0; i < 30; i++) t.equal((await send(proxy, agent, 'three')).status, 200, `request ${i} served by a good endpoint`);
     t.equal(seen(bad, 'three'), 3, 'the ejected endpoint saw nothing more');
     clock.advance(EJECT_FOR - 1);

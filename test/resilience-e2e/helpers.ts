@@ -95,7 +95,11 @@ export function settleFor(ms: number): Promise<void> {
 
 /** The access log record of request `id` (sent as x-request-id), once written. */
 export async function logOf(proxy: TestProxy, id: string): Promise<Record<string, unknown> | undefined> {
-  await until(() => proxy.accessLog.some((r) => r.requestId === id), 2_000);
+  // The log batches by time on the proxy's (manual) clock: flush rather than wait for it.
+  await until(() => {
+    proxy.app.flushAccessLog();
+    return proxy.accessLog.some((r) => r.requestId === id);
+  }, 2_000);
   return proxy.accessLog.find((r) => r.requestId === id);
 }
 

@@ -9,6 +9,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import type { TestProxy } from '../support/proxy.js';
+import { metricValue } from '../support/metrics-text.js';
 
 /** A real HTTP backend a test controls. */
 export interface Backend {
@@ -194,17 +195,7 @@ export function addressesOf(view: UpstreamView): string[] {
  */
 export async function metric(proxy: TestProxy, agent: Agent, name: string, labels: Record<string, string> = {}): Promise<number> {
   const res = await request(`${proxy.admin}/metrics`, { dispatcher: agent });
-  const text = await res.body.text();
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const have = new Map<string, string>();
-    for (const pair of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"/g)) have.set(pair[1] as string, pair[2] as string);
-    if (Object.entries(labels).every(([k, v]) => have.get(k) === v)) sum += Number(m[3]);
-  }
-  return sum;
+  return metricValue(await res.body.text(), name, labels);
 }
 
 /** GET /readyz: its status and reason. */

@@ -8,6 +8,7 @@ import type { Readable } from 'node:stream';
 import { Agent, request } from 'undici';
 import type { TestProxy } from '../support/proxy.js';
 import { startUpstream, type TestUpstream } from '../support/upstream.js';
+import { metricValue } from '../support/metrics-text.js';
 
 /** What a test needs from one response. */
 export interface Reply {
@@ -53,22 +54,7 @@ export async function scrape(proxy: TestProxy, agent: Agent): Promise<string> {
   return res.body.text();
 }
 
-/**
- * The sum of every series of `name` whose labels include `labels` (0 when none does).
- * Parses `name{a="x",b="y"} 3` lines; label values here never hold quotes or commas.
- */
-export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const have = new Map<string, string>();
-    for (const pair of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"/g)) have.set(pair[1]!, pair[2]!);
-    if (Object.entries(labels).every(([k, v]) => have.get(k) === v)) sum += Number(m[3]);
-  }
-  return sum;
-}
+export { metricValue };
 
 /** Scrapes and reads one metric (see `metricValue`). */
 export async function metric(proxy: TestProxy, agent: Agent, name: string, labels: Record<string, string> = {}): Promise<number> {

@@ -8,6 +8,7 @@ import type { ProxyEvents } from '../../core/events.js';
 import type { Random } from '../../core/random.js';
 import { sleep } from '../../core/sleep.js';
 import type { RetryPolicy } from '../../policy/types.js';
+import type { RetryBudget } from '../../resilience/retry-budget.js';
 import { backoffDelay } from '../../resilience/backoff.js';
 import type { FailureKind } from '../../resilience/outcome.js';
 import { mayReplay } from '../../resilience/replay.js';
@@ -18,6 +19,8 @@ import type { Next, Stage } from '../stage.js';
 /** Retries failed attempts within the attempts, the deadline and the upstream's budget. */
 export class RetryStage implements Stage {
   readonly name = 'retry';
+  /** The upstream's budget for this route's settings (resolved once, not per request). */
+  private readonly budget: RetryBudget;
 
   constructor(
     private readonly routeName: string,
@@ -26,11 +29,12 @@ export class RetryStage implements Stage {
     private readonly clock: Clock,
     private readonly random: Random,
     private readonly events: ProxyEvents,
-  ) {}
+  ) {
+    this.budget = upstream.budgetFor(policy);
+  }
 
   async handle(ex: Exchange, next: Next): Promise<AttemptResult> {
-    const budget = this.upstream.budgetFor(this.policy);
-    budget.recordRequest();
+    this.budget.recordRequest();
     if (ex.body) await ex.body.bufferUpTo(this.policy.maxReplayBytes);
     ex.retryGate = this.gate;
     for (;;) {
@@ -83,7 +87,7 @@ export class RetryStage implements Stage {
       this.events.retryRefused(this.routeName, this.upstream.name, 'deadline');
       return false;
     }
-    if (!this.upstream.budgetFor(policy).tryWithdraw()) {
+    if (!this.budget.tryWithdraw()) {
       this.events.retryRefused(this.routeName, this.upstream.name, 'budget');
       return false;
     }

@@ -5,7 +5,7 @@ import { policyJsonSchema, renderPolicyJsonSchema } from '../../lib/policy/json-
 t.test('the committed config/policy.schema.json is what the code generates now', async (t) => {
   const committed = await readFile(new URL('../../config/policy.schema.json', import.meta.url), 'utf8');
   t.equal(committed, renderPolicyJsonSchema(),
-    'stale: regenerate with `node --import ./test/support/ts-loader.js scripts/gen-schema.ts`');
+    'stale: regenerate with `npm run schema`');
 });
 
 t.test('the JSON Schema describes what users write', async (t) => {

@@ -49,11 +49,6 @@ export class ProxyError extends Error {
   }
 }
 
-/** True for errors that the proxy produced itself (never counted as upstream failures). */
-export function isProxyError(err: unknown): err is ProxyError {
-  return err instanceof ProxyError;
-}
-
 /** The client went away (closed its connection) before the response finished. */
 export class ClientClosedError extends Error {
   override readonly name = 'ClientClosedError';

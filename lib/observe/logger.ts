@@ -16,6 +16,3 @@ export function jsonLogger(out: NodeJS.WritableStream = process.stderr, wallNow:
     },
   };
 }
-
-/** A logger that keeps nothing (tests that do not read logs). */
-export const silentLogger: Logger = { log() {} };

@@ -22,7 +22,6 @@ export interface LiveView {
 export class Metrics implements ProxyEvents {
   readonly registry = new Registry();
   private readonly requestFamilies: RequestFamilies;
-  readonly inFlight: Gauge;
   readonly proxyErrors: Counter<'code' | 'route' | 'upstream'>;
   readonly reloads: Counter<'result'>;
   readonly lastReloadSuccess: Gauge;
@@ -51,7 +50,7 @@ export class Metrics implements ProxyEvents {
       registers,
     }).set({ version: build.version, node_version: process.version }, 1);
     this.requestFamilies = new RequestFamilies(this.registry);
-    this.inFlight = new Gauge({
+    new Gauge({
       name: 'pilotfish_requests_in_flight',
       help: 'Requests being served now.',
       registers,

@@ -53,11 +53,6 @@ export class PoolRegistry {
     entry.pool.close().catch(() => entry.pool.destroy().catch(() => {}));
   }
 
-  /** Number of live pools. */
-  get size(): number {
-    return this.entries.size;
-  }
-
   /** Closes every pool: gracefully, then by force after `graceMs`. */
   async closeAll(): Promise<void> {
     const pools = [...this.entries.values()].map((e) => e.pool);

@@ -66,7 +66,6 @@ export class UpstreamRuntime {
   /** With SRV priorities: the lowest tier that has a healthy, non-ejected endpoint (null = no tiers). */
   private tier: number | null = null;
   private closed = false;
-  private readyWaiters: (() => void)[] = [];
 
   /**
    * With `predecessor` (this upstream under the policy being replaced), unchanged discovery
@@ -136,12 +135,6 @@ export class UpstreamRuntime {
     return this.endpointSet !== null;
   }
 
-  /** Resolves once the first endpoint set arrived (or the runtime closed). */
-  whenResolved(): Promise<void> {
-    if (this.resolved || this.closed) return Promise.resolve();
-    return new Promise((resolve) => this.readyWaiters.push(resolve));
-  }
-
   /**
    * Picks an endpoint, skipping ejected ones and those in `tried` (a retry prefers a
    * fresh endpoint, but falls back to a tried one rather than failing). When every
@@ -183,7 +176,6 @@ export class UpstreamRuntime {
     this.closed = true;
     for (const ep of this.endpoints) this.deps.pools.release(ep.spec.address, this.poolOptions());
     this.endpoints = NO_ENDPOINTS;
-    for (const w of this.readyWaiters.splice(0)) w();
     await Promise.all([this.keepFeed ? null : this.feed.close(), this.keepHealth ? null : this.health?.close()]);
   }
 
@@ -252,7 +244,6 @@ export class UpstreamRuntime {
     this.health?.update(set.endpoints);
     this.chooseTier();
     this.deps.events.discoveryUpdated(this.name, this.feed.source.kind, next.length, set.stale);
-    for (const w of this.readyWaiters.splice(0)) w();
   }
 }
 

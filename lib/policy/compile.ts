@@ -3,12 +3,17 @@
  * numbers, route retries merged over the defaults, fingerprints, and the checks a
  * schema cannot express (cross-references, limits that contradict each other).
  */
+import { isIPv4, isIPv6 } from 'node:net';
 import { dirname, resolve } from 'node:path';
+import { parseCidr } from '../http/cidr.js';
+import { endpointHostProblem } from '../discovery/host.js';
 import { fingerprint } from './digest.js';
 import type { PolicyWire, RetryOverrideWire, RetryWire, RouteWire, UpstreamWire } from './schema.js';
 import type {
   DiscoveryPolicy,
   EndpointSpec,
+  LimitsPolicy,
+  HostPort,
   Policy,
   RateLimitPolicy,
   RetryCondition,
@@ -56,18 +61,22 @@ export function formatPath(path: PolicyPath): string {
 /** Compiles a parsed policy; the snapshot is returned only when no check found an error. */
 export function compilePolicy(wire: PolicyWire, source: PolicySource): CompileResult {
   const dir = dirname(source.file);
+  const resolvers = wire.resolvers?.map((r) => parseHostPort(r)) ?? null;
   const policy: Policy = {
     version: 1,
     source: { file: source.file, hash: source.hash },
-    resolvers: wire.resolvers?.map((r) => parseHostPort(r)) ?? null,
+    resolvers,
     listeners: {
       outbound: parseHostPort(wire.listeners.outbound.address, true),
-      admin: parseHostPort(wire.listeners.admin.address, true),
+      // adminFrom is read per request from the runtime serving, so unlike the address it applies on reload.
+      admin: { ...parseHostPort(wire.listeners.admin.address, true), adminFrom: wire.listeners.admin.adminFrom.map((c) => parseCidr(c)) },
     },
-    upstreams: new Map(Object.entries(wire.upstreams).map(([name, u]) => [name, compileUpstream(name, u, dir)])),
+    upstreams: new Map(Object.entries(wire.upstreams).map(([name, u]) => [name, compileUpstream(name, u, dir, resolvers)])),
     routes: wire.routes.map((r, index) => compileRoute(r, index, wire.defaults)),
     accessLog: { enabled: wire.accessLog.enabled },
+    limits: compileLimits(wire.limits),
     drainTimeoutMs: ms(wire.shutdown.drainTimeout),
+    quietPeriodMs: ms(wire.shutdown.quietPeriod),
     startupTimeoutMs: ms(wire.readiness.startupTimeout),
     // A detached plain copy: /admin/policy serialises it, nothing else reads it.
     effective: JSON.parse(JSON.stringify(wire)),
@@ -77,12 +86,13 @@ export function compilePolicy(wire: PolicyWire, source: PolicySource): CompileRe
   return errors.length > 0 ? { ok: false, errors, warnings } : { ok: true, policy: deepFreeze(policy), warnings };
 }
 
-function compileUpstream(name: string, u: UpstreamWire, dir: string): UpstreamPolicy {
+function compileUpstream(name: string, u: UpstreamWire, dir: string, resolvers: readonly HostPort[] | null): UpstreamPolicy {
   const { bulkhead: b, circuitBreaker: cb, outlierDetection: od, healthCheck: hc } = u;
   const settings = {
-    discovery: compileDiscovery(u.discovery, dir),
+    discovery: compileDiscovery(u.discovery, dir, resolvers),
     balancer: u.balancer,
     connectTimeoutMs: ms(u.connectTimeout),
+    maxConnectionsPerEndpoint: u.maxConnectionsPerEndpoint,
     bulkhead: b
       ? { maxConcurrent: b.maxConcurrent, maxQueued: b.maxQueued, queueTimeoutMs: ms(b.queueTimeout), shadow: b.shadow }
       : null,
@@ -110,10 +120,11 @@ function compileUpstream(name: string, u: UpstreamWire, dir: string): UpstreamPo
   return { name, ...settings, fingerprint: fingerprint(settings) };
 }
 
-function compileDiscovery(d: UpstreamWire['discovery'], dir: string): DiscoveryPolicy {
+/** DNS kinds carry the resolvers they ask, so changing `resolvers:` changes their discovery (and fingerprint). */
+function compileDiscovery(d: UpstreamWire['discovery'], dir: string, resolvers: readonly HostPort[] | null): DiscoveryPolicy {
   if (d.static) return { kind: 'static', endpoints: d.static.map(compileEndpoint) };
-  if (d.dns) return { kind: 'dns', name: d.dns.name, port: d.dns.port, refreshMs: ms(d.dns.refresh) };
-  if (d.dnsSrv) return { kind: 'dnsSrv', name: d.dnsSrv.name, refreshMs: ms(d.dnsSrv.refresh) };
+  if (d.dns) return { kind: 'dns', name: d.dns.name, port: d.dns.port, refreshMs: ms(d.dns.refresh), resolvers };
+  if (d.dnsSrv) return { kind: 'dnsSrv', name: d.dnsSrv.name, refreshMs: ms(d.dnsSrv.refresh), resolvers };
   if (d.etcd) return { kind: 'etcd', endpoints: [...d.etcd.endpoints], prefix: d.etcd.prefix };
   if (d.file !== undefined) return { kind: 'file', path: resolve(dir, d.file) };
   throw new Error('unreachable: the schema admits exactly one discovery kind');
@@ -176,6 +187,20 @@ function compileMatch(m: RouteWire['match']): RouteMatch {
   };
 }
 
+function compileLimits(l: PolicyWire['limits']): LimitsPolicy {
+  return {
+    maxConnections: l.maxConnections,
+    headerReadTimeoutMs: ms(l.headerReadTimeout),
+    bodyIdleTimeoutMs: ms(l.bodyIdleTimeout),
+    writeIdleTimeoutMs: ms(l.writeIdleTimeout),
+    maxTunnels: l.maxTunnels,
+    tunnelIdleTimeoutMs: ms(l.tunnelIdleTimeout),
+    maxHeaderBytes: parseSize(l.maxHeaderBytes),
+    maxUrlBytes: parseSize(l.maxUrlBytes),
+    maxPipelined: l.maxPipelined,
+  };
+}
+
 function compileRoute(r: RouteWire, index: number, defaults: PolicyWire['defaults']): RoutePolicy {
   const settings = {
     match: compileMatch(r.match),
@@ -186,7 +211,8 @@ function compileRoute(r: RouteWire, index: number, defaults: PolicyWire['default
     rateLimit: r.rateLimit ? compileRateLimit(r.rateLimit) : null,
   };
   // Name and index are identity, not settings: moving a route does not reset its buckets.
-  return { name: r.name ?? `route-${index}`, index, ...settings, fingerprint: fingerprint(settings) };
+  // Nor is the upgrade allow-list: it admits requests and keeps no state.
+  return { name: r.name ?? `route-${index}`, index, ...settings, upgrade: new Set(r.upgrade), fingerprint: fingerprint(settings) };
 }
 
 function findErrors(wire: PolicyWire, policy: Policy): Finding[] {
@@ -198,6 +224,10 @@ function findErrors(wire: PolicyWire, policy: Policy): Finding[] {
   if (admin.port !== 0 && admin.host === outbound.host && admin.port === outbound.port) {
     error(['listeners', 'admin', 'address'], `${formatHostPort(admin)} is also the outbound listener's address`);
   }
+  wire.resolvers?.forEach((text, i) => {
+    const problem = resolverProblem(text);
+    if (problem) error(['resolvers', i], problem);
+  });
 
   const defaultRetry = compileRetry(wire.defaults.retry);
   const defaultTimeout = ms(wire.defaults.timeout);
@@ -218,7 +248,15 @@ function findErrors(wire: PolicyWire, policy: Policy): Finding[] {
     }
     if (u.discovery.kind === 'static') {
       const seen = new Set<string>();
-      u.discovery.endpoints.forEach(({ address }, i) => {
+      const written = wire.upstreams[name]?.discovery.static ?? [];
+      u.discovery.endpoints.forEach(({ address, host }, i) => {
+        const entry = written[i];
+        const text = typeof entry === 'object' ? entry.address : (entry ?? address);
+        const problem = text.trim().startsWith('[') && !isIPv6(host) ? 'only an IPv6 address goes in brackets' : endpointHostProblem(host);
+        if (problem) {
+          const path = typeof entry === 'object' ? at('discovery', 'static', i, 'address') : at('discovery', 'static', i);
+          error(path, `expected host:port with an IP address or a DNS name as the host, got ${JSON.stringify(text)}: ${problem}`);
+        }
         if (seen.has(address)) error(at('discovery', 'static', i), `endpoint ${address} is listed twice`);
         seen.add(address);
       });
@@ -250,6 +288,14 @@ function findErrors(wire: PolicyWire, policy: Policy): Finding[] {
     if (r.retry?.backoff && routeBackoff) error(at('retry', 'backoff'), routeBackoff);
   });
   return errors;
+}
+
+/** A resolver is asked for names, so it cannot be one: an IPv4 address or a bracketed IPv6 one, and a port. */
+function resolverProblem(text: string): string | null {
+  const trimmed = text.trim();
+  const { host } = parseHostPort(trimmed);
+  const ok = trimmed.startsWith('[') ? isIPv6(host) : isIPv4(host);
+  return ok ? null : `expected an IP address and port like 10.0.0.2:53 or [fd00::2]:53, got ${JSON.stringify(text)} (a resolver is asked for names, so it cannot be one)`;
 }
 
 function triesTooLong(retry: RetryPolicy, timeoutMs: number): string | null {

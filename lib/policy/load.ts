@@ -4,12 +4,30 @@
  */
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { LineCounter, isAlias, isMap, isNode, isScalar, isSeq, parseDocument, type Document, type YAMLError } from 'yaml';
+import {
+  CST,
+  Composer,
+  LineCounter,
+  Parser,
+  YAMLParseError,
+  isAlias,
+  isMap,
+  isNode,
+  isScalar,
+  isSeq,
+  visit,
+  type Alias,
+  type Document,
+  type YAMLError,
+} from 'yaml';
 import type { z } from 'zod';
 import { compilePolicy, formatPath, type Finding, type PolicyPath } from './compile.js';
 import { sha256Hex } from './digest.js';
 import { policySchema } from './schema.js';
 import type { Policy, PolicyIssue } from './types.js';
+
+/** Deeper than this, a document is no policy (its deepest field sits about 6 levels down). */
+const MAX_DEPTH = 64;
 
 /** A snapshot with its warnings, or the errors that prevent one. */
 export type LoadResult =
@@ -30,20 +48,30 @@ export async function loadPolicy(file: string): Promise<LoadResult> {
 /** Compiles policy text; `file` names it in issues and anchors relative paths in it. */
 export function compileText(text: string, file: string): LoadResult {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
   const at = (offset: number, path: PolicyPath, message: string): PolicyIssue => {
     const { line, col } = lineCounter.linePos(offset);
     return { file, line, column: col, path: formatPath(path), message };
   };
+  // yaml parses to tokens without recursion, then composes the document recursively: check
+  // the depth on the tokens first, so how much stack is left never decides (see `tooDeep`).
+  const tokens = [...new Parser(lineCounter.addNewLine).parse(text)];
+  const deep = tooDeep(tokens);
+  if (deep !== null) return failed([at(deep.offset, deep.path, `nested more than ${MAX_DEPTH} levels deep; no policy field is anywhere near that deep`)]);
+  const doc = compose(tokens, text.length);
   const located = (findings: readonly Located[]) => findings.map((f) => at(locate(doc, f.path, f.atKey ?? false), f.path, f.message));
 
-  if (doc.errors.length > 0) return failed(doc.errors.map((e) => at(e.pos[0], [], yamlMessage(e))));
+  // Syntax errors name the YAML path they sit in, like every other issue.
+  if (doc.errors.length > 0) return failed(doc.errors.map((e) => at(e.pos[0], pathAt(doc, e.pos[0]), yamlMessage(e))));
   let value: unknown;
   try {
+    // yaml's default bound on alias expansion (maxAliasCount 100) stops "billion laughs" documents here.
     value = doc.toJS();
   } catch (err) {
-    // e.g. an alias expanding past yaml's limit: still the author's to fix, so an issue.
-    return failed([at(0, [], (err as Error).message)]);
+    // e.g. aliases expanding past that bound: still the author's to fix, so an issue, at the first alias.
+    const alias = firstAlias(doc);
+    const offset = alias?.range?.[0] ?? 0;
+    const why = alias ? `aliases expand too much (yaml's bound is 100 expansions): ${(err as Error).message}` : (err as Error).message;
+    return failed([at(offset, alias ? pathAt(doc, offset) : [], why)]);
   }
   const parsed = policySchema.safeParse(value);
   if (!parsed.success) return failed(located(flatten(parsed.error.issues, [])));
@@ -114,6 +142,82 @@ function locate(doc: Document, path: PolicyPath, atKey: boolean): number {
     }
   }
   return isScalar(node) ? (start(node) ?? anchor) : anchor;
+}
+
+/** The YAML path of the innermost mapping entry or list item whose text holds `offset`. */
+function pathAt(doc: Document, offset: number): PolicyPath {
+  const path: (string | number)[] = [];
+  let node: unknown = doc.contents;
+  const holds = (first: unknown, last: unknown): boolean => {
+    const a = isNode(first) ? first.range : null;
+    const b = isNode(last) ? last.range : a;
+    return !!a && !!b && a[0] <= offset && offset < Math.max(a[2], b[2]);
+  };
+  while (path.length < MAX_DEPTH) {
+    if (isMap(node)) {
+      const pair = node.items.find((p) => holds(p.key, p.value));
+      if (!pair || !isScalar(pair.key)) break;
+      path.push(String(pair.key.value));
+      node = pair.value;
+    } else if (isSeq(node)) {
+      const i = node.items.findIndex((item) => holds(item, item));
+      if (i < 0) break;
+      path.push(i);
+      node = node.items[i];
+    } else {
+      break;
+    }
+  }
+  return path;
+}
+
+/**
+ * Where a node nests deeper than MAX_DEPTH, or null. Walked on the tokens without recursion:
+ * composing a deeper document recurses until the stack gives out, and where it does depends
+ * on the caller, while `pilotfish validate` and a reload must agree on every file.
+ */
+function tooDeep(tokens: readonly CST.Token[]): { offset: number; path: PolicyPath } | null {
+  const stack: { token: CST.Token | null | undefined; path: PolicyPath }[] = [];
+  for (const token of tokens) if (token.type === 'document') stack.push({ token: token.value, path: [] });
+  while (stack.length > 0) {
+    const { token, path } = stack.pop()!;
+    if (!token) continue;
+    if (path.length > MAX_DEPTH) return { offset: token.offset, path };
+    if (!CST.isCollection(token)) continue;
+    const keyed = token.type === 'block-map' || (token.type === 'flow-collection' && token.start.source === '{');
+    token.items.forEach((item, i) => {
+      // Without an error callback resolveAsScalar throws on a malformed key; the parse reports it later.
+      const segment = keyed ? (CST.resolveAsScalar(item.key, true, () => {})?.value ?? '?') : i;
+      stack.push({ token: item.key, path: [...path, segment] }, { token: item.value, path: [...path, segment] });
+    });
+  }
+  return null;
+}
+
+/** What `parseDocument` does, from tokens already parsed: the first document, an error for a second. */
+function compose(tokens: readonly CST.Token[], length: number): Document.Parsed {
+  let doc: Document.Parsed | null = null;
+  for (const next of new Composer({ prettyErrors: false }).compose(tokens, true, length)) {
+    if (doc === null) {
+      doc = next;
+    } else {
+      doc.errors.push(new YAMLParseError([next.range[0], next.range[1]], 'MULTIPLE_DOCS', 'Source contains multiple documents'));
+      break;
+    }
+  }
+  // With forceDoc, compose always yields a document, even for empty text.
+  return doc as Document.Parsed;
+}
+
+function firstAlias(doc: Document): Alias | null {
+  let found: Alias | null = null;
+  visit(doc, {
+    Alias(_, node) {
+      found = node;
+      return visit.BREAK;
+    },
+  });
+  return found;
 }
 
 /** Where a node's text begins; nothing for an empty one (the null after `bulkhead:`). */

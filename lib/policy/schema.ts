@@ -4,6 +4,7 @@
  * written. Units stay as text here; `compile.ts` turns them into numbers.
  */
 import { z } from 'zod';
+import { CidrError, EXPECTED_CIDR, LOOPBACK_CIDRS, parseCidr } from '../http/cidr.js';
 import {
   EXPECTED,
   UnitError,
@@ -154,6 +155,7 @@ const upstream = fields({
     .enum(['round-robin', 'least-connections', 'random'], expecting('round-robin, least-connections or random'))
     .default('round-robin'),
   connectTimeout: duration().default('1s'),
+  maxConnectionsPerEndpoint: count(1).describe('connections the pool keeps to one endpoint; further requests wait for one').default(1024),
   bulkhead: fields({
     maxConcurrent: count(1),
     maxQueued: count(0).default(0),
@@ -215,6 +217,16 @@ const retryOverride = fields({
   maxReplayBytes: size().optional(),
 }).describe('overrides only the given fields of defaults.retry');
 
+/** A CIDR block; cidr.ts's message is the error. */
+const cidr = () =>
+  unit(z.string(expecting(EXPECTED_CIDR)), (text) => {
+    try {
+      parseCidr(text);
+    } catch (err) {
+      throw err instanceof CidrError ? new UnitError(err.message) : err;
+    }
+  }, EXPECTED_CIDR);
+
 const rateLimitKey = () => {
   const e = expecting('client-ip or header:NAME');
   return z.union([z.literal('client-ip', e), z.string(e).regex(new RegExp(`^header:${TCHARS}$`), e)], e);
@@ -239,6 +251,9 @@ const route = fields({
     maxKeys: count(1).describe('hard cap on keyed buckets (LRU beyond it)').default(10_000),
     shadow: flag().default(false),
   }).optional(),
+  upgrade: z.array(z.literal('websocket', expecting('websocket (the one upgrade protocol tunnelled; others are served as plain HTTP/1.1)')), expecting('a list of upgrade protocols'))
+    .describe('upgrade protocols this route tunnels; any other Upgrade is served as a plain HTTP/1.1 request')
+    .default(['websocket']),
 });
 
 /** The whole policy file as written. */
@@ -249,7 +264,12 @@ export const policySchema = fields({
     .optional(),
   listeners: fields({
     outbound: fields({ address: hostPort(true) }).default({ address: '127.0.0.1:15001' }),
-    admin: fields({ address: hostPort(true) }).default({ address: '127.0.0.1:15000' }),
+    admin: fields({
+      address: hostPort(true),
+      adminFrom: z.array(cidr(), expecting('a list of CIDRs'))
+        .describe('clients allowed /admin/*; /metrics, /healthz and /readyz answer anyone. Default: loopback only')
+        .default([...LOOPBACK_CIDRS]),
+    }).default({ address: '127.0.0.1:15000', adminFrom: [...LOOPBACK_CIDRS] }),
   }).prefault({}),
   defaults: fields({
     timeout: duration().describe('overall deadline of one request: all tries and backoff included').default('15s'),
@@ -260,7 +280,23 @@ export const policySchema = fields({
   upstreams: z.record(name(), upstream, expecting('a mapping of upstream name to upstream')),
   routes: z.array(route, expecting('a list of routes')).describe('first match wins'),
   accessLog: fields({ enabled: flag().default(true) }).prefault({}),
-  shutdown: fields({ drainTimeout: duration().describe('how long in-flight requests may take to finish on SIGTERM').default('20s') }).prefault({}),
+  shutdown: fields({
+    drainTimeout: duration().describe('the longest drain on SIGTERM: the app keeps its egress meanwhile; what is left then is cut').default('20s'),
+    quietPeriod: duration(true).describe('the drain ends early once nothing was in flight and no connection open for this long').default('5s'),
+  }).prefault({}),
+  limits: fields({
+    maxConnections: count(1).describe('client connections open at once on the outbound listener; beyond it new ones are closed').default(10_000),
+    headerReadTimeout: duration().describe('a request head must arrive within this; else 408').default('10s'),
+    bodyIdleTimeout: duration().describe('a request body that sends nothing for this long is answered 408 and closed; never charged to an upstream').default('30s'),
+    writeIdleTimeout: duration().describe('a client that reads nothing of its response for this long is cut and its permits released').default('60s'),
+    maxTunnels: count(1).describe('WebSocket and CONNECT tunnels open at once; beyond it 503 tunnel_limit').default(1000),
+    tunnelIdleTimeout: duration().describe('a tunnel with no bytes either way for this long is closed').default('5m'),
+    maxHeaderBytes: size().describe('request line and headers; beyond it 431 (414 when the request line alone is too long)').default('16KiB'),
+    maxUrlBytes: size().describe('request target; beyond it 414').default('8KiB'),
+    maxPipelined: count(1).describe('requests a client may pipeline on one connection before reading responses; beyond it the connection is closed').default(16),
+  })
+    .describe('bounds on what clients may hold; every one has a default')
+    .prefault({}),
   readiness: fields({
     startupTimeout: duration(true).describe('/readyz waits at most this long for every routed upstream to resolve once').default('10s'),
   }).prefault({}),

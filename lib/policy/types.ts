@@ -4,10 +4,17 @@
  * deeply frozen. A reload builds a new one; nothing ever mutates one in place.
  */
 
+import type { Cidr } from '../http/cidr.js';
+
 /** `host:port` split once. */
 export interface HostPort {
   readonly host: string;
   readonly port: number;
+}
+
+/** The admin listener: where it listens, and who may read /admin/* (/metrics and probes answer anyone). */
+export interface AdminListenerPolicy extends HostPort {
+  readonly adminFrom: readonly Cidr[];
 }
 
 /** One endpoint as configured (static list, file) or discovered. */
@@ -25,8 +32,10 @@ export interface EndpointSpec {
 export type DiscoveryPolicy =
   | { readonly kind: 'static'; readonly endpoints: readonly EndpointSpec[] }
   | { readonly kind: 'file'; readonly path: string }
-  | { readonly kind: 'dns'; readonly name: string; readonly port: number; readonly refreshMs: number }
-  | { readonly kind: 'dnsSrv'; readonly name: string; readonly refreshMs: number }
+  // `resolvers` (the policy's, null = the system's) is part of a DNS source's settings: a reload
+  // that changes them changes the discovery, and so rebuilds the source.
+  | { readonly kind: 'dns'; readonly name: string; readonly port: number; readonly refreshMs: number; readonly resolvers: readonly HostPort[] | null }
+  | { readonly kind: 'dnsSrv'; readonly name: string; readonly refreshMs: number; readonly resolvers: readonly HostPort[] | null }
   | { readonly kind: 'etcd'; readonly endpoints: readonly string[]; readonly prefix: string };
 
 export type BalancerKind = 'round-robin' | 'least-connections' | 'random';
@@ -79,6 +88,8 @@ export interface UpstreamPolicy {
   readonly discovery: DiscoveryPolicy;
   readonly balancer: BalancerKind;
   readonly connectTimeoutMs: number;
+  /** Connections the pool keeps to one endpoint at most. */
+  readonly maxConnectionsPerEndpoint: number;
   readonly bulkhead: BulkheadPolicy | null;
   readonly circuitBreaker: CircuitBreakerPolicy | null;
   readonly outlierDetection: OutlierDetectionPolicy | null;
@@ -142,8 +153,23 @@ export interface RoutePolicy {
   readonly timeoutMs: number;
   readonly retry: RetryPolicy;
   readonly rateLimit: RateLimitPolicy | null;
+  /** Upgrade protocols this route tunnels (lower-case); any other Upgrade is served as plain HTTP. */
+  readonly upgrade: ReadonlySet<string>;
   /** Stable digest of this route's own settings (rate-limit state survives while unchanged). */
   readonly fingerprint: string;
+}
+
+/** Bounds on what clients may hold on the outbound listener (sizes in bytes, times in ms). */
+export interface LimitsPolicy {
+  readonly maxConnections: number;
+  readonly headerReadTimeoutMs: number;
+  readonly bodyIdleTimeoutMs: number;
+  readonly writeIdleTimeoutMs: number;
+  readonly maxTunnels: number;
+  readonly tunnelIdleTimeoutMs: number;
+  readonly maxHeaderBytes: number;
+  readonly maxUrlBytes: number;
+  readonly maxPipelined: number;
 }
 
 export interface AccessLogPolicy {
@@ -156,13 +182,16 @@ export interface Policy {
   readonly source: { readonly file: string; readonly hash: string };
   /** DNS servers for dns/dnsSrv discovery; null = the system's. */
   readonly resolvers: readonly HostPort[] | null;
-  readonly listeners: { readonly outbound: HostPort; readonly admin: HostPort };
+  readonly listeners: { readonly outbound: HostPort; readonly admin: AdminListenerPolicy };
   readonly upstreams: ReadonlyMap<string, UpstreamPolicy>;
   /** In policy order; first match wins. */
   readonly routes: readonly RoutePolicy[];
   readonly accessLog: AccessLogPolicy;
-  /** How long in-flight requests may take to finish on SIGTERM. */
+  readonly limits: LimitsPolicy;
+  /** The longest drain on SIGTERM. */
   readonly drainTimeoutMs: number;
+  /** The drain ends early after this long with nothing in flight and no connection open. */
+  readonly quietPeriodMs: number;
   /** How long /readyz waits for every routed upstream's first endpoint set. */
   readonly startupTimeoutMs: number;
   /** The policy as written (after defaults), for /admin/policy. */

@@ -13,8 +13,10 @@ import { sha256Hex } from './digest.js';
 /** How to watch. */
 export interface WatchOptions {
   readonly clock: Clock;
-  /** Quiet period after an event before the file is read [200]. */
+  /** Quiet period after the last event before the file is read; every event restarts it [200]. */
   readonly debounceMs?: number;
+  /** The longest a stream of events may put the read off, so a file written non-stop is still read [10 × debounceMs]. */
+  readonly maxWaitMs?: number;
   /** Re-read regardless of events this often, for filesystems where fs.watch misses them [2000]. */
   readonly pollMs?: number;
   /** sha256 of the text already loaded (`policy.source.hash`): a change made before the watch began is still seen. */
@@ -32,6 +34,7 @@ export interface PolicyWatcher {
 /** Calls `onChange` (debounced, never concurrently) each time the file's content hash changes. */
 export function watchPolicyFile(file: string, onChange: () => void, opts: WatchOptions): PolicyWatcher {
   const { clock, debounceMs = 200, pollMs = 2000, onError = () => {} } = opts;
+  const maxWaitMs = Math.max(debounceMs, opts.maxWaitMs ?? debounceMs * 10);
   const path = resolve(file);
   const dir = dirname(path);
   const name = basename(path);
@@ -39,6 +42,8 @@ export function watchPolicyFile(file: string, onChange: () => void, opts: WatchO
   let closed = false;
   let watcher: FSWatcher | null = null;
   let debounce: Timer | null = null;
+  /** When the first event of the burst the debounce is waiting out came in (null: none pending). */
+  let burstStart: number | null = null;
   let poll: Timer | null = null;
   // Reads run one after another, so two of them never race to report the same change.
   let reads: Promise<void> = Promise.resolve();
@@ -51,7 +56,8 @@ export function watchPolicyFile(file: string, onChange: () => void, opts: WatchO
     }
   };
 
-  const compare = async (): Promise<void> => {
+  /** Reads the file; a new hash is a change, except from the poll, which only starts a debounce (see `armPoll`). */
+  const compare = async (fromPoll: boolean): Promise<void> => {
     let hash: string;
     try {
       hash = sha256Hex(await readFile(path, 'utf8'));
@@ -61,6 +67,10 @@ export function watchPolicyFile(file: string, onChange: () => void, opts: WatchO
       return;
     }
     if (closed || hash === lastHash) return;
+    if (fromPoll && lastHash !== null) {
+      signal();
+      return;
+    }
     const first = lastHash === null;
     lastHash = hash;
     if (first) return; // the baseline, not a change
@@ -70,17 +80,23 @@ export function watchPolicyFile(file: string, onChange: () => void, opts: WatchO
       report(err);
     }
   };
-  const check = (): void => {
-    reads = reads.then(compare);
+  const check = (fromPoll = false): void => {
+    reads = reads.then(() => compare(fromPoll));
   };
 
-  // Not reset by later events: a steady stream of writes must not postpone the read forever.
+  // A trailing debounce: a file is written in several steps (an editor's save, a `kubectl cp`,
+  // a config tool streaming it), and its first part may be a valid policy by itself. Each event
+  // restarts the quiet period; `maxWaitMs` after the first one, the file is read regardless.
   const signal = (): void => {
-    if (closed || debounce !== null) return;
+    if (closed) return;
+    const now = clock.now();
+    burstStart ??= now;
+    debounce?.cancel();
     debounce = clock.setTimer(() => {
       debounce = null;
+      burstStart = null;
       check();
-    }, debounceMs);
+    }, Math.max(0, Math.min(debounceMs, burstStart + maxWaitMs - now)));
   };
 
   const ensureWatcher = (): void => {
@@ -101,11 +117,13 @@ export function watchPolicyFile(file: string, onChange: () => void, opts: WatchO
     }
   };
 
+  // The poll is the net for changes fs.watch misses; a change it finds is debounced like an
+  // event (read again after a quiet period), so it is no more likely to catch a write midway.
   const armPoll = (): void => {
     poll = clock.setTimer(() => {
       if (closed) return;
       ensureWatcher();
-      check();
+      if (debounce === null) check(true);
       armPoll();
     }, pollMs);
   };

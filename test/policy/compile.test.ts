@@ -31,9 +31,23 @@ t.test('a minimal policy gets every default', async (t) => {
   t.equal(policy.version, 1);
   t.same(policy.source.file, FILE);
   t.equal(policy.resolvers, null, 'the system resolvers');
-  t.same(policy.listeners, { outbound: { host: '127.0.0.1', port: 15001 }, admin: { host: '127.0.0.1', port: 15000 } });
+  const { adminFrom, ...admin } = policy.listeners.admin;
+  t.same({ outbound: policy.listeners.outbound, admin }, { outbound: { host: '127.0.0.1', port: 15001 }, admin: { host: '127.0.0.1', port: 15000 } });
+  t.same(adminFrom.map((c) => c.text), ['127.0.0.0/8', '::1/128'], '/admin/* answers loopback only');
   t.same(policy.accessLog, { enabled: true });
+  t.same(policy.limits, {
+    maxConnections: 10_000,
+    headerReadTimeoutMs: 10_000,
+    bodyIdleTimeoutMs: 30_000,
+    writeIdleTimeoutMs: 60_000,
+    maxTunnels: 1000,
+    tunnelIdleTimeoutMs: 300_000,
+    maxHeaderBytes: 16_384,
+    maxUrlBytes: 8192,
+    maxPipelined: 16,
+  }, 'every client-held resource is bounded by default');
   t.equal(policy.drainTimeoutMs, 20_000);
+  t.equal(policy.quietPeriodMs, 5_000);
   t.equal(policy.startupTimeoutMs, 10_000);
 
   const orders = policy.upstreams.get('orders')!;
@@ -42,6 +56,7 @@ t.test('a minimal policy gets every default', async (t) => {
     discovery: { kind: 'static', endpoints: [{ address: '127.0.0.1:9001', host: '127.0.0.1', port: 9001, weight: 1, metadata: {} }] },
     balancer: 'round-robin',
     connectTimeoutMs: 1000,
+    maxConnectionsPerEndpoint: 1024,
     bulkhead: null,
     circuitBreaker: null,
     outlierDetection: null,
@@ -57,6 +72,7 @@ t.test('a minimal policy gets every default', async (t) => {
   t.equal(route.rewrite, null);
   t.equal(route.timeoutMs, 15_000);
   t.equal(route.rateLimit, null);
+  t.same([...route.upgrade], ['websocket'], 'WebSocket is the one upgrade tunnelled, by default');
   t.same(plainRetry(route.retry), {
     attempts: 2,
     perTryTimeoutMs: 5000,
@@ -67,7 +83,7 @@ t.test('a minimal policy gets every default', async (t) => {
   });
   t.same(policy.effective, {
     version: 1,
-    listeners: { outbound: { address: '127.0.0.1:15001' }, admin: { address: '127.0.0.1:15000' } },
+    listeners: { outbound: { address: '127.0.0.1:15001' }, admin: { address: '127.0.0.1:15000', adminFrom: ['127.0.0.0/8', '::1/128'] } },
     defaults: {
       timeout: '15s',
       retry: {
@@ -76,10 +92,14 @@ t.test('a minimal policy gets every default', async (t) => {
         maxReplayBytes: '64KiB',
       },
     },
-    upstreams: { orders: { discovery: { static: ['127.0.0.1:9001'] }, balancer: 'round-robin', connectTimeout: '1s' } },
-    routes: [{ match: {}, upstream: 'orders' }],
+    upstreams: { orders: { discovery: { static: ['127.0.0.1:9001'] }, balancer: 'round-robin', connectTimeout: '1s', maxConnectionsPerEndpoint: 1024 } },
+    routes: [{ match: {}, upstream: 'orders', upgrade: ['websocket'] }],
     accessLog: { enabled: true },
-    shutdown: { drainTimeout: '20s' },
+    shutdown: { drainTimeout: '20s', quietPeriod: '5s' },
+    limits: {
+      maxConnections: 10_000, headerReadTimeout: '10s', bodyIdleTimeout: '30s', writeIdleTimeout: '60s',
+      maxTunnels: 1000, tunnelIdleTimeout: '5m', maxHeaderBytes: '16KiB', maxUrlBytes: '8KiB', maxPipelined: 16,
+    },
     readiness: { startupTimeout: '10s' },
   }, 'effective is the policy as written, defaults filled in, as plain JSON');
 });
@@ -121,8 +141,8 @@ routes:
   });
   t.same(orders.outlierDetection, { consecutiveFailures: 5, ejectForMs: 30_000, maxEjectedPercent: 50 });
   t.same(orders.healthCheck, { path: '/healthz', intervalMs: 5000, timeoutMs: 1000, unhealthyAfter: 3, healthyAfter: 2 });
-  t.same(policy.upstreams.get('users')!.discovery, { kind: 'dns', name: 'users.internal', port: 8080, refreshMs: 30_000 });
-  t.same(policy.upstreams.get('payments')!.discovery, { kind: 'dnsSrv', name: '_http._tcp.payments.internal', refreshMs: 30_000 });
+  t.same(policy.upstreams.get('users')!.discovery, { kind: 'dns', name: 'users.internal', port: 8080, refreshMs: 30_000, resolvers: null });
+  t.same(policy.upstreams.get('payments')!.discovery, { kind: 'dnsSrv', name: '_http._tcp.payments.internal', refreshMs: 30_000, resolvers: null });
   t.same(policy.upstreams.get('catalog')!.discovery, { kind: 'file', path: join(dirname(FILE), 'endpoints/catalog.yaml') }, 'relative to the policy file');
 
   const route = policy.routes[0]!;
@@ -312,4 +332,31 @@ routes:
   t.equal(up(c, 'users'), up(a, 'users'), '... and only that upstream\'s');
   t.not(route(c, 'orders'), route(a, 'orders'), 'a real change (burst) changes the route fingerprint');
   t.equal(route(c, 'users'), route(a, 'users'), '... and only that route\'s');
+});
+
+t.test('resolvers are part of the dns upstreams\' discovery: changing them changes those fingerprints only', async (t) => {
+  const withResolvers = (resolvers: string) => compile(`version: 1
+${resolvers}
+upstreams:
+  users: { discovery: { dns: { name: users.internal, port: 80 } } }
+  pay: { discovery: { dnsSrv: { name: _http._tcp.pay.internal } } }
+  orders: { discovery: { static: [127.0.0.1:9001] } }
+routes:
+  - { match: { host: users }, upstream: users }
+  - { match: { host: pay }, upstream: pay }
+  - { match: { host: orders }, upstream: orders }
+`).policy;
+  const system = withResolvers('');
+  const one = withResolvers('resolvers: [10.0.0.2:53]');
+  const same = withResolvers('resolvers: ["10.0.0.2:53"]');
+  const other = withResolvers('resolvers: [10.0.0.3:53]');
+  const fp = (p: Policy, name: string) => p.upstreams.get(name)!.fingerprint;
+  t.same(one.upstreams.get('users')!.discovery, { kind: 'dns', name: 'users.internal', port: 80, refreshMs: 30_000, resolvers: [{ host: '10.0.0.2', port: 53 }] });
+  t.equal(fp(one, 'users'), fp(same, 'users'), 'same resolvers, same fingerprint');
+  for (const name of ['users', 'pay']) {
+    t.not(fp(one, name), fp(other, name), `${name}: other resolvers, another fingerprint`);
+    t.not(fp(one, name), fp(system, name), `${name}: the system's resolvers are not 10.0.0.2`);
+  }
+  t.equal(fp(one, 'orders'), fp(other, 'orders'), 'a static upstream does not care');
+  t.equal(fp(one, 'orders'), fp(system, 'orders'));
 });

@@ -132,6 +132,38 @@ ${route}`,
     first: 'p.yaml:4:27 upstreams.orders.discovery.static[0]: expected host:port like 127.0.0.1:8080 or [::1]:8080, got "127.0.0.1:90010" (the port must be within 1 and 65535)',
   },
   {
+    name: 'a static endpoint whose host has userinfo (would connect to the part after @)',
+    text: `version: 1
+upstreams:
+  orders:
+    discovery: { static: [user@10.0.0.1:80] }
+${route}`,
+    first: 'p.yaml:4:27 upstreams.orders.discovery.static[0]: expected host:port with an IP address or a DNS name as the host, got "user@10.0.0.1:80": a DNS name is dot-separated labels of letters, digits, "-" and "_" (international names in punycode)',
+  },
+  {
+    name: 'a static endpoint (object form) whose host is not an IPv4 address nor a name',
+    text: `version: 1
+upstreams:
+  orders:
+    discovery: { static: [{ address: "10.0.0.999:80", weight: 2 }] }
+${route}`,
+    first: 'p.yaml:4:38 upstreams.orders.discovery.static[0].address: expected host:port with an IP address or a DNS name as the host, got "10.0.0.999:80": not a valid IPv4 address (and a DNS name cannot end in a number)',
+  },
+  {
+    name: 'a resolver given by name (a resolver is how names are resolved)',
+    text: `version: 1
+resolvers: [127.0.0.1:53, dns.internal:53]
+${upstream.slice('version: 1\n'.length)}${route}`,
+    first: 'p.yaml:2:27 resolvers[1]: expected an IP address and port like 10.0.0.2:53 or [fd00::2]:53, got "dns.internal:53" (a resolver is asked for names, so it cannot be one)',
+  },
+  {
+    name: 'an IPv4 resolver in brackets',
+    text: `version: 1
+resolvers: ["[10.0.0.2]:53"]
+${upstream.slice('version: 1\n'.length)}${route}`,
+    first: 'p.yaml:2:13 resolvers[0]: expected an IP address and port like 10.0.0.2:53 or [fd00::2]:53, got "[10.0.0.2]:53" (a resolver is asked for names, so it cannot be one)',
+  },
+  {
     name: 'backoff base above max',
     text: `${upstream}defaults:
   retry: { backoff: { base: 1s } }
@@ -199,14 +231,14 @@ ${route}`,
   - match: { host: orders
     upstream: orders
 `,
-    first: 'p.yaml:7:5 Flow map in block collection must be sufficiently indented and end with a }',
+    first: 'p.yaml:7:5 routes[0].upstream: Flow map in block collection must be sufficiently indented and end with a }',
   },
   {
     name: 'a duplicate key',
     text: `${upstream}  orders:
     discovery: { static: [127.0.0.1:9002] }
 ${route}`,
-    first: 'p.yaml:5:3 Map keys must be unique',
+    first: 'p.yaml:5:3 upstreams.orders: Map keys must be unique',
   },
   {
     name: 'an unsupported version',
@@ -226,6 +258,40 @@ t.test('every problem names file:line:column, the YAML path and what was expecte
       continue;
     }
     t.equal(formatIssue(result.issues[0]!), c.first, c.name);
+  }
+});
+
+t.test('resolvers: IPv4 and bracketed IPv6 addresses with a port are accepted', async (t) => {
+  const result = compileText(`version: 1\nresolvers: [10.0.0.2:53, "[fd00::2]:5353"]\n${upstream.slice('version: 1\n'.length)}${route}`, 'p.yaml');
+  t.ok(result.ok, result.ok ? 'valid' : result.issues.map(formatIssue).join('\n'));
+  if (result.ok) t.same(result.policy.resolvers, [{ host: '10.0.0.2', port: 53 }, { host: 'fd00::2', port: 5353 }]);
+});
+
+t.test('static endpoint hosts: IP addresses and DNS names pass, nothing a URL would misread', async (t) => {
+  const good = ['10.0.0.1:80', '[::1]:80', '[fd00::1:2]:8080', 'orders:80', 'orders.svc.cluster.local:80', 'orders.svc.cluster.local.:80', '_svc.x-y:80'];
+  for (const address of good) {
+    const r = compileText(`version: 1\nupstreams:\n  orders:\n    discovery: { static: ["${address}"] }\n${route}`, 'p.yaml');
+    t.ok(r.ok, `${address} is accepted${r.ok ? '' : `: ${r.issues.map(formatIssue).join('; ')}`}`);
+  }
+  const bad = ['a@b:80', 'a?b:80', 'a#b:80', 'a%b:80', 'a\\\\b:80', '-a:80', 'a..b:80', 'é.com:80', '0x7f.1:80', '1.2.3:80', `${'a'.repeat(64)}.com:80`, '[abc]:80', '[1.2.3.4]:80'];
+  for (const address of bad) {
+    const r = compileText(`version: 1\nupstreams:\n  orders:\n    discovery: { static: ["${address}"] }\n${route}`, 'p.yaml');
+    t.notOk(r.ok, `${address} is rejected`);
+    if (!r.ok) t.match(r.issues[0], { line: 4, path: 'upstreams.orders.discovery.static[0]' }, `${address}: located`);
+  }
+});
+
+t.test('documents built to exhaust the parser are refused, located', async (t) => {
+  // A billion laughs: each level aliases the one before ten times; yaml's bound stops the expansion.
+  const levels = Array.from({ length: 9 }, (_, i) => (i === 0 ? '&l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]' : `&l${i} [${Array(10).fill(`*l${i - 1}`).join(', ')}]`));
+  const bomb = compileText(`${upstream}${route}    rateLimit: [${levels.join(', ')}]\n`, 'p.yaml');
+  t.notOk(bomb.ok);
+  if (!bomb.ok) t.match(formatIssue(bomb.issues[0]!), /^p\.yaml:8:\d+ routes\[0\]\.rateLimit\[1\]\[0\]: aliases expand too much/, 'at the first alias, with its path');
+  // Nesting far past any policy's depth (and, at some depth, past yaml's own recursion).
+  for (const depth of [100, 5_000]) {
+    const deep = compileText(`${upstream}${route}    retry: ${'['.repeat(depth)}1${']'.repeat(depth)}\n`, 'p.yaml');
+    t.notOk(deep.ok, `${depth} levels are refused`);
+    if (!deep.ok) t.match(deep.issues[0], { line: 8, path: /^routes\[0\]\.retry/ }, `${depth} levels: located`);
   }
 });
 

@@ -1,4 +1,5 @@
-import { mkdir, mkdtemp, rename, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { appendFile, mkdir, mkdtemp, rename, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -156,6 +157,68 @@ t.test('the poll catches what fs.watch cannot see', async (t) => {
   t.equal(h.calls(), 0, 'before the poll: unseen');
   h.clock.advance(1);
   t.ok(await h.until(() => h.calls() === 1), 'the poll read it');
+});
+
+/** A watch whose onChange records the file as it is when the change is reported, and counts the debounce timers armed. */
+async function recording(t: Test, opts: { maxWaitMs?: number } = {}) {
+  const dir = await mkdtemp(join(tmpdir(), 'pilotfish-watch-'));
+  const file = join(dir, 'pilotfish.yaml');
+  await writeFile(file, V1);
+  const clock = new ManualClock();
+  let armed = 0;
+  const setTimer = clock.setTimer.bind(clock);
+  clock.setTimer = (fn, ms) => {
+    armed++;
+    return setTimer(fn, ms);
+  };
+  const seen: { at: number; text: string }[] = [];
+  const w = watchPolicyFile(file, () => seen.push({ at: clock.now(), text: readFileSync(file, 'utf8') }), {
+    clock, debounceMs: DEBOUNCE, pollMs: 3_600_000, initialHash: sha256Hex(V1), ...opts,
+  });
+  t.teardown(async () => {
+    w.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  /** Appends `chunk` as a writer would, and waits (real time, bounded) until the watcher has seen the event. */
+  const write = async (chunk: string): Promise<void> => {
+    const before = armed;
+    await appendFile(file, chunk);
+    for (let i = 0; i < 100 && armed === before; i++) await sleep(10);
+    await sleep(20); // and any second event of the same write
+  };
+  /** Advances the clock and lets the read it may start finish. */
+  const advance = async (ms: number): Promise<void> => {
+    clock.advance(ms);
+    await sleep(50);
+  };
+  return { file, clock, seen, write, advance };
+}
+
+t.test('every write restarts the quiet period: a file written in parts is read once, whole', async (t) => {
+  const w = await recording(t);
+  // A writer adds its parts with pauses shorter than the debounce.
+  await w.write('upstreams: {}\n');
+  await w.advance(150);
+  await w.write('# and more\n');
+  await w.advance(150); // 300 ms after the first write: a fixed debounce would have read the first half by now
+  t.same(w.seen, [], 'not read while writes keep coming');
+  await w.write('routes: []\n');
+  await w.advance(150);
+  t.same(w.seen, [], 'still writing');
+  await w.advance(60);
+  t.equal(w.seen.length, 1, 'read once, a quiet period after the last write');
+  t.match(w.seen[0]?.text, /routes:/, 'and it was the whole file');
+  t.ok((w.seen[0]?.at ?? 0) >= 300 + 200, `a full debounce after the last write (at ${w.seen[0]?.at} ms)`);
+});
+
+t.test('a file written non-stop is still read, maxWait after the first write', async (t) => {
+  const w = await recording(t, { maxWaitMs: 1000 });
+  for (let i = 0; i < 12 && w.seen.length === 0; i++) {
+    await w.write(`# line ${i}\n`);
+    await w.advance(100); // always within the debounce of the last write
+  }
+  t.equal(w.seen.length, 1, 'read while the writes went on');
+  t.ok((w.seen[0]?.at ?? Infinity) <= 1000, `no later than maxWait after the first event (at ${w.seen[0]?.at} ms)`);
 });
 
 t.test('an onChange that throws is reported, and the watch goes on', async (t) => {

@@ -1,14 +1,15 @@
 /** Builds the discovery source an upstream's policy asks for. */
 import type { Clock } from '../core/clock.js';
 import type { Random } from '../core/random.js';
-import type { DiscoveryPolicy, HostPort } from '../policy/types.js';
+import type { DiscoveryPolicy } from '../policy/types.js';
 import type { DnsTuning } from './dns.js';
 import { DnsSource } from './dns.js';
 import { DnsSrvSource } from './dns-srv.js';
+import { DiscoveryError, SetPublisher, toError } from './endpoint-set.js';
 import { EtcdSource, type EtcdTuning } from './etcd.js';
 import { FileSource, type FileSourceTuning } from './file.js';
 import { StaticSource } from './static.js';
-import type { DiscoveryEvents, DiscoverySource } from './types.js';
+import type { DiscoveryEvents, DiscoverySource, EndpointSet } from './types.js';
 
 /** Timing knobs of every source kind; production uses the defaults, tests shorten them. */
 export interface DiscoveryTuning {
@@ -17,29 +18,71 @@ export interface DiscoveryTuning {
   readonly file?: Partial<FileSourceTuning>;
 }
 
-/** What every source needs from the composition root. */
+/**
+ * What every source needs from the composition root. No resolvers here: they belong to the
+ * dns/dnsSrv discovery policy itself, so a source is always built with the resolvers of the
+ * policy it serves (never those of the policy a reload is replacing).
+ */
 export interface DiscoveryDeps {
   readonly clock: Clock;
   readonly random: Random;
-  /** DNS servers for dns/dnsSrv (the policy's `resolvers:`); null = the system's. */
-  readonly resolvers: readonly HostPort[] | null;
   readonly events: DiscoveryEvents;
   readonly tuning?: DiscoveryTuning;
 }
 
-/** The source for `policy`, not yet started (call `start`). */
+/**
+ * The source for `policy`, not yet started (call `start`). Never throws: a source that
+ * cannot be built (settings validation should have refused) is replaced by one that reports
+ * why on start and never resolves, so a reload or a start is never taken down by discovery.
+ */
 export function createDiscoverySource(upstream: string, policy: DiscoveryPolicy, deps: DiscoveryDeps): DiscoverySource {
-  const { clock, random, resolvers, events, tuning } = deps;
+  try {
+    return build(upstream, policy, deps);
+  } catch (err) {
+    return new UnbuildableSource(upstream, policy.kind, new DiscoveryError('bad_config', `${policy.kind}: ${toError(err).message}`, { cause: err }), deps);
+  }
+}
+
+function build(upstream: string, policy: DiscoveryPolicy, deps: DiscoveryDeps): DiscoverySource {
+  const { clock, random, events, tuning } = deps;
   switch (policy.kind) {
     case 'static':
       return new StaticSource(upstream, policy.endpoints, { clock, events });
     case 'file':
       return new FileSource(upstream, policy.path, { clock, events, tuning: tuning?.file });
     case 'dns':
-      return new DnsSource(upstream, policy, { clock, random, resolvers, events, tuning: tuning?.dns });
+      return new DnsSource(upstream, policy, { clock, random, resolvers: policy.resolvers, events, tuning: tuning?.dns });
     case 'dnsSrv':
-      return new DnsSrvSource(upstream, policy, { clock, random, resolvers, events, tuning: tuning?.dns });
+      return new DnsSrvSource(upstream, policy, { clock, random, resolvers: policy.resolvers, events, tuning: tuning?.dns });
     case 'etcd':
       return new EtcdSource(upstream, policy, { clock, random, events, tuning: tuning?.etcd });
   }
+}
+
+/** Stands in for a source whose construction failed: reports the failure, publishes nothing. */
+class UnbuildableSource implements DiscoverySource {
+  private readonly publisher: SetPublisher;
+  private started = false;
+
+  constructor(
+    upstream: string,
+    readonly kind: string,
+    private readonly error: Error,
+    deps: DiscoveryDeps,
+  ) {
+    this.publisher = new SetPublisher(upstream, kind, deps.clock, deps.events);
+  }
+
+  start(onUpdate: (set: EndpointSet) => void): void {
+    if (this.started) return;
+    this.started = true;
+    this.publisher.listen(onUpdate);
+    this.publisher.fail(this.error);
+  }
+
+  current(): EndpointSet | null {
+    return null;
+  }
+
+  async close(): Promise<void> {}
 }

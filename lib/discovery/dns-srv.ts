@@ -19,7 +19,8 @@ import {
   type DnsDeps,
   type LookupResult,
 } from './dns.js';
-import { DiscoveryError, makeEndpoint, toError } from './endpoint-set.js';
+import { DiscoveryError, endpointOrSkip, toError } from './endpoint-set.js';
+import { endpointHostProblem } from './host.js';
 
 /** An endpoint's SRV priority (`metadata.priority`); endpoints without one count as 0. */
 export function priorityOf(endpoint: EndpointSpec): number {
@@ -82,6 +83,14 @@ export class DnsSrvSource extends PollingDnsSource {
         error: new DiscoveryError('dns_failed', `SRV ${this.policy.name}: ${typeof code === 'string' ? code : toError(err).message}`, { cause: err }),
       };
     }
+    records = records.filter((r) => {
+      // Target "." (RFC 2782): the service is decidedly not available at this name.
+      if (r.name === '' || r.name === '.') return false;
+      // A target that is no host name is a bad value, not a failed lookup: skip it, keep the rest fresh.
+      const problem = endpointHostProblem(r.name);
+      if (problem !== null) this.skip(new DiscoveryError('bad_endpoint', `SRV ${this.policy.name}: target ${JSON.stringify(r.name)}: ${problem}`));
+      return problem === null;
+    });
     // Preferred tiers first, so a host:port listed in two tiers keeps its best priority.
     records.sort((a, b) => a.priority - b.priority || b.weight - a.weight);
     const targets = [...new Set(records.map((r) => r.name))];
@@ -96,7 +105,11 @@ export class DnsSrvSource extends PollingDnsSource {
       const metadata = { priority: String(r.priority), target: r.name };
       const weight = Math.max(1, r.weight);
       if (answer.ok !== false) {
-        for (const ip of [...answer.v4, ...answer.v6]) endpoints.push(makeEndpoint(ip, r.port, weight, metadata));
+        for (const ip of [...answer.v4, ...answer.v6]) {
+          // A record no pool could use (port 0, say) is skipped and reported; the rest still serve.
+          const endpoint = endpointOrSkip(ip, r.port, weight, metadata, this.skip);
+          if (endpoint !== null) endpoints.push(endpoint);
+        }
         ttlSeconds = minTtl(ttlSeconds, answer.ttlSeconds);
       }
       if (answer.ok !== true) {

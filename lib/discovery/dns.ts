@@ -15,7 +15,7 @@ import { isIP, isIPv6 } from 'node:net';
 import type { Clock, Timer } from '../core/clock.js';
 import type { Random } from '../core/random.js';
 import type { EndpointSpec, HostPort } from '../policy/types.js';
-import { DiscoveryError, makeEndpoint, retryDelay, SetPublisher, toError } from './endpoint-set.js';
+import { DiscoveryError, endpointOrSkip, retryDelay, SetPublisher, toError } from './endpoint-set.js';
 import type { DiscoveryEvents, DiscoverySource, EndpointSet } from './types.js';
 
 /** Timing knobs of the DNS sources. */
@@ -150,6 +150,8 @@ export abstract class PollingDnsSource implements DiscoverySource {
   abstract readonly kind: string;
   protected readonly resolver: dnsPromises.Resolver;
   protected readonly tuning: DnsTuning;
+  /** Why this source cannot look anything up (resolvers the resolver refused), or null. */
+  private readonly configError: Error | null = null;
   private publisher: SetPublisher | null = null;
   private timer: Timer | null = null;
   private running: Promise<void> | null = null;
@@ -162,8 +164,20 @@ export abstract class PollingDnsSource implements DiscoverySource {
     protected readonly deps: DnsDeps,
   ) {
     this.tuning = { ...DEFAULT_DNS_TUNING, ...deps.tuning };
-    this.resolver = createResolver(deps.resolvers, this.tuning);
+    let resolver: dnsPromises.Resolver;
+    try {
+      resolver = createResolver(deps.resolvers, this.tuning);
+    } catch (err) {
+      // Validation admits only IP:port resolvers; should one slip through, the source fails
+      // its lookups (counted, logged, retried) instead of throwing into a reload.
+      resolver = createResolver(null, this.tuning);
+      this.configError = new DiscoveryError('bad_config', `resolvers: ${toError(err).message}`, { cause: err });
+    }
+    this.resolver = resolver;
   }
+
+  /** Reports a value in an answer that cannot be an endpoint; the rest of the answer is used. */
+  protected readonly skip = (error: Error): void => this.deps.events.failed(this.upstream, this.kind, error);
 
   /** One lookup; `previous` is the last published endpoints (to keep what a failed part of the lookup would lose). */
   protected abstract lookup(previous: readonly EndpointSpec[]): Promise<LookupResult>;
@@ -206,7 +220,7 @@ export abstract class PollingDnsSource implements DiscoverySource {
     if (publisher === null) return this.refreshMs;
     let result: LookupResult;
     try {
-      result = await this.lookup(publisher.current()?.endpoints ?? []);
+      result = this.configError !== null ? { kind: 'error', error: this.configError } : await this.lookup(publisher.current()?.endpoints ?? []);
     } catch (err) {
       result = { kind: 'error', error: toError(err) };
     }
@@ -237,7 +251,7 @@ export class DnsSource extends PollingDnsSource {
   protected async lookup(previous: readonly EndpointSpec[]): Promise<LookupResult> {
     const answer = await resolveAddresses(this.resolver, this.policy.name);
     if (answer.ok === false) return { kind: 'error', error: answer.error };
-    const fresh = [...answer.v4, ...answer.v6].map((ip) => makeEndpoint(ip, this.policy.port));
+    const fresh = [...answer.v4, ...answer.v6].flatMap((ip) => endpointOrSkip(ip, this.policy.port, 1, {}, this.skip) ?? []);
     if (answer.ok === true) return { kind: 'ok', endpoints: fresh, ttlSeconds: answer.ttlSeconds };
     // One family failed: keep what we knew of it rather than drop it on a flaky answer.
     const kept = previous.filter((e) => isFamily(e.host, answer.failed));

@@ -7,6 +7,7 @@ import { isIPv6 } from 'node:net';
 import type { Clock } from '../core/clock.js';
 import type { Random } from '../core/random.js';
 import type { EndpointSpec } from '../policy/types.js';
+import { endpointHostProblem, endpointPortProblem } from './host.js';
 import type { DiscoveryEvents, EndpointSet } from './types.js';
 
 /** A discovery problem with a stable code, for logs and the `failed` event. */
@@ -32,6 +33,7 @@ export function parseHostPort(text: string): { host: string; port: number } {
     if (close < 0 || s[close + 1] !== ':') throw badEndpoint(text);
     host = s.slice(1, close);
     portText = s.slice(close + 2);
+    if (!isIPv6(host)) throw badEndpoint(text, 'only an IPv6 address goes in brackets');
   } else {
     const colon = s.lastIndexOf(':');
     if (colon < 0) throw badEndpoint(text);
@@ -42,12 +44,13 @@ export function parseHostPort(text: string): { host: string; port: number } {
   }
   if (host === '' || /\s/.test(host) || !/^\d{1,5}$/.test(portText)) throw badEndpoint(text);
   const port = Number(portText);
-  if (port < 1 || port > 65535) throw badEndpoint(text);
+  const problem = endpointHostProblem(host) ?? endpointPortProblem(port);
+  if (problem !== null) throw badEndpoint(text, problem);
   return { host, port };
 }
 
-function badEndpoint(text: string): DiscoveryError {
-  return new DiscoveryError('bad_endpoint', `not a host:port endpoint: ${JSON.stringify(text)}`);
+function badEndpoint(text: string, why?: string): DiscoveryError {
+  return new DiscoveryError('bad_endpoint', `not a host:port endpoint: ${JSON.stringify(text)}${why ? `: ${why}` : ''}`);
 }
 
 /** The endpoint's identity: `host:port`, with IPv6 hosts bracketed. */
@@ -55,13 +58,19 @@ export function formatAddress(host: string, port: number): string {
   return isIPv6(host) || host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-/** A frozen endpoint; `weight` is clamped to an integer ≥ 1 (what the balancers expect). */
+/**
+ * A frozen endpoint; `weight` is clamped to an integer ≥ 1 (what the balancers expect).
+ * Every endpoint is made here, so a host or port no pool could use never gets further:
+ * throws a `DiscoveryError('bad_endpoint')`, which each source turns into a skipped value.
+ */
 export function makeEndpoint(
   host: string,
   port: number,
   weight = 1,
   metadata: Readonly<Record<string, string>> = {},
 ): EndpointSpec {
+  const problem = endpointHostProblem(host) ?? endpointPortProblem(port);
+  if (problem !== null) throw new DiscoveryError('bad_endpoint', `not a usable endpoint: host ${JSON.stringify(host)}, port ${port}: ${problem}`);
   return Object.freeze({
     address: formatAddress(host, port),
     host,
@@ -69,6 +78,22 @@ export function makeEndpoint(
     weight: Number.isFinite(weight) ? Math.max(1, Math.round(weight)) : 1,
     metadata: Object.freeze({ ...metadata }),
   });
+}
+
+/** `makeEndpoint`, or null for a value no pool could use, after telling `skipped` why. */
+export function endpointOrSkip(
+  host: string,
+  port: number,
+  weight: number,
+  metadata: Readonly<Record<string, string>>,
+  skipped: (error: Error) => void,
+): EndpointSpec | null {
+  try {
+    return makeEndpoint(host, port, weight, metadata);
+  } catch (err) {
+    skipped(toError(err));
+    return null;
+  }
 }
 
 /** Deduplicated by address (the first occurrence wins) and sorted by address, so equal sets compare equal. */

@@ -3,15 +3,21 @@
  * that names the endpoint and reused across policy reloads. A pool closes gracefully
  * (in-flight requests finish) once no upstream holds it any more.
  */
-import { Pool } from 'undici';
+import { Dispatcher, Pool } from 'undici';
 
 /** Settings that require a new pool when they change. */
 export interface PoolOptions {
   readonly connectTimeoutMs: number;
+  /** Connections kept to the endpoint at most (requests beyond wait in the pool's queue). */
+  readonly maxConnections: number;
+}
+
+function keyOf(address: string, options: PoolOptions): string {
+  return `${address}|${options.connectTimeoutMs}|${options.maxConnections}`;
 }
 
 interface Entry {
-  readonly pool: Pool;
+  readonly pool: Dispatcher;
   holders: number;
 }
 
@@ -19,24 +25,17 @@ interface Entry {
 export class PoolRegistry {
   private readonly entries = new Map<string, Entry>();
 
-  /** A pool for `address` (`host:port`); each call must be matched by one `release`. */
-  acquire(address: string, options: PoolOptions): Pool {
-    const key = `${address}|${options.connectTimeoutMs}`;
+  /**
+   * A pool for `address` (`host:port`); each call must be matched by one `release`. Never
+   * throws: it runs inside discovery updates and reloads. Discovery admits only usable
+   * hosts, but an address undici still refuses gets a dispatcher that fails every request
+   * as a connect failure (502, retried elsewhere, ejected) instead of taking a reload down.
+   */
+  acquire(address: string, options: PoolOptions): Dispatcher {
+    const key = keyOf(address, options);
     let entry = this.entries.get(key);
     if (!entry) {
-      entry = {
-        pool: new Pool(`http://${address}`, {
-          connect: { timeout: options.connectTimeoutMs },
-          pipelining: 1,
-          // Idle upstream connections are kept a minute (less if the server says so).
-          keepAliveTimeout: 60_000,
-          keepAliveMaxTimeout: 600_000,
-          // Headers are bounded by the per-try timeout; the body by an idle timeout.
-          headersTimeout: 0,
-          bodyTimeout: 300_000,
-        }),
-        holders: 0,
-      };
+      entry = { pool: createPool(address, options), holders: 0 };
       this.entries.set(key, entry);
     }
     entry.holders++;
@@ -45,7 +44,7 @@ export class PoolRegistry {
 
   /** Gives back a pool; the last holder's release closes it once its requests finish. */
   release(address: string, options: PoolOptions): void {
-    const key = `${address}|${options.connectTimeoutMs}`;
+    const key = keyOf(address, options);
     const entry = this.entries.get(key);
     if (!entry) return;
     if (--entry.holders > 0) return;
@@ -53,10 +52,81 @@ export class PoolRegistry {
     entry.pool.close().catch(() => entry.pool.destroy().catch(() => {}));
   }
 
-  /** Closes every pool: gracefully, then by force after `graceMs`. */
+  /** Closes every pool: gracefully, or by force when a graceful close fails. */
   async closeAll(): Promise<void> {
     const pools = [...this.entries.values()].map((e) => e.pool);
     this.entries.clear();
     await Promise.all(pools.map((p) => p.close().catch(() => p.destroy())));
+  }
+}
+
+function createPool(address: string, options: PoolOptions): Dispatcher {
+  try {
+    return new Pool(`http://${address}`, {
+      connect: { timeout: options.connectTimeoutMs },
+      connections: options.maxConnections,
+      pipelining: 1,
+      // Idle upstream connections are kept a minute (less if the server says so).
+      keepAliveTimeout: 60_000,
+      keepAliveMaxTimeout: 600_000,
+      // Headers are bounded by the per-try timeout; the body by an idle timeout.
+      headersTimeout: 0,
+      bodyTimeout: 300_000,
+    });
+  } catch (err) {
+    const error = Object.assign(new Error(`endpoint ${address} is not a usable address: ${(err as Error).message}`), {
+      // Classified as a connect failure: the request provably never left the proxy.
+      code: 'EADDRNOTAVAIL',
+    });
+    return new UnusableEndpoint(error);
+  }
+}
+
+/** A dispatcher for an address no pool can be made for: every request fails at once with `error`. */
+export class UnusableEndpoint extends Dispatcher {
+  constructor(private readonly error: Error) {
+    super();
+  }
+
+  override dispatch(_options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    let reason: Error | null = null;
+    const controller: Dispatcher.DispatchController = {
+      get aborted() {
+        return reason !== null;
+      },
+      paused: false,
+      get reason() {
+        return reason;
+      },
+      abort: (r: Error) => {
+        reason ??= r;
+      },
+      pause: () => {},
+      resume: () => {},
+    };
+    // Asynchronously, as a real pool reports a connect error.
+    queueMicrotask(() => {
+      handler.onRequestStart?.(controller, {});
+      if (handler.onResponseError) handler.onResponseError(controller, reason ?? this.error);
+      else handler.onError?.(reason ?? this.error);
+    });
+    return true;
+  }
+
+  override close(callback: () => void): void;
+  override close(): Promise<void>;
+  override close(callback?: () => void): Promise<void> | void {
+    if (callback) queueMicrotask(callback);
+    else return Promise.resolve();
+  }
+
+  override destroy(err: Error | null, callback: () => void): void;
+  override destroy(callback: () => void): void;
+  override destroy(err: Error | null): Promise<void>;
+  override destroy(): Promise<void>;
+  override destroy(a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
+    const callback = typeof a === 'function' ? a : b;
+    if (callback) queueMicrotask(callback);
+    else return Promise.resolve();
   }
 }

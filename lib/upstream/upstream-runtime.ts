@@ -18,7 +18,7 @@ import { Bulkhead } from '../resilience/bulkhead.js';
 import { CircuitBreaker } from '../resilience/circuit-breaker.js';
 import { OutlierDetector } from '../resilience/outlier-detector.js';
 import { RetryBudget } from '../resilience/retry-budget.js';
-import type { PoolRegistry } from './pools.js';
+import type { PoolOptions, PoolRegistry } from './pools.js';
 
 /** One endpoint as the data plane uses it: its spec, load and connection pool. */
 export class EndpointRuntime implements BalancedEndpoint {
@@ -212,8 +212,8 @@ export class UpstreamRuntime {
     this.tier = tiered ? (usable ?? lowest) : null;
   }
 
-  private poolOptions(): { connectTimeoutMs: number } {
-    return { connectTimeoutMs: this.policy.connectTimeoutMs };
+  private poolOptions(): PoolOptions {
+    return { connectTimeoutMs: this.policy.connectTimeoutMs, maxConnections: this.policy.maxConnectionsPerEndpoint };
   }
 
   /** Swaps in a new endpoint set: kept endpoints keep their pool and load counts. */

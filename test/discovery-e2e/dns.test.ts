@@ -215,3 +215,48 @@ routes:
     t.equal(await metric(proxy, agent, 'pilotfish_upstream_endpoints', { upstream: 'users', state: 'stale' }), 0);
   });
 });
+
+t.test('a reload that changes only `resolvers:` rebuilds the dns sources on the new servers', async (t) => {
+  const [before, after] = (await startBackendsOnOnePort(['127.0.0.12', '127.0.0.13'])) as [Backend, Backend];
+  const fixed = await startBackend('127.0.0.14');
+  t.teardown(() => Promise.all([before, after, fixed].map((b) => b.close())));
+  // Two servers that disagree about one name: which one answers shows which one was asked.
+  const first = await startDns({ a: { [USERS]: [before.host] } });
+  const second = await startDns({ a: { [USERS]: [after.host] } });
+  t.teardown(() => Promise.all([first.close(), second.close()]));
+  const policy = (dns: TestDns): string => `
+resolvers: [127.0.0.1:${dns.server.port}]
+upstreams:
+  users:
+    discovery: { dns: { name: ${USERS}, port: ${before.port}, refresh: 30s } }
+  fixed:
+    discovery: { static: [${fixed.address}] }
+routes:
+  - { match: { host: users }, upstream: users, retry: { attempts: 1 } }
+  - { match: { host: fixed }, upstream: fixed }
+`;
+  const proxy = await startProxy(policy(first), { discoveryTuning: { dns: { timeoutMs: 200, tries: 1, confirmDelayMs: 100, retryBaseMs: 50 } } });
+  const agent = clientAgent();
+  t.teardown(async () => {
+    await proxy.close();
+    await agent.close();
+  });
+  await until('resolved through the first server', async () => addressesOf(await upstreamView(proxy, agent, 'users')).join() === before.address);
+  t.equal((await send(proxy, agent, 'users')).upstream, before.address);
+
+  // Nothing else changes, and the refresh is 30 s away: only a rebuilt source asks the second server now.
+  t.equal(await proxy.rewrite(policy(second)), true, 'the reload applied');
+  const state = proxy.logs.filter((l) => l.msg === 'policy reloaded').at(-1)?.fields as { kept: string[]; reset: string[] };
+  t.ok(state.reset.includes('upstream:users'), 'the dns upstream was rebuilt');
+  t.ok(state.kept.includes('upstream:fixed'), 'the static one was kept');
+  await until('resolved through the second server', async () => addressesOf(await upstreamView(proxy, agent, 'users')).join() === after.address, 3000);
+  const s = await spread(proxy, agent, 'users', 10);
+  t.same(s.failures, []);
+  t.same([...s.by.keys()], [after.address], 'served from what the second server answers');
+
+  // A resolver given by name is refused at validation, located; the last good policy keeps serving.
+  t.equal(await proxy.rewrite(policy(second).replace(`127.0.0.1:${second.server.port}`, `localhost:${second.server.port}`)), false);
+  const rejected = proxy.logs.filter((l) => l.msg.startsWith('policy rejected')).at(-1)?.fields as { errors: string[] };
+  t.match(rejected.errors[0], /pilotfish\.yaml:6:13 resolvers\[0\]: expected an IP address and port/);
+  t.equal((await send(proxy, agent, 'users')).upstream, after.address, 'still served');
+});

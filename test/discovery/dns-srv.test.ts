@@ -27,11 +27,10 @@ function source(t: Test) {
   const events = recordingEvents();
   const src: DiscoverySource = createDiscoverySource(
     'payments',
-    { kind: 'dnsSrv', name: NAME, refreshMs: 100 },
+    { kind: 'dnsSrv', name: NAME, refreshMs: 100, resolvers: [dns.server] },
     {
       clock: systemClock,
       random: systemRandom,
-      resolvers: [dns.server],
       events,
       tuning: { dns: { timeoutMs: 200, tries: 1, confirmDelayMs: 100, retryBaseMs: 50 } },
     },
@@ -72,5 +71,22 @@ t.test('SRV changes are picked up; a server outage keeps the set, stale', async 
   t.same(src.current()?.endpoints.map((e) => e.address), ['127.0.0.7:9091']);
   dns.resume();
   await until('fresh', () => src.current()?.stale === false);
+  await dns.setRecords(records);
+});
+
+t.test('an SRV record no pool could use (port 0) is skipped and reported; the rest stay fresh', async (t) => {
+  const { src, events } = source(t);
+  await until('answer', () => src.current());
+  await dns.setRecords({
+    ...records,
+    srv: [
+      { name: NAME, target: 'a.pay.test', port: 0, priority: 10, weight: 1 },
+      { name: NAME, target: 'c.pay.test', port: 9092, priority: 10, weight: 1 },
+    ],
+  });
+  const set = await until('changed', () => (src.current()?.endpoints.some((e) => e.port === 9092) ? src.current() : null));
+  t.same(set.endpoints.map((e) => e.address), ['127.0.0.7:9092'], 'the usable record serves');
+  t.equal(set.stale, false, 'a bad value is not a failed lookup');
+  t.match(events.errors.find((e) => (e as { code?: string }).code === 'bad_endpoint'), { message: /port 0/ }, 'the skipped record is reported');
   await dns.setRecords(records);
 });

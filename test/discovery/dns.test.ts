@@ -15,12 +15,14 @@ t.before(async () => {
 });
 t.teardown(() => dns.close());
 
-function source(t: Test, policy: DiscoveryPolicy) {
+/** A dns policy as the tests write it; the test server is its resolver. */
+type DnsPolicy = Omit<Extract<DiscoveryPolicy, { kind: 'dns' }>, 'resolvers'>;
+
+function source(t: Test, policy: DnsPolicy) {
   const events = recordingEvents();
-  const src: DiscoverySource = createDiscoverySource('users', policy, {
+  const src: DiscoverySource = createDiscoverySource('users', { ...policy, resolvers: [dns.server] }, {
     clock: systemClock,
     random: systemRandom,
-    resolvers: [dns.server],
     events,
     tuning,
   });

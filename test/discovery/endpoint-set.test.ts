@@ -25,6 +25,43 @@ t.test('parseHostPort accepts host:port and [v6]:port, and nothing ambiguous', a
   }
 });
 
+t.test('a host no pool could use is refused where endpoints are parsed and made', async (t) => {
+  // Each of these reached `new Pool('http://' + address)`, which throws (a/b, a?b, 1.2.3.999)
+  // or, worse, connects somewhere else (a@b connects to b).
+  const bad = ['a@b:80', 'a/b:80', 'a?b:80', 'a#b:80', 'a%b:80', 'a\\b:80', '1.2.3.999:80', '0x7f.1:80', '-x:80', 'a..b:80', 'é.com:80', '[fe80::1%eth0]:80', '[zz]:80'];
+  for (const text of bad) {
+    t.throws(() => parseHostPort(text), { code: 'bad_endpoint' }, `parseHostPort: ${text}`);
+    t.throws(() => parseEtcdValue(text), { code: 'bad_endpoint' }, `etcd value: ${text}`);
+    t.throws(() => parseEtcdValue(JSON.stringify({ address: text, weight: 2 })), { code: 'bad_endpoint' }, `etcd JSON value: ${text}`);
+    t.throws(() => parseEndpointFile(`- 127.0.0.1:80\n- ${JSON.stringify(text)}\n`), { code: 'bad_file' }, `endpoint file: ${text}`);
+  }
+  for (const [host, port] of [['a@b', 80], ['a/b', 80], ['1.2.3.4', 0], ['1.2.3.4', 70_000], ['', 80]] as const) {
+    t.throws(() => makeEndpoint(host, port), { code: 'bad_endpoint' }, `makeEndpoint(${JSON.stringify(host)}, ${port})`);
+  }
+  for (const text of ['10.0.0.1:80', '[::1]:80', 'orders:80', 'orders.svc.cluster.local.:80', '_x.y-z:1']) {
+    t.doesNotThrow(() => parseHostPort(text), `${text} is fine`);
+  }
+});
+
+t.test('static: an endpoint that got past validation is skipped and reported, never thrown', async (t) => {
+  const events = recordingEvents();
+  const bad = { address: 'a/b:80', host: 'a/b', port: 80, weight: 1, metadata: {} };
+  const src = createDiscoverySource('orders', { kind: 'static', endpoints: [makeEndpoint('127.0.0.1', 9001), bad] }, { clock: new ManualClock(), random: systemRandom, events });
+  src.start(() => {});
+  t.same(src.current()?.endpoints.map((e) => e.address), ['127.0.0.1:9001'], 'the good one serves');
+  t.match(events.errors, [{ code: 'bad_endpoint' }], 'the bad one is reported');
+});
+
+t.test('a source that cannot be built reports why on start instead of throwing', async (t) => {
+  const events = recordingEvents();
+  const src = createDiscoverySource('inv', { kind: 'etcd', endpoints: [], prefix: '/x/' }, { clock: new ManualClock(), random: systemRandom, events });
+  t.equal(src.kind, 'etcd');
+  src.start(() => {});
+  t.equal(src.current(), null, 'never resolved');
+  t.match(events.errors, [{ code: 'bad_config', message: /at least one endpoint/ }]);
+  await src.close();
+});
+
 t.test('endpoints are frozen, weighted ≥ 1, bracketed for IPv6, deduplicated and sorted', async (t) => {
   const e = makeEndpoint('::1', 80, 0, { zone: 'a' });
   t.equal(e.address, '[::1]:80');
@@ -148,7 +185,7 @@ t.test('createDiscoverySource: static publishes its endpoints once, frozen', asy
   const src = createDiscoverySource(
     'orders',
     { kind: 'static', endpoints: [makeEndpoint('127.0.0.1', 9001), makeEndpoint('127.0.0.1', 9002, 2)] },
-    { clock: new ManualClock(), random: systemRandom, resolvers: null, events },
+    { clock: new ManualClock(), random: systemRandom, events },
   );
   t.equal(src.kind, 'static');
   t.equal(src.current(), null, 'nothing before start');

@@ -20,7 +20,6 @@ function source(t: Test, prefix: string, extra: { probeIntervalMs?: number } = {
     {
       clock: systemClock,
       random: systemRandom,
-      resolvers: null,
       events,
       tuning: { etcd: { backoffBaseMs: 50, backoffMaxMs: 300, confirmDelayMs: 100, requestTimeoutMs: 1000, ...extra } },
     },

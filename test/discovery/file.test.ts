@@ -20,7 +20,6 @@ async function setup(t: Test, content: string | null) {
     {
       clock: systemClock,
       random: systemRandom,
-      resolvers: null,
       events,
       // A long poll: these tests must pass on fs.watch alone.
       tuning: { file: { debounceMs: 20, pollMs: 60_000, confirmDelayMs: 100 } },

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import t from 'tap';
 import { Agent, request } from 'undici';
+import { metricValue } from '../support/metrics-text.js';
 import { LISTENERS, startProxy, type TestProxy } from '../support/proxy.js';
 import { startUpstream, type TestUpstream } from '../support/upstream.js';
 
@@ -129,6 +130,42 @@ t.test('an invalid policy is rejected; the last good one keeps serving', async (
   t.equal(admin.lastReload.issues[0]?.line, 11, 'the line of the bad field');
 
   t.equal(await proxy.rewrite(policyFor(a, '  - name: extra\n    match: { host: extra }\n    upstream: app\n')), true, 'a valid policy applies after a rejected one');
+});
+
+t.test('a reload back to the last good file clears the failure (good → bad → the same good)', async (t) => {
+  const a = await startUpstream();
+  const good = policyFor(a);
+  const proxy = await startProxy(good);
+  const agent = new Agent();
+  t.teardown(async () => {
+    await agent.close();
+    await proxy.close();
+    await a.close();
+  });
+  const scrape = async (): Promise<string> => (await request(`${proxy.admin}/metrics`, { dispatcher: agent })).body.text();
+  const lastReload = async () =>
+    ((await (await request(`${proxy.admin}/admin/policy`, { dispatcher: agent })).body.json()) as {
+      lastReload: { at: string; ok: boolean; issues: unknown[]; state: { kept: string[]; reset: string[] } | null };
+    }).lastReload;
+
+  t.equal(await proxy.rewrite(good.replace('upstream: app', 'upstream: nope')), false, 'the bad file is rejected');
+  t.equal(metricValue(await scrape(), 'pilotfish_policy_last_reload_successful'), 0);
+  const failed = await lastReload();
+  t.equal(failed.ok, false);
+
+  // The operator puts back exactly the file that is serving.
+  t.equal(await proxy.rewrite(good), false, 'nothing new to apply');
+  const metrics = await scrape();
+  t.equal(metricValue(metrics, 'pilotfish_policy_last_reload_successful'), 1, 'the last load succeeded, and the gauge says so');
+  t.equal(metricValue(metrics, 'pilotfish_policy_reloads_total', { result: 'success' }), 2, 'counted: the start, and this load');
+  t.equal(metricValue(metrics, 'pilotfish_policy_reloads_total', { result: 'failure' }), 1);
+  const restored = await lastReload();
+  t.equal(restored.ok, true, '/admin/policy shows a successful last reload');
+  t.same(restored.issues, []);
+  t.same(restored.state, { kept: ['upstream:app'], reset: [] }, 'everything kept');
+  t.ok(restored.at >= failed.at, 'recorded after the failure');
+  t.equal(await servedBy(proxy, agent), a.port, 'still serving');
+  t.ok(proxy.logs.some((l) => l.msg.startsWith('policy unchanged')), 'logged');
 });
 
 t.test('no request fails while the policy is reloaded 50 times under concurrent load', async (t) => {

@@ -6,10 +6,12 @@
 #   docker run --rm -v "$PWD/my-policy.yaml:/etc/pilotfish/pilotfish.yaml:ro" -p 15000:15000 pilotfish:dev
 #
 # The policy is mounted at /etc/pilotfish/pilotfish.yaml (a ConfigMap volume in Kubernetes, a bind mount
-# in Compose: see examples/). It must put the admin listener on 0.0.0.0:15000 so that probes from outside
-# the container reach /healthz, /readyz and /metrics; the outbound listener (the app's HTTP_PROXY) stays on
-# 127.0.0.1:15001, reachable only from the pod / shared network namespace. Mount the directory rather than
-# the single file where you can: a directory mount sees edits made by rename, so hot reload keeps working.
+# in Compose: see examples/). It must put the admin listener on 0.0.0.0:15000 so that probes and Prometheus
+# from outside the container reach /healthz, /readyz and /metrics; /admin/* (policy, upstream state) still
+# answers only listeners.admin.adminFrom, loopback by default, and shows no secrets. The outbound listener
+# (the app's HTTP_PROXY) stays on 127.0.0.1:15001, reachable only from the pod / shared network namespace.
+# Mount the directory rather than the single file where you can: a directory mount sees edits made by
+# rename, so hot reload keeps working.
 # `docker run pilotfish:dev validate /etc/pilotfish/pilotfish.yaml` checks a policy without serving.
 
 ARG NODE_IMAGE=node:20-bookworm-slim

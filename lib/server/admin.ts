@@ -1,9 +1,14 @@
 /**
  * The admin listener: /metrics for Prometheus, /healthz (alive), /readyz (policy loaded,
  * listeners up, endpoints resolved; 503 while draining), /admin/policy and /admin/upstreams.
+ * The listener may face the pod network so Prometheus can scrape; /admin/* answers only
+ * clients in `listeners.admin.adminFrom` (loopback by default) and never shows secrets.
  */
 import http, { type ServerResponse } from 'node:http';
+import { cidrsContain } from '../http/cidr.js';
 import type { Metrics } from '../observe/metrics.js';
+import { redactLimiterKey, redactSecrets } from '../observe/redact.js';
+import { ERROR_HEADER } from './error-response.js';
 import type { Runtime, StateReport } from '../runtime/runtime.js';
 import type { PolicyIssue } from '../policy/types.js';
 
@@ -23,7 +28,25 @@ function json(res: ServerResponse, status: number, body: unknown): void {
   res.end(text);
 }
 
-/** JSON view of every upstream, its endpoints and resilience state. */
+/** An RFC 9457 problem, in the proxy's error scheme (type URN, `code`, `pilotfish-error`). */
+function forbidden(res: ServerResponse, client: string | undefined): void {
+  const text = JSON.stringify({
+    type: 'urn:pilotfish:error:forbidden',
+    title: 'Forbidden',
+    status: 403,
+    detail: `/admin/* answers only clients in listeners.admin.adminFrom; ${client ?? 'this client'} is not`,
+    code: 'forbidden',
+  });
+  res.writeHead(403, {
+    'content-type': 'application/problem+json',
+    'content-length': Buffer.byteLength(text),
+    [ERROR_HEADER]: 'forbidden',
+    'cache-control': 'no-store',
+  });
+  res.end(text);
+}
+
+/** JSON view of every upstream, its endpoints and resilience state, fit to show (redacted). */
 export function upstreamsView(runtime: Runtime): unknown {
   const out: Record<string, unknown> = {};
   for (const u of runtime.upstreams.values()) {
@@ -47,14 +70,24 @@ export function upstreamsView(runtime: Runtime): unknown {
     };
   }
   const limits: Record<string, unknown> = {};
-  for (const r of runtime.table.routes) if (r.limiter) limits[r.name] = { keys: r.limiter.keys(), buckets: r.limiter.snapshot() };
-  return { upstreams: out, rateLimits: limits };
+  for (const r of runtime.table.routes) {
+    if (!r.limiter) continue;
+    // Keys are client identities (an API key in `header:x-client-id`): hashed, never verbatim.
+    const buckets = r.limiter.snapshot().map(({ key, level }) => ({ key: redactLimiterKey(key), level }));
+    limits[r.name] = { keys: r.limiter.keys(), buckets };
+  }
+  return redactSecrets({ upstreams: out, rateLimits: limits });
 }
 
 /** Creates the admin HTTP server (not yet listening). */
 export function createAdminServer(view: AdminView): http.Server {
   return http.createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    // Every path that could ever serve an /admin view, whatever follows: checked before anything else.
+    if (path.startsWith('/admin') && !cidrsContain(view.runtime().policy.listeners.admin.adminFrom, req.socket.remoteAddress)) {
+      forbidden(res, req.socket.remoteAddress);
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       json(res, 405, { error: 'method_not_allowed' });
       return;
@@ -79,7 +112,7 @@ export function createAdminServer(view: AdminView): http.Server {
         return;
       case '/admin/policy': {
         const policy = view.runtime().policy;
-        json(res, 200, { file: policy.source.file, hash: policy.source.hash, lastReload: view.lastReload(), effective: policy.effective });
+        json(res, 200, redactSecrets({ file: policy.source.file, hash: policy.source.hash, lastReload: view.lastReload(), effective: policy.effective }));
         return;
       }
       case '/admin/upstreams':

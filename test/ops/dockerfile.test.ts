@@ -202,6 +202,10 @@ function containerPolicy(t: Test, text: string, where: string): { admin: Address
 async function loads(t: Test, file: string, where: string): Promise<void> {
   const result = await loadPolicy(file);
   t.ok(result.ok, `${where} passes full validation`, { issues: result.ok ? [] : result.issues });
+  // The admin port faces the pod network for probes and scrapes; /admin/* must not.
+  if (result.ok) {
+    t.same(result.policy.listeners.admin.adminFrom.map((c) => c.text), ['127.0.0.0/8', '::1/128'], `${where}: /admin/* answers loopback only`);
+  }
 }
 
 /** HTTP_PROXY from a Compose `environment` (mapping or list) or a Kubernetes `env` list. */

@@ -2,16 +2,19 @@
  * The admin listener of a real proxy: health and readiness, the policy and upstream views
  * (in-flight counts while a request is held), and /metrics — the families and labels
  * dashboards rely on, Node's process metrics, and an exposition `promtool check metrics`
- * accepts.
+ * accepts. Then, through the built process: /admin/* answers only clients in
+ * `listeners.admin.adminFrom` while /metrics and the probes answer anyone, and the admin views
+ * never show a secret (URL credentials, header-match values, rate-limit keys).
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import t from 'tap';
 import { Agent, request } from 'undici';
 import { startProxy } from '../support/proxy.js';
-import { waitFor } from '../support/spawn.js';
+import { runCli, spawnProxy, waitFor } from '../support/spawn.js';
 import { startUpstream } from '../support/upstream.js';
 
 const PROMTOOL = '/usr/bin/promtool';
@@ -201,5 +204,182 @@ routes:
     const post = await request(`${proxy.admin}/metrics`, { method: 'POST', dispatcher: agent });
     t.equal(post.statusCode, 405);
     await post.body.text();
+  });
+});
+
+/** `sha256:` and 12 hex digits, as /admin shows a secret it must not print. */
+const sha12 = (s: string): string => `sha256:${createHash('sha256').update(s).digest('hex').slice(0, 12)}`;
+
+/** GET `url` through `agent` (which may bind a local address); status, content type, error code and text. */
+async function getFrom(agent: Agent, url: string): Promise<{ status: number; type: string; code: unknown; text: string }> {
+  const res = await request(url, { dispatcher: agent });
+  return { status: res.statusCode, type: String(res.headers['content-type']), code: res.headers['pilotfish-error'], text: await res.body.text() };
+}
+
+t.test('adminFrom: /admin/* only from listed clients; /metrics and probes from anyone', async (t) => {
+  const up = await startUpstream((req, res) => {
+    req.resume();
+    res.end('ok');
+  });
+  t.teardown(() => up.close());
+  // Two loopback addresses on one machine: 127.0.0.1 is outside the list, 127.0.0.2 inside.
+  const proxy = await spawnProxy(t, `version: 1
+listeners:
+  outbound: { address: 127.0.0.1:0 }
+  admin: { address: 127.0.0.1:0, adminFrom: [127.0.0.2/32] }
+upstreams:
+  orders: { discovery: { static: [${up.address}] } }
+routes:
+  - { match: { host: orders }, upstream: orders }
+`);
+  const outside = new Agent({ localAddress: '127.0.0.1' });
+  const inside = new Agent({ localAddress: '127.0.0.2' });
+  t.teardown(async () => {
+    await outside.close();
+    await inside.close();
+    await proxy.kill();
+  });
+
+  for (const path of ['/admin/upstreams', '/admin/policy', '/admin/nope', '/admin']) {
+    const r = await getFrom(outside, `${proxy.admin}${path}`);
+    t.equal(r.status, 403, `${path} from 127.0.0.1: 403`);
+    t.equal(r.type, 'application/problem+json', `${path}: a problem document`);
+    t.equal(r.code, 'forbidden', `${path}: pilotfish-error: forbidden`);
+    const body = JSON.parse(r.text) as Record<string, unknown>;
+    t.same(Object.keys(body).sort(), ['code', 'detail', 'status', 'title', 'type'], `${path}: type, title, status, detail, code`);
+    t.match(body, { type: 'urn:pilotfish:error:forbidden', status: 403, title: 'Forbidden', code: 'forbidden', detail: /adminFrom.*127\.0\.0\.1/ });
+    t.notOk(r.text.includes('orders'), `${path}: nothing of the policy in the refusal`);
+  }
+  const post = await request(`${proxy.admin}/admin/policy`, { method: 'POST', dispatcher: outside });
+  t.equal(post.statusCode, 403, 'refused before the method is looked at');
+  await post.body.text();
+
+  const metrics = await getFrom(outside, `${proxy.admin}/metrics`);
+  t.equal(metrics.status, 200, '/metrics from 127.0.0.1: 200 (Prometheus scrapes from anywhere)');
+  t.match(metrics.text, /^pilotfish_build_info\{/m);
+  t.equal((await getFrom(outside, `${proxy.admin}/healthz`)).status, 200, '/healthz from 127.0.0.1: 200');
+  await waitFor('/readyz 200 from 127.0.0.1', async () => (await getFrom(outside, `${proxy.admin}/readyz`)).status === 200, 5_000);
+
+  const upstreams = await getFrom(inside, `${proxy.admin}/admin/upstreams`);
+  t.equal(upstreams.status, 200, '/admin/upstreams from 127.0.0.2: 200');
+  t.match(JSON.parse(upstreams.text), { upstreams: { orders: { discovery: 'static' } } });
+  const policy = await getFrom(inside, `${proxy.admin}/admin/policy`);
+  t.equal(policy.status, 200, '/admin/policy from 127.0.0.2: 200');
+  t.match(JSON.parse(policy.text), { effective: { listeners: { admin: { adminFrom: ['127.0.0.2/32'] } } } });
+});
+
+t.test('adminFrom on a dual-stack admin listener: IPv4 clients arrive as ::ffff:a.b.c.d and count as IPv4', async (t) => {
+  const proxy = await startProxy(`version: 1
+listeners:
+  outbound: { address: 127.0.0.1:0 }
+  admin: { address: '[::]:0', adminFrom: [127.0.0.2/32, ::1/128] }
+upstreams: {}
+routes: []
+`);
+  const port = proxy.app.adminAddress.port;
+  const agents = ['127.0.0.1', '127.0.0.2', '::1'].map((localAddress) => new Agent({ localAddress }));
+  t.teardown(async () => {
+    for (const a of agents) await a.close();
+    await proxy.close();
+  });
+  const [v4out, v4in, v6in] = agents as [Agent, Agent, Agent];
+  t.equal((await getFrom(v4out, `http://127.0.0.1:${port}/admin/policy`)).status, 403, '127.0.0.1 (seen as ::ffff:127.0.0.1): 403');
+  t.equal((await getFrom(v4in, `http://127.0.0.1:${port}/admin/policy`)).status, 200, '127.0.0.2 (seen as ::ffff:127.0.0.2): 200');
+  t.equal((await getFrom(v6in, `http://[::1]:${port}/admin/policy`)).status, 200, '::1: 200');
+  t.equal((await getFrom(v4out, `http://127.0.0.1:${port}/metrics`)).status, 200, '/metrics: 200 from anyone');
+});
+
+t.test('a bad adminFrom CIDR is a policy error at FILE:LINE:COL', async (t) => {
+  const dir = t.testdir({
+    'p.yaml': `version: 1
+listeners:
+  admin:
+    address: 127.0.0.1:0
+    adminFrom: [127.0.0.1/32, 10.1.2.3/8, nope]
+upstreams: {}
+routes: []
+`,
+  });
+  const file = join(dir, 'p.yaml');
+  const r = await runCli(['validate', file]);
+  t.equal(r.code, 1, 'validate exits 1');
+  const out = r.stdout + r.stderr;
+  t.match(out, `${file}:5:31 listeners.admin.adminFrom[1]: "10.1.2.3/8" has host bits set; the network is 10.0.0.0/8`);
+  t.match(out, `${file}:5:43 listeners.admin.adminFrom[2]: expected a CIDR like 10.0.0.0/8 or fd00::/8`);
+});
+
+t.test('the admin views never show secrets', async (t) => {
+  const seen: string[] = [];
+  const up = await startUpstream((req, res) => {
+    seen.push(String(req.headers['x-client-id']));
+    req.resume();
+    res.end('ok');
+  });
+  t.teardown(() => up.close());
+  const ETCD_USER = 'pf-etcd-user';
+  const ETCD_PASS = 'pf-etcd-pass-s3cr3t';
+  const HEADER_VALUE = 'sk_live_headermatch_4242';
+  const CLIENT_KEY = 'client-api-key-7f3a9c';
+  const policy = (etcdUrl: string): string => `version: 1
+listeners:
+  outbound: { address: 127.0.0.1:0 }
+  admin: { address: 127.0.0.1:0 }
+readiness: { startupTimeout: 0ms }
+upstreams:
+  registry:
+    discovery: { etcd: { endpoints: ['${etcdUrl}'], prefix: /svc/registry/ } }
+  orders:
+    discovery: { static: [${up.address}] }
+routes:
+  - name: internal
+    match: { host: orders, headers: { x-api-key: ${HEADER_VALUE} } }
+    upstream: orders
+  - name: public
+    match: { host: orders }
+    upstream: orders
+    rateLimit: { rate: 100/s, burst: 100, key: 'header:x-client-id' }
+  - { match: { host: registry }, upstream: registry }
+`;
+  const proxy = await spawnProxy(t, policy(`http://${ETCD_USER}:${ETCD_PASS}@127.0.0.1:9`));
+  const agent = new Agent();
+  t.teardown(async () => {
+    await agent.close();
+    await proxy.kill();
+  });
+  const secrets = [ETCD_USER, ETCD_PASS, HEADER_VALUE, CLIENT_KEY];
+  const leaks = (text: string): string[] => secrets.filter((s) => text.includes(s));
+
+  await t.test('/admin/policy: URL credentials and header-match values are redacted', async (t) => {
+    const r = await getFrom(agent, `${proxy.admin}/admin/policy`);
+    t.equal(r.status, 200);
+    t.same(leaks(r.text), [], 'no secret anywhere in the text');
+    const body = JSON.parse(r.text) as { effective: { upstreams: { registry: { discovery: unknown } }; routes: { match: unknown }[] } };
+    t.same(body.effective.upstreams.registry.discovery, { etcd: { endpoints: ['http://***@127.0.0.1:9'], prefix: '/svc/registry/' } }, 'the etcd URL without its userinfo');
+    t.same(body.effective.routes[0]?.match, { host: 'orders', headers: { 'x-api-key': sha12(HEADER_VALUE) } }, 'the header name, its value hashed');
+  });
+
+  await t.test('/admin/upstreams: rate-limit keys are hashed', async (t) => {
+    const res = await request(`${proxy.url}/x`, { headers: { host: 'orders', 'x-client-id': CLIENT_KEY }, dispatcher: agent });
+    t.equal(res.statusCode, 200);
+    await res.body.text();
+    t.same(seen, [CLIENT_KEY], 'the request went through the keyed route');
+    const r = await getFrom(agent, `${proxy.admin}/admin/upstreams`);
+    t.equal(r.status, 200);
+    t.same(leaks(r.text), [], 'no secret anywhere in the text');
+    const body = JSON.parse(r.text) as { rateLimits: { public: { keys: number; buckets: { key: string; level: number }[] } } };
+    t.equal(body.rateLimits.public.keys, 1);
+    t.same(body.rateLimits.public.buckets.map((b) => b.key), [sha12(CLIENT_KEY)], 'the bucket, under the hash of its key');
+  });
+
+  await t.test('/admin/policy: a rejected reload does not echo credentials from its errors', async (t) => {
+    // An ftp:// URL is refused, and the error message quotes the value it refused.
+    await proxy.writePolicy(policy(`ftp://${ETCD_USER}:${ETCD_PASS}@127.0.0.1:9`));
+    proxy.signal('SIGHUP');
+    const r = await waitFor('the failed reload on /admin/policy', async () => {
+      const got = await getFrom(agent, `${proxy.admin}/admin/policy`);
+      return (JSON.parse(got.text) as { lastReload: { ok: boolean } }).lastReload.ok ? false : got;
+    }, 5_000);
+    t.match(r.text, /ftp:\/\/\*\*\*@127\.0\.0\.1:9/, 'the issue names the URL, without userinfo');
+    t.same(leaks(r.text), [], 'no secret anywhere in the text');
   });
 });

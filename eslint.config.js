@@ -15,6 +15,16 @@ const clockRule = {
   ],
 };
 
+// Failure containment (ARCHITECTURE.md): every socket the proxy touches has an error path. The
+// proxy never dials a raw socket itself, and joins streams with stream.pipeline (which gives
+// both ends one), never with .pipe() (which leaves a failing end without one).
+const socketRule = {
+  'no-restricted-syntax': ['error',
+    { selector: "CallExpression[callee.property.name='pipe']", message: 'Join streams with stream.pipeline: .pipe() leaves an end without an error path.' },
+    { selector: "CallExpression[callee.object.name='net'][callee.property.name=/^(connect|createConnection)$/]", message: 'Do not dial raw sockets in lib/: upstream traffic goes through undici or http-proxy, whose sockets are adopted (lib/server/sockets.ts).' },
+  ],
+};
+
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', '.tap/**', 'coverage/**'] },
   js.configs.recommended,
@@ -27,4 +37,5 @@ export default tseslint.config(
     },
   },
   { files: ['lib/**/*.ts'], ignores: ['lib/core/clock.ts', 'lib/core/random.ts'], rules: clockRule },
+  { files: ['lib/**/*.ts'], rules: socketRule },
 );

@@ -20,7 +20,8 @@ import { buildRuntime, type Runtime, type RuntimeDeps, type StateReport } from '
 import { createAdminServer } from './server/admin.js';
 import { createOutboundServer } from './server/outbound.js';
 import { PoolRegistry } from './upstream/pools.js';
-import { UpgradeTunnel } from './upstream/upgrade-tunnel.js';
+import { Tunnels } from './server/tunnels.js';
+import { WebSocketForwarder } from './upstream/websocket.js';
 import type { UpstreamRuntime } from './upstream/upstream-runtime.js';
 
 /** How to start a Pilotfish. */
@@ -74,7 +75,8 @@ export class Pilotfish {
     private readonly logger: Logger,
     private readonly accessLog: AccessLog | null,
     private readonly pools: PoolRegistry,
-    private readonly tunnel: UpgradeTunnel,
+    private readonly tunnels: Tunnels,
+    private readonly websocket: WebSocketForwarder,
     readonly outbound: Server,
     readonly admin: Server,
     /** Requests in flight on the outbound listener (drain waits for zero). */
@@ -98,42 +100,58 @@ export class Pilotfish {
 
     let app: Pilotfish | null = null;
     const load = { inFlight: 0 };
-    const view = { upstreams: () => app?.runtime().upstreams.values() ?? [], inFlight: () => load.inFlight };
+    const view = { upstreams: () => app?.runtime().upstreams.values() ?? [], inFlight: () => load.inFlight, tunnels: () => tunnels.size };
     const metrics = new Metrics(view, { version: options.version ?? '0.0.0' });
     const accessLog = policy.accessLog.enabled
       ? new AccessLog(options.accessLogOut ?? process.stdout, (n) => metrics.accessLogDropped.inc(n), clock)
       : null;
     const pools = new PoolRegistry();
-    const tunnel = new UpgradeTunnel();
+    const { limits } = policy;
+    const tunnels = new Tunnels(limits.maxTunnels, limits.tunnelIdleTimeoutMs, () => metrics.connectionClosed('tunnel_idle'));
+    const websocket = new WebSocketForwarder(clock, tunnels);
     const deps: RuntimeDeps = {
       clock,
       random,
       events: withDecisionLog(metrics, logger),
       pools,
       routeMetrics: (route, upstream) => metrics.forRoute(route, upstream),
+      // The resolvers come with `up.discovery` (dns kinds): always those of the policy being built.
       discover: (up) =>
         createDiscoverySource(up.name, up.discovery, {
           clock,
           random,
-          resolvers: app?.runtime().policy.resolvers ?? policy.resolvers,
           tuning: options.discoveryTuning,
           events: {
             updated: () => {},
             failed: (upstream, kind, error) => {
               metrics.discoveryFailed(upstream, kind);
-              logger.log('warn', 'discovery failed; keeping the last known endpoints', { upstream, source: kind, error: error.message });
+              // A bad value in an answer is skipped alone; any other failure keeps the whole last set.
+              const skipped = (error as { code?: unknown }).code === 'bad_endpoint';
+              const msg = skipped ? 'discovery skipped a value that is not a usable endpoint' : 'discovery failed; keeping the last known endpoints';
+              logger.log('warn', msg, { upstream, source: kind, error: error.message });
             },
           },
         }),
     };
-    const outbound = createOutboundServer({ clock, runtime: () => (app as Pilotfish).runtime(), metrics, accessLog, tunnel, logger, load });
+    const outbound = createOutboundServer({
+      clock,
+      runtime: () => (app as Pilotfish).runtime(),
+      metrics,
+      accessLog,
+      logger,
+      load,
+      limits,
+      tunnels,
+      websocket,
+      draining: () => (app as Pilotfish).isDraining,
+    });
     const admin = createAdminServer({
       metrics,
       runtime: () => (app as Pilotfish).runtime(),
       notReadyReason: () => (app as Pilotfish).notReadyReason(),
       lastReload: () => (app as Pilotfish).last,
     });
-    app = new Pilotfish(policy, deps, metrics, logger, accessLog, pools, tunnel, outbound, admin, load);
+    app = new Pilotfish(policy, deps, metrics, logger, accessLog, pools, tunnels, websocket, outbound, admin, load);
     metrics.reloads.labels('success').inc();
     metrics.lastReloadSuccess.set(1);
     metrics.policyInfo.labels(policy.source.hash).set(1);
@@ -175,6 +193,11 @@ export class Pilotfish {
     return this.admin.address() as AddressInfo;
   }
 
+  /** True once SIGTERM began the drain. */
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
   /** Null when ready to take traffic, else why not (draining, or discovery still pending). */
   notReadyReason(): string | null {
     if (this.draining) return 'draining';
@@ -212,32 +235,49 @@ export class Pilotfish {
   private async reloadOnce(): Promise<boolean> {
     const file = this.runtime_.policy.source.file;
     const at = new Date(this.deps.clock.wallNow()).toISOString();
-    const loaded = await loadPolicy(file);
-    if (!loaded.ok) {
-      this.last = { at, ok: false, issues: loaded.issues, state: null };
+    const succeeded = (state: StateReport): void => {
+      this.last = { at, ok: true, issues: [], state };
+      this.metrics.reloads.labels('success').inc();
+      this.metrics.lastReloadSuccess.set(1);
+    };
+    const failed = (issues: readonly PolicyIssue[]): false => {
+      this.last = { at, ok: false, issues, state: null };
       this.metrics.reloads.labels('failure').inc();
       this.metrics.lastReloadSuccess.set(0);
-      this.logger.log('error', 'policy rejected; the last good policy keeps serving', {
-        file,
-        errors: loaded.issues.map(formatIssue),
-      });
+      this.logger.log('error', 'policy rejected; the last good policy keeps serving', { file, errors: issues.map(formatIssue) });
       return false;
+    };
+    try {
+      const loaded = await loadPolicy(file);
+      if (!loaded.ok) return failed(loaded.issues);
+      const policy = loaded.policy;
+      if (policy.source.hash === this.runtime_.policy.source.hash) {
+        // The file is (back to) the policy serving: nothing to apply, but this load succeeded,
+        // so a failure before it must not stay on the gauge and /admin/policy for ever.
+        const serving = this.runtime_;
+        const kept = [
+          ...[...serving.upstreams.keys()].map((name) => `upstream:${name}`),
+          ...serving.table.routes.filter((r) => r.limiter !== null).map((r) => `rateLimit:${r.name}`),
+        ];
+        succeeded({ kept, reset: [] });
+        this.logger.log('info', 'policy unchanged: the file is the policy serving', { file, hash: policy.source.hash });
+        return false;
+      }
+      for (const w of loaded.warnings) this.logger.log('warn', `policy: ${formatIssue(w)}`);
+      const old = this.runtime_.policy;
+      if (!sameListeners(old, policy)) this.logger.log('warn', 'listener addresses or limits changed: they apply at the next restart');
+      const built = buildRuntime(policy, this.runtime_, this.deps);
+      this.runtime_ = built.runtime;
+      succeeded(built.report);
+      this.metrics.policyInfo.reset();
+      this.metrics.policyInfo.labels(policy.source.hash).set(1);
+      this.logger.log('info', 'policy reloaded', { file, hash: policy.source.hash, kept: built.report.kept, reset: built.report.reset });
+      for (const up of built.retired) this.retire(up);
+      return true;
+    } catch (err) {
+      // A bug, not the file: still a failed reload (counted, shown), never an unhandled rejection.
+      return failed([{ file, line: 0, column: 0, path: '', message: `internal error while reloading: ${String(err)}` }]);
     }
-    const policy = loaded.policy;
-    if (policy.source.hash === this.runtime_.policy.source.hash) return false;
-    for (const w of loaded.warnings) this.logger.log('warn', `policy: ${formatIssue(w)}`);
-    const old = this.runtime_.policy;
-    if (!sameListeners(old, policy)) this.logger.log('warn', 'listener addresses changed: they apply at the next restart');
-    const built = buildRuntime(policy, this.runtime_, this.deps);
-    this.runtime_ = built.runtime;
-    this.last = { at, ok: true, issues: [], state: built.report };
-    this.metrics.reloads.labels('success').inc();
-    this.metrics.lastReloadSuccess.set(1);
-    this.metrics.policyInfo.reset();
-    this.metrics.policyInfo.labels(policy.source.hash).set(1);
-    this.logger.log('info', 'policy reloaded', { file, hash: policy.source.hash, kept: built.report.kept, reset: built.report.reset });
-    for (const up of built.retired) this.retire(up);
-    return true;
   }
 
   /** Closes a replaced upstream once the requests that started on it have had time to finish. */
@@ -250,22 +290,36 @@ export class Pilotfish {
   }
 
   /**
-   * Graceful shutdown: /readyz turns 503, listeners stop accepting, in-flight requests get
-   * up to the policy's drain timeout to finish, then everything closes.
+   * Graceful shutdown, as a sidecar's app needs it: /readyz turns 503 at once, but the outbound
+   * listener keeps serving the app (new requests included) while it shuts down itself; every
+   * response then carries `Connection: close` and idle keep-alive connections are closed. The
+   * drain ends once nothing has been in flight and no connection or tunnel has been open for
+   * `shutdown.quietPeriod` (`options.quietPeriodMs` overrides it: tests stop at once), or at
+   * `shutdown.drainTimeout`; what is left then is cut.
    */
-  async shutdown(): Promise<void> {
+  async shutdown(options: { quietPeriodMs?: number } = {}): Promise<void> {
     if (this.draining) return;
     this.draining = true;
     this.stopWatch?.();
-    this.logger.log('info', 'draining', { inFlight: this.load.inFlight });
-    const closed = new Promise<void>((resolve) => this.outbound.close(() => resolve()));
-    const deadline = this.deps.clock.now() + this.runtime_.policy.drainTimeoutMs;
-    while (this.load.inFlight > 0 && this.deps.clock.now() < deadline) {
+    this.logger.log('info', 'draining', { inFlight: this.load.inFlight, tunnels: this.tunnels.size });
+    const clock = this.deps.clock;
+    const { drainTimeoutMs } = this.runtime_.policy;
+    const quietPeriodMs = options.quietPeriodMs ?? this.runtime_.policy.quietPeriodMs;
+    const deadline = clock.now() + drainTimeoutMs;
+    let quietSince: number | null = null;
+    while (clock.now() < deadline) {
       this.outbound.closeIdleConnections();
-      await new Promise<void>((resolve) => this.deps.clock.setTimer(resolve, 20));
+      // With no quiet period (an immediate stop), open idle connections do not hold it up.
+      const open = quietPeriodMs > 0 ? await connections(this.outbound) : 0;
+      const now = clock.now();
+      if (this.load.inFlight > 0 || this.tunnels.size > 0 || open > 0) quietSince = null;
+      else if (now - (quietSince ??= now) >= quietPeriodMs) break;
+      await new Promise<void>((resolve) => clock.setTimer(resolve, 20));
     }
+    const closed = new Promise<void>((resolve) => this.outbound.close(() => resolve()));
     this.outbound.closeAllConnections();
-    this.tunnel.closeAll();
+    this.tunnels.closeAll();
+    this.websocket.close();
     await closed;
     for (const up of [...this.runtime_.upstreams.values(), ...this.retired]) await up.close();
     await this.pools.closeAll();
@@ -276,8 +330,15 @@ export class Pilotfish {
   }
 }
 
+/** Client connections open on `server` now (tunnels included). */
+function connections(server: Server): Promise<number> {
+  return new Promise((resolve) => server.getConnections((err, count) => resolve(err ? 0 : count)));
+}
+
+/** True when what is fixed at start (listener addresses, client limits) is the same in both. */
 function sameListeners(a: Policy, b: Policy): boolean {
-  const l = (p: Policy): string => `${p.listeners.outbound.host}:${p.listeners.outbound.port} ${p.listeners.admin.host}:${p.listeners.admin.port}`;
+  const l = (p: Policy): string =>
+    `${p.listeners.outbound.host}:${p.listeners.outbound.port} ${p.listeners.admin.host}:${p.listeners.admin.port} ${JSON.stringify(p.limits)}`;
   return l(a) === l(b);
 }
 

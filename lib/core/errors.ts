@@ -14,6 +14,11 @@ export type ErrorCode =
   | 'upstream_reset'
   | 'upstream_timeout'
   | 'bad_request'
+  | 'request_timeout'
+  | 'uri_too_long'
+  | 'headers_too_large'
+  | 'tunnel_limit'
+  | 'proxy_overloaded'
   | 'internal_error';
 
 /** The HTTP status each code is answered with. */
@@ -27,8 +32,40 @@ export const STATUS_OF: Readonly<Record<ErrorCode, number>> = Object.freeze({
   upstream_reset: 502,
   upstream_timeout: 504,
   bad_request: 400,
+  request_timeout: 408,
+  uri_too_long: 414,
+  headers_too_large: 431,
+  tunnel_limit: 503,
+  proxy_overloaded: 503,
   internal_error: 500,
 });
+
+/** A short human title per code, the `title` of the problem details (RFC 9457). */
+export const TITLE_OF: Readonly<Record<ErrorCode, string>> = Object.freeze({
+  no_route: 'No route for this request',
+  rate_limited: 'Rate limit exceeded',
+  bulkhead_full: 'Upstream concurrency limit reached',
+  circuit_open: 'Upstream circuit breaker is open',
+  no_endpoint: 'Upstream has no available endpoint',
+  upstream_connect_failed: 'Could not connect to the upstream',
+  upstream_reset: 'Upstream reset the connection',
+  upstream_timeout: 'Upstream did not answer in time',
+  bad_request: 'Malformed or unsupported request',
+  request_timeout: 'Request not received in time',
+  uri_too_long: 'Request target too long',
+  headers_too_large: 'Request header fields too large',
+  tunnel_limit: 'Too many open tunnels',
+  proxy_overloaded: 'Proxy out of local resources',
+  internal_error: 'Internal proxy error',
+});
+
+/**
+ * Whether a code says something about the upstream. Only these may feed breakers and
+ * outlier detection: the client's faults and the proxy's own never do.
+ */
+export function blamesUpstream(code: ErrorCode): boolean {
+  return code === 'upstream_connect_failed' || code === 'upstream_reset' || code === 'upstream_timeout';
+}
 
 /** A failure with a stable code; carries what the client should be told. */
 export class ProxyError extends Error {

@@ -113,3 +113,47 @@ export function acceptableRequestId(value: string | string[] | undefined): strin
   const v = headerValue(value);
   return v !== undefined && REQUEST_ID.test(v) ? v : null;
 }
+
+/** True when `Host` appears more than once (RFC 9112 §3.2: answer 400). */
+export function repeatsHost(rawHeaders: readonly string[]): boolean {
+  let seen = false;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    if (name.length !== 4 || name.toLowerCase() !== 'host') continue;
+    if (seen) return true;
+    seen = true;
+  }
+  return false;
+}
+
+/**
+ * The request head to re-serve an Upgrade request as plain HTTP/1.1: `Upgrade` removed, and
+ * the `upgrade` token from `Connection` (other fields it names stay hop-by-hop and are
+ * stripped by the usual rules). Values come from Node's parser, so they hold no CR or LF.
+ */
+export function headWithoutUpgrade(method: string, url: string, httpVersion: string, rawHeaders: readonly string[]): string {
+  let text = `${method} ${url} HTTP/${httpVersion}\r\n`;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    let value = rawHeaders[i + 1] as string;
+    const lower = name.toLowerCase();
+    if (lower === 'upgrade') continue;
+    if (lower === 'connection') {
+      value = value
+        .split(',')
+        .map((t) => t.trim())
+        .filter((t) => t !== '' && t.toLowerCase() !== 'upgrade')
+        .join(', ');
+      if (value === '') continue;
+    }
+    text += `${name}: ${value}\r\n`;
+  }
+  return `${text}\r\n`;
+}
+
+/** The one protocol an `Upgrade` field asks for, lower-case; null when absent or several. */
+export function upgradeProtocol(value: string | undefined): string | null {
+  if (value === undefined || value.includes(',')) return null;
+  const token = value.trim().toLowerCase();
+  return token === '' ? null : token;
+}

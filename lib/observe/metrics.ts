@@ -16,7 +16,12 @@ export interface LiveView {
   upstreams(): Iterable<UpstreamRuntime>;
   /** Requests being served now. */
   inFlight(): number;
+  /** WebSocket and CONNECT tunnels open now. */
+  tunnels(): number;
 }
+
+/** Why the proxy closed a client connection on its own. */
+export type ConnectionCloseReason = 'max_connections' | 'write_idle' | 'body_idle' | 'pipelining' | 'tunnel_idle';
 
 /** The metric families, on their own registry. */
 export class Metrics implements ProxyEvents {
@@ -27,6 +32,7 @@ export class Metrics implements ProxyEvents {
   readonly lastReloadSuccess: Gauge;
   readonly policyInfo: Gauge<'hash'>;
   readonly accessLogDropped: Counter;
+  private readonly connectionsClosed: Counter<'reason'>;
   private readonly retries: Counter<'route' | 'upstream' | 'reason'>;
   private readonly retriesRefused: Counter<'route' | 'upstream' | 'reason'>;
   private readonly backoffSeconds: Counter<'upstream'>;
@@ -57,6 +63,20 @@ export class Metrics implements ProxyEvents {
       collect() {
         this.set(view.inFlight());
       },
+    });
+    new Gauge({
+      name: 'pilotfish_tunnels_open',
+      help: 'WebSocket and CONNECT tunnels open now on the outbound listener.',
+      registers,
+      collect() {
+        this.set(view.tunnels());
+      },
+    });
+    this.connectionsClosed = new Counter({
+      name: 'pilotfish_client_connections_closed_total',
+      help: 'Client connections the proxy closed on its own, by reason (max_connections, write_idle, body_idle, pipelining, tunnel_idle).',
+      labelNames: ['reason'],
+      registers,
     });
     this.proxyErrors = new Counter({
       name: 'pilotfish_proxy_errors_total',
@@ -232,6 +252,11 @@ export class Metrics implements ProxyEvents {
   /** Request metrics for one route, to be kept on the route's runtime. */
   forRoute(route: string, upstream: string): RequestMetrics {
     return this.requestFamilies.forRoute(route, upstream);
+  }
+
+  /** The proxy closed a client connection on its own. */
+  connectionClosed(reason: ConnectionCloseReason): void {
+    this.connectionsClosed.labels(reason).inc();
   }
 
   retried(route: string, upstream: string, reason: string): void {

@@ -4,6 +4,7 @@
  * per request, reused across its attempts, so the hot path allocates little.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { Cancellation } from '../core/cancel.js';
 import type { Timer } from '../core/clock.js';
 import type { ErrorCode, ProxyError } from '../core/errors.js';
@@ -33,6 +34,17 @@ export interface AttemptResult {
  * retry is already paid for (budget withdrawn) and the response will be discarded.
  */
 export type RetryGate = (ex: Exchange, status: number, retryAfterMs: number | null) => boolean;
+
+/**
+ * An admitted Upgrade (WebSocket): the client's socket, the bytes it sent after the head, and
+ * the terminal call that performs the handshake with the endpoint instead of a plain request.
+ */
+export interface UpgradeContext {
+  readonly socket: Duplex;
+  /** Bytes the client sent after its head; handed over once (the first try takes them). */
+  head: Buffer;
+  readonly forward: (ex: Exchange, ep: EndpointRuntime) => Promise<AttemptResult>;
+}
 
 /** A request in flight. */
 export class Exchange {
@@ -72,6 +84,8 @@ export class Exchange {
   bytesOut = 0;
   /** Per-exchange notes for the access log (e.g. a retry reason). */
   note: string | null = null;
+  /** Set when this request is an admitted Upgrade: forward tunnels instead of dispatching. */
+  upgrade: UpgradeContext | null = null;
 
   constructor(
     readonly id: string,
@@ -86,7 +100,6 @@ export class Exchange {
     readonly body: RequestBody | null,
     readonly startedAt: number,
   ) {}
-
 
   /** Cancels the whole request (client gone, deadline) and aborts the attempt in flight. */
   fail(reason: Error): void {

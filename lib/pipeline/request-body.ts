@@ -1,14 +1,23 @@
 /**
  * A request body on its way upstream. It streams (a 1 GiB upload never sits in memory);
  * a small one with a known length is buffered first when retries may need to replay it.
+ * Reading it is bounded: by the request's cancellation (client gone, body idle timeout) and,
+ * for the buffered read, by the route deadline. A client that promised a body with
+ * `Expect: 100-continue` is told to send it only when the body is first needed, so a request
+ * refused before that (no route, rate limit, open breaker) never uploads it.
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
+import type { Cancellation } from '../core/cancel.js';
+import type { Clock } from '../core/clock.js';
+import { ProxyError } from '../core/errors.js';
 
 /** A request's body and whether another attempt can send it again. */
 export class RequestBody {
   private buffered: Buffer | null = null;
   private streamed = false;
+  /** Set while the client waits for `100 Continue` before sending the body. */
+  private continueTo: ServerResponse | null = null;
   /** Body bytes received from the client (known once sent). */
   bytes = 0;
 
@@ -28,19 +37,59 @@ export class RequestBody {
     return req.headers['transfer-encoding'] !== undefined ? new RequestBody(req, -1) : null;
   }
 
-  /** Reads the whole body into memory when its declared length is at most `maxBytes`. */
-  async bufferUpTo(maxBytes: number): Promise<void> {
-    if (this.buffered || this.streamed || this.length < 0 || this.length > maxBytes) return;
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of this.req) {
-      const b = chunk as Buffer;
-      size += b.length;
-      if (size > maxBytes) throw new Error('request body longer than its Content-Length');
-      chunks.push(b);
-    }
-    this.buffered = Buffer.concat(chunks, size);
-    this.bytes = size;
+  /** The client sent `Expect: 100-continue`: answer it when the body is first read. */
+  expectContinue(res: ServerResponse): void {
+    this.continueTo = res;
+  }
+
+  /** True while the client still owes body bytes and none are waiting to be read. */
+  get stalledOnClient(): boolean {
+    return !this.req.complete && this.req.readableLength === 0;
+  }
+
+  /**
+   * Reads the whole body into memory when its declared length is at most `maxBytes`. Rejects
+   * with the cancellation's reason, or with 408 `request_timeout` when the body has not
+   * arrived by `deadline` (the client is slow: not the upstream's failure).
+   */
+  bufferUpTo(maxBytes: number, cancel: Cancellation, deadline: number, clock: Clock): Promise<void> {
+    if (this.buffered || this.streamed || this.length < 0 || this.length > maxBytes) return Promise.resolve();
+    this.sendContinue();
+    const req = this.req;
+    return new Promise<void>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      const onData = (chunk: Buffer): void => {
+        size += chunk.length;
+        if (size > maxBytes) done(new ProxyError('bad_request', 'request body longer than its Content-Length'));
+        else chunks.push(chunk);
+      };
+      const onEnd = (): void => {
+        this.buffered = Buffer.concat(chunks, size);
+        this.bytes = size;
+        done(null);
+      };
+      // The body was cut short: the cancellation (client closed) says why; this is the fallback.
+      const onClose = (): void => done(new ProxyError('bad_request', 'request body ended before its Content-Length'));
+      const left = deadline - clock.now();
+      const timer = left === Infinity || req.complete ? null : clock.setTimer(() => done(new ProxyError('request_timeout', 'request body not received within the route timeout')), Math.max(0, left));
+      const offCancel = cancel.onCancel((reason) => done(reason));
+      function done(err: Error | null): void {
+        req.off('data', onData);
+        req.off('end', onEnd);
+        req.off('close', onClose);
+        timer?.cancel();
+        offCancel();
+        if (err === null) resolve();
+        else {
+          req.pause();
+          reject(cancel.reason ?? err);
+        }
+      }
+      req.on('data', onData);
+      req.once('end', onEnd);
+      req.once('close', onClose);
+    });
   }
 
   /** True when a further attempt can send the body again. */
@@ -51,12 +100,20 @@ export class RequestBody {
   /** The body for the next attempt: the buffer, or the client stream (once). */
   forAttempt(): Buffer | Readable {
     if (this.buffered) return this.buffered;
+    this.sendContinue();
     this.streamed = true;
     if (this.length >= 0) {
       this.bytes = this.length;
       return this.req;
     }
     return Readable.from(this.counted(), { objectMode: false });
+  }
+
+  private sendContinue(): void {
+    const res = this.continueTo;
+    if (res === null) return;
+    this.continueTo = null;
+    if (!res.headersSent && !res.destroyed) res.writeContinue();
   }
 
   private async *counted(): AsyncIterable<Buffer> {

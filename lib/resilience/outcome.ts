@@ -6,8 +6,12 @@
 /** How one call to an upstream ended, as the resilience mechanisms see it. */
 export type Outcome = 'success' | 'failure' | 'ignore';
 
-/** A transport failure: always an `Outcome` of `'failure'` (client cancellation is `'ignore'`). */
-export type FailureKind = 'connect-failure' | 'reset' | 'timeout';
+/**
+ * Why a try ended without a response. The first three are the upstream's and count as
+ * failures; `local` is the proxy's or the client's own (a request undici cannot send, fd
+ * exhaustion, a stalled upload): never retried, never charged to the upstream.
+ */
+export type FailureKind = 'connect-failure' | 'reset' | 'timeout' | 'local';
 
 /** The statuses that mean "the upstream is failing" unless the policy says otherwise (500 is opt-in). */
 export const DEFAULT_FAILURE_STATUSES: ReadonlySet<number> = new Set([502, 503, 504]);

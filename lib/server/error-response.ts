@@ -1,12 +1,13 @@
 /**
  * The one place a proxy refusal or failure becomes a response: a status, the stable code in
- * `pilotfish-error`, and a small JSON body `{ error, message, status, upstream, route, requestId }`.
- * Tests assert this exact shape; every listener (plain, CONNECT, upgrade) goes through here.
+ * `pilotfish-error`, and RFC 9457 problem details (`application/problem+json`: type, title,
+ * status, detail, instance, plus the members code, route, upstream, requestId). Every listener
+ * (plain, CONNECT, upgrade) goes through here.
  */
 import type { ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { STATUS_CODES } from 'node:http';
-import type { ProxyError } from '../core/errors.js';
+import { TITLE_OF, type ProxyError } from '../core/errors.js';
 
 /** Where the failure happened, for the body. */
 export interface ErrorContext {
@@ -18,11 +19,19 @@ export interface ErrorContext {
 /** The response header carrying the stable code. */
 export const ERROR_HEADER = 'pilotfish-error';
 
+/** The problem type URI of a code: stable, so clients may switch on it as on `code`. */
+export function problemType(code: string): string {
+  return `urn:pilotfish:error:${code}`;
+}
+
 function body(err: ProxyError, ctx: ErrorContext): string {
   return JSON.stringify({
-    error: err.code,
-    message: err.message,
+    type: problemType(err.code),
+    title: TITLE_OF[err.code],
     status: err.status,
+    detail: err.message,
+    instance: ctx.requestId === null ? undefined : `urn:pilotfish:request:${ctx.requestId}`,
+    code: err.code,
     upstream: ctx.upstream,
     route: ctx.route,
     requestId: ctx.requestId,
@@ -31,7 +40,7 @@ function body(err: ProxyError, ctx: ErrorContext): string {
 
 function headers(err: ProxyError, ctx: ErrorContext, length: number): Record<string, string | number> {
   const h: Record<string, string | number> = {
-    'content-type': 'application/json',
+    'content-type': 'application/problem+json',
     'content-length': length,
     [ERROR_HEADER]: err.code,
     'cache-control': 'no-store',
@@ -42,14 +51,19 @@ function headers(err: ProxyError, ctx: ErrorContext, length: number): Record<str
   return h;
 }
 
-/** Answers `res` with `err`, unless a response already started (then the connection is cut). */
-export function sendError(res: ServerResponse, err: ProxyError, ctx: ErrorContext): void {
-  if (res.headersSent) {
+/**
+ * Answers `res` with `err`, unless a response already started (then the connection is cut).
+ * `close` ends the connection after it (a request body left unread).
+ */
+export function sendError(res: ServerResponse, err: ProxyError, ctx: ErrorContext, close = false): void {
+  if (res.headersSent || res.destroyed) {
     res.destroy();
     return;
   }
   const text = body(err, ctx);
-  res.writeHead(err.status, headers(err, ctx, Buffer.byteLength(text)));
+  const h = headers(err, ctx, Buffer.byteLength(text));
+  if (close || err.code === 'request_timeout') h.connection = 'close';
+  res.writeHead(err.status, h);
   res.end(text);
 }
 

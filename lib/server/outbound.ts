@@ -1,27 +1,34 @@
 /**
- * The outbound listener: where the app's requests arrive. It works out where each request
- * is going (Host, absolute-form URI, or inside a CONNECT tunnel), finds its route, runs the
- * route's pipeline, and answers every refusal through the one error mapping. WebSocket and
- * other Upgrade requests are routed the same way and then tunnelled.
+ * The outbound listener: where the app's requests arrive. It works out where each request is
+ * going (Host, absolute-form URI, or inside a CONNECT tunnel), finds its route, runs the
+ * route's pipeline, and answers every refusal through the one error mapping.
+ *
+ * Everything a client can hold here is bounded (`limits` in the policy): connections, the
+ * time to send a head, a body that stops arriving, a response nobody reads, requests
+ * pipelined ahead of their answers, and tunnels. An Upgrade is tunnelled only when its route
+ * allows the protocol (WebSocket), and then only behind the same pipeline as any request;
+ * every other Upgrade is served as a plain HTTP/1.1 request — never a blind tunnel.
  */
 import { randomUUID } from 'node:crypto';
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http, { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Clock } from '../core/clock.js';
-import { ClientClosedError, ProxyError } from '../core/errors.js';
-import { acceptableRequestId, upstreamRequestHeaders } from '../http/headers.js';
-import { parseAuthority, parseTarget } from '../http/target.js';
+import { ClientClosedError, ProxyError, type ErrorCode } from '../core/errors.js';
+import { acceptableRequestId, headWithoutUpgrade, repeatsHost, upgradeProtocol, upstreamRequestHeaders } from '../http/headers.js';
+import { parseAuthority, parseTarget, type Target } from '../http/target.js';
 import { isoTime, type AccessLog } from '../observe/access-log.js';
 import type { Logger } from '../observe/logger.js';
 import type { Metrics } from '../observe/metrics.js';
 import { Exchange, type AttemptResult } from '../pipeline/exchange.js';
 import { RequestBody } from '../pipeline/request-body.js';
-import { rateLimitKey } from '../pipeline/stages/rate-limit.js';
+import type { LimitsPolicy } from '../policy/types.js';
 import type { RouteRuntime } from '../routing/route-runtime.js';
 import type { Runtime } from '../runtime/runtime.js';
-import type { UpgradeTunnel } from '../upstream/upgrade-tunnel.js';
-import { sendError, sendSocketError, type ErrorContext } from './error-response.js';
+import type { WebSocketForwarder } from '../upstream/websocket.js';
+import { sendError, sendSocketError } from './error-response.js';
+import { adopt } from './sockets.js';
+import type { Tunnels } from './tunnels.js';
 
 /** What the outbound listener needs. */
 export interface OutboundDeps {
@@ -30,20 +37,240 @@ export interface OutboundDeps {
   readonly runtime: () => Runtime;
   readonly metrics: Metrics;
   readonly accessLog: AccessLog | null;
-  readonly tunnel: UpgradeTunnel;
   readonly logger: Logger;
   /** Requests in flight, for the drain on shutdown. */
   readonly load: { inFlight: number };
+  /** Bounds on what clients may hold (fixed at start, like the listener's address). */
+  readonly limits: LimitsPolicy;
+  readonly tunnels: Tunnels;
+  readonly websocket: WebSocketForwarder;
+  /** True once the drain began: every response then closes its connection. */
+  readonly draining: () => boolean;
 }
 
 /** Status logged for a request whose client went away before it was answered (as nginx). */
 const CLIENT_CLOSED_STATUS = 499;
 const CONNECT_ESTABLISHED = 'HTTP/1.1 200 Connection Established\r\n\r\n';
+/** What `OPTIONS *` is told: the methods the proxy forwards. */
+const ALLOW = 'GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE';
+
+/** Per-connection state, kept on the socket itself (no map to grow). */
+const CONNECTION = Symbol('pilotfish.connection');
+interface ClientConnection {
+  /** Requests received on this connection whose responses have not closed yet. */
+  pending: number;
+  /** Inside a CONNECT tunnel: how long it may sit idle between requests (else Node's keep-alive). */
+  tunnelIdleMs: number | null;
+}
+type TrackedSocket = Socket & { [CONNECTION]?: ClientConnection; _httpMessage?: ServerResponse | null };
 
 /** Creates the outbound HTTP server (not yet listening). */
 export function createOutboundServer(deps: OutboundDeps): http.Server {
-  const server = http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 65_000 });
-  const { clock, metrics, accessLog } = deps;
+  const { clock, metrics, accessLog, limits } = deps;
+  const server = http.createServer({
+    // A body is bounded by bodyIdleTimeout (and the route deadline), not by a total.
+    requestTimeout: 0,
+    headersTimeout: limits.headerReadTimeoutMs,
+    // Node checks head timeouts on this period; keep it well under the timeout itself.
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, limits.headerReadTimeoutMs / 4)),
+    keepAliveTimeout: 65_000,
+    maxHeaderSize: limits.maxHeaderBytes,
+  });
+  // Socket inactivity: a response nobody reads is cut after this (see onSocketTimeout).
+  server.timeout = limits.writeIdleTimeoutMs;
+  server.maxConnections = limits.maxConnections;
+
+  server.on('connection', (socket: TrackedSocket) => {
+    adopt(socket);
+    socket[CONNECTION] = { pending: 0, tunnelIdleMs: null };
+  });
+  server.on('drop', () => metrics.connectionClosed('max_connections'));
+  server.on('timeout', onSocketTimeout);
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => accept(req, res, false));
+  // Answered 100 only when the body is first needed: a refused request never uploads it.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => accept(req, res, true));
+  server.on('connect', onConnect);
+  server.on('upgrade', onUpgrade);
+  server.on('clientError', onClientError);
+  return server;
+
+  /** A request head arrived; it is served once the client can read its answer. */
+  function accept(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
+    const started = clock.now();
+    const socket = req.socket as TrackedSocket;
+    const conn = socket[CONNECTION];
+    if (conn !== undefined) {
+      if (++conn.pending > limits.maxPipelined) {
+        metrics.connectionClosed('pipelining');
+        socket.destroy();
+        return;
+      }
+      res.once('close', () => {
+        // Idle again inside a CONNECT tunnel: the tunnel's idle timeout, not Node's keep-alive.
+        if (--conn.pending === 0 && conn.tunnelIdleMs !== null) socket.setTimeout(conn.tunnelIdleMs);
+      });
+    }
+    if (res.socket !== null) {
+      serve(req, res, expectContinue, started);
+      return;
+    }
+    // Pipelined behind an earlier response on this connection: it is not sent upstream before
+    // the client can read its answer, and holds nothing (no permit) while it waits.
+    let began = false;
+    res.once('socket', () => {
+      began = true;
+      process.nextTick(serve, req, res, expectContinue, started);
+    });
+    req.once('close', () => {
+      if (!began) logEdge(req, started, CLIENT_CLOSED_STATUS, null, req.headers.host ?? '');
+    });
+  }
+
+  function serve(req: IncomingMessage, res: ServerResponse, expectContinue: boolean, started: number): void {
+    if (res.destroyed) return;
+    if (deps.draining()) res.setHeader('connection', 'close');
+    const url = req.url ?? '';
+    const authority = req.headers.host ?? '';
+    const bad = headProblem(req);
+    if (bad !== null) return refuse(req, res, started, bad, authority);
+    const target = parseTarget(url, req.headers.host);
+    if (target === null) return refuse(req, res, started, new ProxyError('bad_request', 'malformed request target or Host header'), authority);
+    if (target.path === '*') return answerAsterisk(req, res, started, target.authority);
+    const method = req.method ?? 'GET';
+    const route = deps.runtime().table.match(target.host, target.path, method, req.headers);
+    if (route === null) return refuse(req, res, started, new ProxyError('no_route', `no route for ${method} ${target.authority}${target.path}`), target.authority);
+    const ex = newExchange(req, res, target, route, started);
+    if (expectContinue) ex.body?.expectContinue(res);
+    run(ex);
+  }
+
+  /** What is wrong with a head Node's parser accepted: an over-long target, or two Hosts. */
+  function headProblem(req: IncomingMessage): ProxyError | null {
+    const url = req.url ?? '';
+    if (url.length > limits.maxUrlBytes) return new ProxyError('uri_too_long', `request target longer than ${limits.maxUrlBytes} bytes`);
+    if (repeatsHost(req.rawHeaders)) return new ProxyError('bad_request', 'more than one Host header');
+    return null;
+  }
+
+  function newExchange(req: IncomingMessage, res: ServerResponse, target: Target, route: RouteRuntime, started: number): Exchange {
+    const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
+    const headers = upstreamRequestHeaders(req.rawHeaders, req.headers, {
+      clientIp: req.socket.remoteAddress ?? '',
+      authority: target.authority,
+      requestId,
+    });
+    return new Exchange(requestId, req, res, route, route.rewrite(target.path), target.authority, headers, RequestBody.of(req), started);
+  }
+
+  function run(ex: Exchange): void {
+    deps.load.inFlight++;
+    const res = ex.res;
+    res.on('close', () => {
+      if (!res.writableFinished) ex.fail(new ClientClosedError());
+    });
+    if (ex.body !== null) watchBody(ex);
+    ex.route.pipeline(ex).then(
+      (result) => settled(ex, result),
+      (err: unknown) => failed(ex, err),
+    );
+  }
+
+  /**
+   * While a body arrives, the connection's inactivity timeout is the body's idle timeout. A
+   * body that stops is the client's fault: 408 and close, never an upstream failure.
+   */
+  function watchBody(ex: Exchange): void {
+    const req = ex.req;
+    const socket = req.socket;
+    socket.setTimeout(limits.bodyIdleTimeoutMs);
+    req.once('end', () => socket.setTimeout(limits.writeIdleTimeoutMs));
+    req.on('timeout', () => {
+      // Bytes waiting to be read mean the proxy (or the upstream) is the slow one: not idle.
+      if (!ex.body?.stalledOnClient) return;
+      metrics.connectionClosed('body_idle');
+      if (ex.res.headersSent) socket.destroy();
+      else ex.fail(new ProxyError('request_timeout', `request body idle for ${limits.bodyIdleTimeoutMs}ms`));
+    });
+  }
+
+  /**
+   * Socket inactivity. Node's default (destroy) is right for an idle keep-alive connection;
+   * with a request under way only a response stuck in the socket (a client that stopped
+   * reading) is cut — a request waiting on its upstream is bounded by its deadline instead.
+   */
+  function onSocketTimeout(socket: TrackedSocket): void {
+    const conn = socket[CONNECTION];
+    if (conn === undefined || conn.pending === 0) {
+      if (conn?.tunnelIdleMs != null) metrics.connectionClosed('tunnel_idle');
+      socket.destroy();
+      return;
+    }
+    if (socket.writableLength > 0) {
+      metrics.connectionClosed('write_idle');
+      socket.destroy();
+    }
+  }
+
+  // CONNECT host:port — Node's proxy agents tunnel even plain http:// this way. The HTTP
+  // inside is served by this same server, so it meets the same routes and pipeline.
+  function onConnect(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const started = clock.now();
+    const target = req.url ?? '';
+    const authority = parseAuthority(target);
+    let refusal: ProxyError | null = null;
+    if (authority === null || authority.port === null) refusal = new ProxyError('bad_request', 'CONNECT needs host:port');
+    else if (!deps.runtime().table.knowsHost(authority.host)) refusal = new ProxyError('no_route', `no route for host ${authority.host}`);
+    else if (!deps.tunnels.tryAdd(socket, false)) refusal = tunnelLimit();
+    if (refusal !== null) return refuse(req, responseOn(req, socket), started, refusal, target);
+    socket.write(CONNECT_ESTABLISHED);
+    logEdge(req, started, 200, null, target);
+    serveAgain(socket, null, head);
+    const inner = socket as TrackedSocket;
+    const conn = inner[CONNECTION];
+    if (conn !== undefined) {
+      conn.tunnelIdleMs = limits.tunnelIdleTimeoutMs;
+      if (conn.pending === 0) inner.setTimeout(limits.tunnelIdleTimeoutMs);
+    }
+  }
+
+  function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const started = clock.now();
+    const target = headProblem(req) === null ? parseTarget(req.url ?? '', req.headers.host) : null;
+    const route = target && deps.runtime().table.match(target.host, target.path, req.method ?? 'GET', req.headers);
+    const protocol = upgradeProtocol(req.headers.upgrade);
+    if (target === null || route === null || req.method !== 'GET' || protocol === null || !route.policy.upgrade.has(protocol)) {
+      // Not a tunnel this route allows: served as a plain request, with every rule a request meets.
+      serveAgain(socket, headWithoutUpgrade(req.method ?? 'GET', req.url ?? '', req.httpVersion, req.rawHeaders), head);
+      return;
+    }
+    const res = responseOn(req, socket);
+    if (!deps.tunnels.tryAdd(socket, true)) return refuse(req, res, started, tunnelLimit(), target.authority);
+    const ex = newExchange(req, res, target, route, started);
+    ex.upgrade = { socket, head, forward: deps.websocket.forward };
+    run(ex);
+  }
+
+  /** Serves `socket` again as a fresh HTTP/1.1 connection, starting with `prefix`, then `head`. */
+  function serveAgain(socket: Duplex, prefix: string | null, head: Buffer): void {
+    if (head.length > 0) socket.unshift(head);
+    if (prefix !== null) socket.unshift(Buffer.from(prefix, 'latin1'));
+    server.emit('connection', socket);
+  }
+
+  /** A head Node could not parse, or did not receive in time. */
+  function onClientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex): void {
+    const s = socket as TrackedSocket;
+    if (err.code === 'ECONNRESET' || !socket.writable || s._httpMessage?.headersSent) {
+      // Nothing to answer on, or a response is already under way: just close.
+      socket.destroy();
+      return;
+    }
+    const code = clientErrorCode(err, limits.maxUrlBytes);
+    const error = new ProxyError(code, `malformed request: ${err.code ?? err.message}`);
+    metrics.proxyErrors.labels(code, '', '').inc();
+    writeLog('', '', '', null, error.status, code, clock.now());
+    sendSocketError(socket, error, { route: null, upstream: null, requestId: null });
+  }
 
   /** Logs and counts a finished request. */
   function finish(ex: Exchange): void {
@@ -73,14 +300,18 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
   function answer(ex: Exchange, err: ProxyError): void {
     ex.errorCode = err.code;
     ex.status = err.status;
-    sendError(ex.res, err, { route: ex.route.name, upstream: ex.route.upstream.name, requestId: ex.id });
+    // A body left unread (a stalled upload, a refused Expect: 100-continue) ends the connection.
+    const close = ex.body !== null && !ex.req.complete;
+    sendError(ex.res, err, { route: ex.route.name, upstream: ex.route.upstream.name, requestId: ex.id }, close);
   }
 
   function settled(ex: Exchange, result: AttemptResult): void {
+    const reason = ex.cancel.reason;
     if (!result.committed) {
-      const reason = ex.cancel.reason;
       if (reason instanceof ClientClosedError) ex.status = CLIENT_CLOSED_STATUS;
       else answer(ex, reason instanceof ProxyError ? reason : (result.error ?? internal('attempt ended without a response')));
+    } else if (reason instanceof ClientClosedError && ex.upgrade === null) {
+      ex.status = CLIENT_CLOSED_STATUS; // the client hung up mid-response
     }
     finish(ex);
   }
@@ -95,123 +326,78 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
     finish(ex);
   }
 
-  /** Refuses a request that never reached a route (bad target, no route). */
+  /** Refuses a request that never reached a pipeline (bad head, no route, no tunnel left). */
   function refuse(req: IncomingMessage, res: ServerResponse, started: number, err: ProxyError, authority: string): void {
     const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
-    sendError(res, err, { route: null, upstream: null, requestId });
+    const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
+    sendError(res, err, { route: null, upstream: null, requestId }, hasBody && !req.complete);
     metrics.proxyErrors.labels(err.code, '', '').inc();
+    writeLog(requestId, req.method ?? '', authority, req.url ?? '', err.status, err.code, started);
+  }
+
+  /** `OPTIONS *` asks about the server, not a resource: the proxy answers it itself. */
+  function answerAsterisk(req: IncomingMessage, res: ServerResponse, started: number, authority: string): void {
+    if (req.method !== 'OPTIONS') return refuse(req, res, started, new ProxyError('bad_request', `${req.method} * is not a request for a resource`), authority);
+    res.writeHead(200, { allow: ALLOW, 'content-length': 0 });
+    res.end();
+    logEdge(req, started, 200, null, authority);
+  }
+
+  function logEdge(req: IncomingMessage, started: number, status: number, code: ErrorCode | null, authority: string): void {
+    const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
+    writeLog(requestId, req.method ?? '', authority, req.url ?? '', status, code, started);
+  }
+
+  /** An access log line for what never reached a route. */
+  function writeLog(requestId: string, method: string, authority: string, path: string | null, status: number, code: ErrorCode | null, started: number): void {
     accessLog?.write({
       time: isoTime(clock.wallNow()),
       requestId,
-      method: req.method ?? '',
+      method,
       authority,
-      path: req.url ?? '',
+      path: path ?? '',
       route: null,
       upstream: null,
       endpoint: null,
-      status: err.status,
+      status,
       durationMs: Math.round((clock.now() - started) * 1e3) / 1e3,
       bytesIn: 0,
       bytesOut: 0,
       attempts: 0,
-      error: err.code,
+      error: code,
       retry: null,
     });
   }
 
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    const started = clock.now();
-    const target = parseTarget(req.url ?? '', req.headers.host);
-    if (target === null) {
-      refuse(req, res, started, new ProxyError('bad_request', 'malformed request target or Host header'), req.headers.host ?? '');
-      return;
-    }
-    const method = req.method ?? 'GET';
-    const route = deps.runtime().table.match(target.host, target.path, method, req.headers);
-    if (route === null) {
-      refuse(req, res, started, new ProxyError('no_route', `no route for ${method} ${target.authority}${target.path}`), target.authority);
-      return;
-    }
-    const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
-    const headers = upstreamRequestHeaders(req.rawHeaders, req.headers, {
-      clientIp: req.socket.remoteAddress ?? '',
-      authority: target.authority,
-      requestId,
-    });
-    const ex = new Exchange(requestId, req, res, route, route.rewrite(target.path), target.authority, headers, RequestBody.of(req), started);
-    deps.load.inFlight++;
-    res.on('close', () => {
-      if (!res.writableFinished) ex.fail(new ClientClosedError());
-    });
-    route.pipeline(ex).then(
-      (result) => settled(ex, result),
-      (err: unknown) => failed(ex, err),
-    );
-  });
+  function tunnelLimit(): ProxyError {
+    return new ProxyError('tunnel_limit', `${limits.maxTunnels} tunnels are open already`, 1);
+  }
+}
 
-  // CONNECT host:port — Node's proxy agents tunnel even plain http:// this way. The HTTP
-  // inside is served by this same server, so it meets the same routes and pipeline.
-  server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const authority = parseAuthority(req.url ?? '');
-    const ctx: ErrorContext = { route: null, upstream: null, requestId: acceptableRequestId(req.headers['x-request-id']) ?? randomUUID() };
-    if (authority === null || authority.port === null) {
-      sendSocketError(socket, new ProxyError('bad_request', 'CONNECT needs host:port'), ctx);
-      return;
-    }
-    if (!deps.runtime().table.knowsHost(authority.host)) {
-      sendSocketError(socket, new ProxyError('no_route', `no route for host ${authority.host}`), ctx);
-      return;
-    }
-    socket.write(CONNECT_ESTABLISHED);
-    if (head.length > 0) socket.unshift(head);
-    server.emit('connection', socket as Socket);
-  });
+/**
+ * A response on a socket Node handed over (Upgrade, CONNECT): framed by Node like any other,
+ * and the connection closes once it is sent.
+ */
+function responseOn(req: IncomingMessage, socket: Duplex): ServerResponse {
+  const res = new ServerResponse(req);
+  res.shouldKeepAlive = false;
+  res.assignSocket(socket as Socket);
+  res.once('finish', () => socket.end());
+  return res;
+}
 
-  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const target = parseTarget(req.url ?? '', req.headers.host);
-    const ctx: { route: string | null; upstream: string | null; requestId: string } = {
-      route: null,
-      upstream: null,
-      requestId: acceptableRequestId(req.headers['x-request-id']) ?? randomUUID(),
-    };
-    if (target === null) {
-      sendSocketError(socket, new ProxyError('bad_request', 'malformed request target or Host header'), ctx);
-      return;
-    }
-    const route: RouteRuntime | null = deps.runtime().table.match(target.host, target.path, req.method ?? 'GET', req.headers);
-    if (route === null) {
-      sendSocketError(socket, new ProxyError('no_route', `no route for ${target.authority}${target.path}`), ctx);
-      return;
-    }
-    ctx.route = route.name;
-    ctx.upstream = route.upstream.name;
-    if (route.limiter && route.policy.rateLimit && !route.policy.rateLimit.shadow) {
-      const decision = route.limiter.take(rateLimitKey(route.policy.rateLimit.key, req));
-      if (!decision.allowed) {
-        sendSocketError(socket, new ProxyError('rate_limited', `route ${route.name} is over its rate limit`, decision.retryAfterSeconds), ctx);
-        return;
-      }
-    }
-    const ep = route.upstream.pick(null);
-    if (ep === null) {
-      sendSocketError(socket, new ProxyError('no_endpoint', `upstream ${route.upstream.name} has no endpoints`), ctx);
-      return;
-    }
-    req.url = route.rewrite(target.path);
-    deps.tunnel.open(req, socket, head, ep, ctx);
-  });
+const REQUEST_LINE_START = /^[A-Z]{3,20} /;
 
-  // Unparseable requests get the error format rather than Node's bare 400.
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-    if (err.code === 'ECONNRESET' || !socket.writable) {
-      socket.destroy();
-      return;
-    }
-    metrics.proxyErrors.labels('bad_request', '', '').inc();
-    sendSocketError(socket, new ProxyError('bad_request', `malformed request: ${err.code ?? err.message}`), { route: null, upstream: null, requestId: null });
-  });
-
-  return server;
+/** The code for a head Node rejected: 408 when too slow, 414/431 when too large, else 400. */
+function clientErrorCode(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, maxUrlBytes: number): ErrorCode {
+  if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') return 'request_timeout';
+  if (err.code !== 'HPE_HEADER_OVERFLOW') return 'bad_request';
+  // Node counts the request line into the head's size: when the line alone is past the URL
+  // limit (or has not even ended), the target is what is too long.
+  const raw = err.rawPacket;
+  if (raw === undefined || !REQUEST_LINE_START.test(raw.subarray(0, 24).toString('latin1'))) return 'headers_too_large';
+  const lineEnd = raw.indexOf(10);
+  return lineEnd < 0 || lineEnd > maxUrlBytes ? 'uri_too_long' : 'headers_too_large';
 }
 
 function internal(message: string): ProxyError {

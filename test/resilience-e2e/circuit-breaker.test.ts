@@ -120,7 +120,7 @@ routes:
       const r = await send(proxy, agent, 'flaky');
       t.equal(r.status, 503);
       t.equal(r.code, 'circuit_open');
-      t.equal((JSON.parse(r.body) as { error: string }).error, 'circuit_open');
+      t.equal((JSON.parse(r.body) as { code: string }).code, 'circuit_open', 'the problem details carry the code');
       t.equal(r.headers['retry-after'], '11', 'Retry-After: the seconds left of the 11 s open period');
     }
     t.equal(up.seen.length, 3, 'none of the refused requests reached the upstream');

@@ -108,7 +108,7 @@ routes:
     });
     t.equal(statusCode, 404);
     t.equal(headers['pilotfish-error'], 'no_route');
-    t.match(JSON.parse(body), { error: 'no_route', status: 404 });
+    t.match(JSON.parse(body), { code: 'no_route', status: 404 });
   });
 
   await t.test('match by method and header', async (t) => {

@@ -1,6 +1,7 @@
 /**
  * Every refusal the data plane makes, in the one error format: status, `pilotfish-error`
- * header and JSON body. Also: a client that disconnects aborts the upstream request.
+ * header and RFC 9457 problem details. Also: a client that disconnects aborts the upstream
+ * request.
  */
 import net from 'node:net';
 import t from 'tap';
@@ -67,11 +68,15 @@ routes:
       const body = (await res.body.json()) as Record<string, unknown>;
       t.equal(res.statusCode, status);
       t.equal(res.headers['pilotfish-error'], code, 'the stable code is in the header');
-      t.equal(res.headers['content-type'], 'application/json');
-      t.equal(body.error, code);
+      t.equal(res.headers['content-type'], 'application/problem+json');
+      t.equal(body.type, `urn:pilotfish:error:${code}`, 'the problem type names the code');
+      t.equal(body.code, code);
       t.equal(body.status, status);
-      t.type(body.message, 'string');
-      t.ok('route' in body && 'upstream' in body && 'requestId' in body, 'body names route, upstream and request id');
+      t.type(body.title, 'string');
+      t.type(body.detail, 'string');
+      t.equal(body.instance, `urn:pilotfish:request:${String(body.requestId)}`, 'the instance is the request');
+      t.equal(res.headers['x-request-id'], body.requestId);
+      t.ok('route' in body && 'upstream' in body, 'body names route and upstream');
       const logged = await proxy.lastLog();
       t.equal(logged?.error, code, 'the access log records the code');
       t.equal(logged?.status, status);
@@ -88,7 +93,8 @@ routes:
     });
     t.match(text, /^HTTP\/1\.1 400 /);
     t.match(text, /pilotfish-error: bad_request/);
-    t.match(text, /"error":"bad_request"/);
+    t.match(text, /content-type: application\/problem\+json/);
+    t.match(text, /"code":"bad_request"/);
   });
 
   await t.test('a client that disconnects aborts the upstream request', async (t) => {

@@ -1,125 +1,19 @@
 /**
- * Upgrade tunnelling: a real WebSocket conversation (undici's client, a minimal RFC 6455
- * server written here) passes through the proxy both ways; an Upgrade whose upstream cannot
- * be reached, or that matches no route, is refused in the error format.
+ * Upgrade tunnelling: a real WebSocket conversation (undici's client, the minimal RFC 6455
+ * server in test/support/websocket.ts) passes through the proxy both ways; any other
+ * `Upgrade:` protocol is not tunnelled but served as a plain HTTP/1.1 request with the
+ * upgrade stripped; an Upgrade whose upstream cannot be reached, or that matches no route,
+ * is refused in the error format (RFC 9457 problem details).
  */
-import { createHash, randomBytes } from 'node:crypto';
-import http, { type IncomingMessage } from 'node:http';
-import net from 'node:net';
-import type { Duplex } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
 import t from 'tap';
 import { WebSocket } from 'undici';
 import { startProxy } from '../support/proxy.js';
+import { RawConnection, requestBytes } from '../support/raw-http.js';
 import { waitFor } from '../support/spawn.js';
-import { closedPort, startUpstream } from '../support/upstream.js';
-
-const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
-
-/** Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 §4.2.2). */
-function acceptFor(key: string): string {
-  return createHash('sha1').update(key + WS_GUID).digest('base64');
-}
-
-/** One unmasked server frame. */
-function frame(opcode: number, payload: Buffer): Buffer {
-  const len = payload.length;
-  const head = len < 126 ? Buffer.from([0x80 | opcode, len]) : len < 65_536 ? Buffer.alloc(4) : Buffer.alloc(10);
-  if (len >= 126 && len < 65_536) {
-    head[0] = 0x80 | opcode;
-    head[1] = 126;
-    head.writeUInt16BE(len, 2);
-  } else if (len >= 65_536) {
-    head[0] = 0x80 | opcode;
-    head[1] = 127;
-    head.writeBigUInt64BE(BigInt(len), 2);
-  }
-  return Buffer.concat([head, payload]);
-}
-
-/** What the WebSocket upstream saw. */
-interface WsSeen {
-  url: string;
-  headers: http.IncomingHttpHeaders;
-  /** Text messages received (after unmasking). */
-  messages: string[];
-  /** True if a client frame arrived unmasked (a protocol violation the proxy must not introduce). */
-  unmasked: boolean;
-  closed: boolean;
-}
-
-/**
- * A minimal WebSocket echo server on the upstream's 'upgrade' event: answers the handshake,
- * decodes masked client frames and echoes text frames back unmasked; answers ping and close.
- */
-function serveWebSocket(req: IncomingMessage, socket: Duplex, head: Buffer, seen: WsSeen[]): void {
-  if (req.url?.startsWith('/ws/forbidden')) {
-    const body = 'not for you';
-    socket.end(`HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
-    return;
-  }
-  if (req.headers.upgrade?.toLowerCase() === 'x-echo') {
-    // Some other protocol: after 101 the upstream echoes raw bytes.
-    socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: x-echo\r\nconnection: Upgrade\r\n\r\n');
-    if (head.length > 0) socket.write(head);
-    socket.pipe(socket);
-    socket.on('error', () => {});
-    return;
-  }
-  const key = req.headers['sec-websocket-key'];
-  if (req.headers.upgrade?.toLowerCase() !== 'websocket' || typeof key !== 'string') {
-    socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-    return;
-  }
-  const conn: WsSeen = { url: req.url ?? '', headers: req.headers, messages: [], unmasked: false, closed: false };
-  seen.push(conn);
-  socket.write(
-    'HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n' + `sec-websocket-accept: ${acceptFor(key)}\r\n\r\n`,
-  );
-  let buf: Buffer = head.length > 0 ? Buffer.from(head) : Buffer.alloc(0);
-  const parse = (): void => {
-    for (;;) {
-      if (buf.length < 2) return;
-      const b0 = buf[0]!;
-      const b1 = buf[1]!;
-      const opcode = b0 & 0x0f;
-      const masked = (b1 & 0x80) !== 0;
-      let len = b1 & 0x7f;
-      let offset = 2;
-      if (len === 126) {
-        if (buf.length < 4) return;
-        len = buf.readUInt16BE(2);
-        offset = 4;
-      } else if (len === 127) {
-        if (buf.length < 10) return;
-        len = Number(buf.readBigUInt64BE(2));
-        offset = 10;
-      }
-      const maskAt = offset;
-      if (masked) offset += 4;
-      if (buf.length < offset + len) return;
-      const payload = Buffer.from(buf.subarray(offset, offset + len));
-      if (masked) for (let i = 0; i < payload.length; i++) payload[i]! ^= buf[maskAt + (i % 4)]!;
-      else conn.unmasked = true;
-      buf = buf.subarray(offset + len);
-      if (opcode === 0x1) {
-        conn.messages.push(payload.toString('utf8'));
-        socket.write(frame(0x1, payload));
-      } else if (opcode === 0x9) {
-        socket.write(frame(0xa, payload));
-      } else if (opcode === 0x8) {
-        conn.closed = true;
-        socket.end(frame(0x8, payload.subarray(0, 2)));
-        return;
-      }
-    }
-  };
-  socket.on('data', (chunk: Buffer) => {
-    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-    parse();
-  });
-  socket.on('error', () => {});
-  parse();
-}
+import { closedPort, echo } from '../support/upstream.js';
+import { startWebSocketUpstream } from '../support/websocket.js';
 
 /** Sends a WebSocket Upgrade request and resolves with the (non-101) response and its JSON body. */
 async function upgradeRefused(url: string, path: string): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Record<string, unknown> }> {
@@ -160,9 +54,11 @@ function upgradeAnswer(url: string, path: string): Promise<{ status: number; hea
 }
 
 t.test('upgrade tunnelling', async (t) => {
-  const seen: WsSeen[] = [];
-  const wsUp = await startUpstream((_req, res) => res.writeHead(426, { 'content-type': 'text/plain' }).end('upgrade required'));
-  wsUp.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => serveWebSocket(req, socket, head, seen));
+  const wsUp = await startWebSocketUpstream({
+    handler: (req, res, up) =>
+      req.url?.startsWith('/ws/plain') ? echo(req, res, up) : res.writeHead(426, { 'content-type': 'text/plain' }).end('upgrade required'),
+  });
+  const seen = wsUp.websockets;
   const dead = await closedPort();
   const proxy = await startProxy(`
 upstreams:
@@ -223,55 +119,49 @@ routes:
     t.equal(res.text, 'not for you');
   });
 
-  await t.test('another Upgrade protocol is tunnelled too', async (t) => {
-    // lib/server/outbound.ts: "WebSocket and other Upgrade requests are routed the same way and then tunnelled."
-    const text = await new Promise<string>((resolve) => {
-      const s = net.connect(Number(new URL(proxy.url).port), '127.0.0.1', () =>
-        s.write('GET /ws/raw HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: Upgrade\r\nupgrade: x-echo\r\n\r\n'),
-      );
-      let got = '';
-      s.setEncoding('utf8');
-      s.on('data', (c: string) => {
-        got += c;
-        if (got.includes('\r\n\r\n') && !got.includes('ping')) s.write('ping');
-        if (got.endsWith('ping')) s.end();
-      });
-      s.on('error', () => {});
-      s.on('close', () => resolve(got));
-      s.setTimeout(3_000, () => s.destroy());
-    });
-    // http-proxy's ws() only takes GET + `Upgrade: websocket`; other protocols take the direct tunnel.
-    t.match(
-      text,
-      /^HTTP\/1\.1 101 /,
-      `the upstream's 101 reaches the client (got ${text ? JSON.stringify(text.slice(0, 60)) : 'nothing: the proxy closed the connection without a response'})`,
+  await t.test('another Upgrade protocol is not tunnelled: it is served as a plain HTTP/1.1 request', async (t) => {
+    // Only WebSocket is tunnelled (a route's `upgrade`, default [websocket]); a blind tunnel for
+    // any other protocol would carry whatever the client sends next past routing and policy.
+    const conn = await RawConnection.open(Number(new URL(proxy.url).port), { t });
+    conn.write(
+      requestBytes('GET', '/ws/plain', { host: '127.0.0.1', connection: 'Upgrade', upgrade: 'x-echo' }) +
+        requestBytes('GET', '/nowhere', { host: '127.0.0.1' }),
     );
-    t.match(text, /\r\n\r\nping$/, 'bytes flow both ways through the tunnel');
+    const first = await conn.response();
+    t.equal(first.status, 200, `the upstream's plain response, not a 101 nor its refusal of x-echo (got ${first.status})`);
+    t.match(first.headers.via ?? '', /pilotfish/, 'the response went through the proxy (Via)');
+    if (first.status === 200) {
+      const seen = (JSON.parse(first.text) as { headers: http.IncomingHttpHeaders }).headers;
+      t.equal(seen.upgrade, undefined, 'the upstream saw no Upgrade');
+      t.notMatch(String(seen.connection ?? ''), /upgrade/i, 'nor a Connection: Upgrade');
+    }
+    const second = await conn.response({ timeoutMs: 2_000 }).catch((err: Error) => err);
+    if (second instanceof Error) t.fail(`the next request on the connection got no answer from the proxy: ${second.message}`);
+    else {
+      t.equal(second.status, 404, 'the next request on the connection is parsed by the proxy');
+      t.equal(second.headers['pilotfish-error'], 'no_route', 'pilotfish-error: no_route');
+    }
   });
 
   await t.test('an upstream that refuses the connection → 502 upstream_connect_failed', async (t) => {
     const res = await upgradeRefused(proxy.url, '/dead/socket');
     t.equal(res.status, 502);
     t.equal(res.headers['pilotfish-error'], 'upstream_connect_failed', 'the stable code is in the header');
-    t.equal(res.headers['content-type'], 'application/json');
-    t.equal(res.body.error, 'upstream_connect_failed');
+    t.match(res.headers['content-type'], /^application\/problem\+json/, 'content-type: application/problem+json (RFC 9457)');
+    t.equal(res.body.code, 'upstream_connect_failed', 'problem member code');
     t.equal(res.body.status, 502);
-    t.equal(res.body.route, 'dead');
-    t.equal(res.body.upstream, 'dead');
-    t.type(res.body.message, 'string');
-    t.type(res.body.requestId, 'string');
+    for (const member of ['type', 'title', 'detail', 'instance']) t.type(res.body[member], 'string', `problem member ${member}`);
+    t.type(res.headers['x-request-id'], 'string');
   });
 
   await t.test('an Upgrade that matches no route → 404 no_route', async (t) => {
     const res = await upgradeRefused(proxy.url, '/nowhere');
     t.equal(res.status, 404);
     t.equal(res.headers['pilotfish-error'], 'no_route');
-    t.equal(res.headers['content-type'], 'application/json');
-    t.equal(res.body.error, 'no_route');
+    t.match(res.headers['content-type'], /^application\/problem\+json/, 'content-type: application/problem+json (RFC 9457)');
+    t.equal(res.body.code, 'no_route', 'problem member code');
     t.equal(res.body.status, 404);
-    t.equal(res.body.route, null);
-    t.equal(res.body.upstream, null);
-    t.type(res.body.requestId, 'string');
+    t.type(res.headers['x-request-id'], 'string');
     t.equal(seen.filter((c) => c.url === '/nowhere').length, 0, 'nothing reached an upstream');
   });
 });

@@ -74,7 +74,7 @@ export async function startProxy(policy: string, options: Partial<StartOptions> 
       return app.reload();
     },
     async close() {
-      await app.shutdown();
+      await app.shutdown({ quietPeriodMs: 0 });
       await rm(dir, { recursive: true, force: true });
     },
   };

@@ -6,7 +6,7 @@
  */
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import { ClientClosedError, ProxyError } from '../../core/errors.js';
+import { ClientClosedError, ProxyError, type ErrorCode } from '../../core/errors.js';
 import { cleanResponseHeaders, headerValue } from '../../http/headers.js';
 import type { Clock } from '../../core/clock.js';
 import { parseRetryAfter } from '../../resilience/backoff.js';
@@ -24,10 +24,39 @@ const CONNECT_FAILURES: ReadonlySet<string> = new Set([
   'EADDRNOTAVAIL',
 ]);
 
-/** Maps an undici/socket error to the failure kind and the error the client would see. */
+/** Requests undici refuses to send: the request is at fault, not the upstream (400). */
+const UNSENDABLE: ReadonlySet<string> = new Set([
+  'UND_ERR_INVALID_ARG',
+  'UND_ERR_NOT_SUPPORTED',
+  'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH',
+  'ERR_INVALID_ARG_TYPE',
+  'ERR_INVALID_ARG_VALUE',
+  'ERR_INVALID_CHAR',
+  'ERR_INVALID_HTTP_TOKEN',
+  'ERR_HTTP_INVALID_HEADER_VALUE',
+]);
+
+/** The proxy's own host running out of something: not the upstream's failure (503). */
+const EXHAUSTED: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']);
+
+/** The failure kind of the proxy's own abort reasons: only upstream codes are the upstream's. */
+const FAILURE_OF_CODE: Partial<Record<ErrorCode, FailureKind>> = {
+  upstream_timeout: 'timeout',
+  upstream_reset: 'reset',
+  upstream_connect_failed: 'connect-failure',
+};
+
+/**
+ * Maps an undici/socket error to the failure kind and the error the client would see. Only
+ * the upstream's own failures become connect-failure, reset or timeout; everything the proxy
+ * or the client caused is `local`, so it never feeds a breaker or an outlier detector.
+ */
 export function classifyTransportError(err: Error, upstream: string): { failure: FailureKind; error: ProxyError } {
-  if (err instanceof ProxyError) return { failure: 'timeout', error: err };
+  if (err instanceof ProxyError) return { failure: FAILURE_OF_CODE[err.code] ?? 'local', error: err };
+  if (err instanceof ClientClosedError) return { failure: 'local', error: new ProxyError('bad_request', err.message) };
   const code = (err as NodeJS.ErrnoException).code ?? '';
+  if (UNSENDABLE.has(code)) return { failure: 'local', error: new ProxyError('bad_request', `request cannot be forwarded: ${err.message}`) };
+  if (EXHAUSTED.has(code)) return { failure: 'local', error: new ProxyError('proxy_overloaded', `proxy out of local resources: ${code}`, 1) };
   if (CONNECT_FAILURES.has(code)) {
     return { failure: 'connect-failure', error: new ProxyError('upstream_connect_failed', `could not connect to upstream ${upstream}: ${code}`) };
   }
@@ -66,16 +95,9 @@ class Attempt implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     if (statusCode < 200) return; // interim responses stay on this hop
     const ex = this.ex;
-    ex.responded = true;
-    stopTryTimer(ex);
-    const permit = ex.breakerPermit;
-    if (permit !== null) {
-      ex.breakerPermit = null;
-      permit.record(classifyStatus(statusCode));
-    }
     this.status = statusCode;
-    const retryAfterMs = statusCode === 503 || statusCode === 429 ? parseRetryAfter(headerValue(headers['retry-after']), this.clock.wallNow()) : null;
-    if (ex.retryGate !== null && ex.retryGate(ex, statusCode, retryAfterMs)) {
+    const retryAfterMs = responseArrived(ex, statusCode, headers, this.clock);
+    if (retryAfterMs !== NO_RETRY) {
       // Discard this response (reading it out keeps the connection reusable) and retry.
       this.withheld = true;
       this.settle({ status: statusCode, failure: null, committed: false, retryAfterMs, error: null });
@@ -86,8 +108,14 @@ class Attempt implements Dispatcher.DispatchHandler {
       controller.abort(new ClientClosedError());
       return;
     }
+    try {
+      res.writeHead(statusCode, cleanResponseHeaders(headers));
+    } catch (err) {
+      // A head Node will not write (a malformed field from the upstream) is the upstream's fault.
+      controller.abort(new ProxyError('upstream_reset', `upstream sent a response head that cannot be relayed: ${String(err)}`));
+      return;
+    }
     ex.status = statusCode;
-    res.writeHead(statusCode, cleanResponseHeaders(headers));
     // Hold the head until the first body bytes (and, for small bodies, the end) join it: one
     // write instead of several.
     res.cork();
@@ -111,7 +139,7 @@ class Attempt implements Dispatcher.DispatchHandler {
     this.settle({ status: this.status, failure: null, committed: true, retryAfterMs: null, error: null });
   }
 
-  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+  onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {
     if (this.withheld) return;
     const { failure, error } = classifyTransportError(err instanceof ClientClosedError ? err : this.abortCause(err), this.upstream);
     if (this.committed) {
@@ -139,7 +167,29 @@ class Attempt implements Dispatcher.DispatchHandler {
 
 function noop(): void {}
 
-function stopTryTimer(ex: Exchange): void {
+/** `responseArrived`'s answer when the response is to be relayed, not retried. */
+export const NO_RETRY = -1;
+
+/**
+ * Response headers arrived for the try in flight: its timer stops, the breaker records the
+ * status at once (a long body must not make a probe look hung), and the retry gate decides
+ * before anything reaches the client. Returns the Retry-After in ms (0 when none) when the
+ * response is to be discarded and retried, else NO_RETRY.
+ */
+export function responseArrived(ex: Exchange, status: number, headers: IncomingHttpHeaders, clock: Clock): number {
+  ex.responded = true;
+  stopTryTimer(ex);
+  const permit = ex.breakerPermit;
+  if (permit !== null) {
+    ex.breakerPermit = null;
+    permit.record(classifyStatus(status));
+  }
+  if (ex.retryGate === null) return NO_RETRY;
+  const retryAfterMs = status === 503 || status === 429 ? parseRetryAfter(headerValue(headers['retry-after']), clock.wallNow()) : null;
+  return ex.retryGate(ex, status, retryAfterMs) ? (retryAfterMs ?? 0) : NO_RETRY;
+}
+
+export function stopTryTimer(ex: Exchange): void {
   if (ex.tryTimer === null) return;
   ex.tryTimer.cancel();
   ex.tryTimer = null;
@@ -162,23 +212,29 @@ export function forward(upstream: string, clock: Clock): Next {
     // The upstream is told how long it has left (the last header is the placeholder for it).
     const left = Math.min(ex.deadline, ex.tryDeadline) - clock.now();
     ex.headers[ex.headers.length - 1] = left === Infinity ? '' : String(Math.max(0, Math.floor(left)));
+    if (ex.upgrade !== null) return ex.upgrade.forward(ex, ep);
     const attempt = new Attempt(ex, upstream, clock);
     ex.abortAttempt = attempt.abort;
     const promise = new Promise<AttemptResult>((resolve) => {
       attempt.resolve = resolve;
     });
     if (ex.cancel.cancelled) attempt.abort(ex.cancel.reason as Error);
-    ep.pool.dispatch(
-      {
-        origin: undefined,
-        path: ex.path,
-        method: (ex.req.method ?? 'GET') as Dispatcher.HttpMethod,
-        headers: ex.headers,
-        body: ex.body === null ? null : ex.body.forAttempt(),
-        upgrade: null,
-      },
-      attempt,
-    );
+    try {
+      ep.pool.dispatch(
+        {
+          origin: undefined,
+          path: ex.path,
+          method: (ex.req.method ?? 'GET') as Dispatcher.HttpMethod,
+          headers: ex.headers,
+          body: ex.body === null ? null : ex.body.forAttempt(),
+          upgrade: null,
+        },
+        attempt,
+      );
+    } catch (err) {
+      // undici reports through the handler; a throw here is the proxy's own failure.
+      attempt.onResponseError(null, err instanceof Error ? err : new Error(String(err)));
+    }
     return promise;
   };
 }

@@ -28,11 +28,17 @@ export function perTryTimeoutStage(perTryTimeoutMs: number, clock: Clock): Stage
 function expireTry(ex: Exchange, ms: number): void {
   ex.tryTimer = null;
   if (ex.responded) return;
-  ex.abortAttempt?.(new ProxyError('upstream_timeout', `no response headers within perTryTimeout ${ms}ms`));
+  if (ex.body?.stalledOnClient) ex.fail(slowClient());
+  else ex.abortAttempt?.(new ProxyError('upstream_timeout', `no response headers within perTryTimeout ${ms}ms`));
 }
 
 function expireRequest(ex: Exchange): void {
   ex.tryTimer = null;
   if (ex.responded) return;
-  ex.fail(new ProxyError('upstream_timeout', `no response within the route timeout of ${ex.route.policy.timeoutMs}ms`));
+  ex.fail(ex.body?.stalledOnClient ? slowClient() : new ProxyError('upstream_timeout', `no response within the route timeout of ${ex.route.policy.timeoutMs}ms`));
+}
+
+/** The upstream was still waiting for the client's body: the client's delay, not the upstream's. */
+function slowClient(): ProxyError {
+  return new ProxyError('request_timeout', 'the request body had not arrived when the timeout fired');
 }

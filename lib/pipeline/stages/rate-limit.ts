@@ -1,4 +1,5 @@
 /** Rate limit: outermost, so a refused request costs nothing downstream. */
+import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { ProxyError } from '../../core/errors.js';
 import type { ProxyEvents } from '../../core/events.js';
@@ -7,13 +8,18 @@ import type { RateLimitKey, RateLimitPolicy } from '../../policy/types.js';
 import { RateLimiter } from '../../resilience/rate-limiter.js';
 import type { Stage } from '../stage.js';
 
+/** Keys longer than this are kept as their digest: 10 000 keys never hold 10 000 big headers. */
+export const MAX_KEY_LENGTH = 64;
+
 /** The bucket key of a request under `key` ('' when unkeyed or the header is absent). */
 export function rateLimitKey(key: RateLimitKey, req: IncomingMessage): string {
   switch (key.kind) {
     case 'none':
       return '';
-    case 'header':
-      return headerValue(req.headers[key.name]) ?? '';
+    case 'header': {
+      const value = headerValue(req.headers[key.name]) ?? '';
+      return value.length > MAX_KEY_LENGTH ? `sha256:${createHash('sha256').update(value).digest('base64url')}` : value;
+    }
     case 'client-ip':
       return req.socket.remoteAddress ?? '';
   }

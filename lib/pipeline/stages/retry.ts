@@ -7,7 +7,7 @@ import type { Clock } from '../../core/clock.js';
 import type { ProxyEvents } from '../../core/events.js';
 import type { Random } from '../../core/random.js';
 import { sleep } from '../../core/sleep.js';
-import type { RetryPolicy } from '../../policy/types.js';
+import type { RetryCondition, RetryPolicy } from '../../policy/types.js';
 import type { RetryBudget } from '../../resilience/retry-budget.js';
 import { backoffDelay } from '../../resilience/backoff.js';
 import type { FailureKind } from '../../resilience/outcome.js';
@@ -35,13 +35,14 @@ export class RetryStage implements Stage {
 
   async handle(ex: Exchange, next: Next): Promise<AttemptResult> {
     this.budget.recordRequest();
-    if (ex.body) await ex.body.bufferUpTo(this.policy.maxReplayBytes);
+    if (ex.body) await ex.body.bufferUpTo(this.policy.maxReplayBytes, ex.cancel, ex.deadline, this.clock);
     ex.retryGate = this.gate;
     for (;;) {
       const result = await next(ex);
       if (result.committed || ex.cancel.cancelled) return result;
       // A withheld response was granted its retry by the gate; a transport failure asks now.
-      const granted = result.failure === null || this.grant(ex, result.failure, null);
+      // The proxy's own failures (`local`) are never retried: another try would fail alike.
+      const granted = result.failure === null || (result.failure !== 'local' && this.grant(ex, result.failure, null));
       if (!granted) return result;
       const address = ex.endpoint?.spec.address;
       if (address !== undefined) (ex.tried ??= new Set()).add(address);
@@ -65,7 +66,7 @@ export class RetryStage implements Stage {
   private grant(ex: Exchange, reason: FailureKind | string, retryAfterMs: number | null): boolean {
     const policy = this.policy;
     const isStatus = reason !== 'connect-failure' && reason !== 'reset' && reason !== 'timeout';
-    if (!isStatus && !policy.on.conditions.has(reason as FailureKind)) return false;
+    if (!isStatus && !policy.on.conditions.has(reason as RetryCondition)) return false;
     if (ex.attempts >= policy.attempts) {
       this.events.retryRefused(this.routeName, this.upstream.name, 'attempts');
       return false;

@@ -19,6 +19,8 @@ export type ErrorCode =
   | 'headers_too_large'
   | 'tunnel_limit'
   | 'proxy_overloaded'
+  | 'fault_injected'
+  | 'concurrency_limited'
   | 'internal_error';
 
 /** The HTTP status each code is answered with. */
@@ -37,6 +39,8 @@ export const STATUS_OF: Readonly<Record<ErrorCode, number>> = Object.freeze({
   headers_too_large: 431,
   tunnel_limit: 503,
   proxy_overloaded: 503,
+  fault_injected: 503,
+  concurrency_limited: 503,
   internal_error: 500,
 });
 
@@ -56,6 +60,8 @@ export const TITLE_OF: Readonly<Record<ErrorCode, string>> = Object.freeze({
   headers_too_large: 'Request header fields too large',
   tunnel_limit: 'Too many open tunnels',
   proxy_overloaded: 'Proxy out of local resources',
+  fault_injected: 'Fault injected by the route policy',
+  concurrency_limited: 'Upstream adaptive concurrency limit reached',
   internal_error: 'Internal proxy error',
 });
 
@@ -77,12 +83,14 @@ export class ProxyError extends Error {
     readonly retryAfterSeconds: number | null = null,
     /** Extra response headers (e.g. RateLimit-Policy). */
     readonly headers: Readonly<Record<string, string>> | null = null,
+    /** The status to answer instead of the code's own (an injected fault names its status). */
+    private readonly statusOverride: number | null = null,
   ) {
     super(message);
   }
 
   get status(): number {
-    return STATUS_OF[this.code];
+    return this.statusOverride ?? STATUS_OF[this.code];
   }
 }
 

@@ -11,6 +11,9 @@ export type RetryRefusal = 'budget' | 'deadline' | 'not_replayable' | 'attempts'
 /** Which limit a shadow-mode "would reject" is about. */
 export type ShadowLimit = 'rate_limit' | 'bulkhead' | 'circuit_breaker';
 
+/** What an injected fault did to a request. */
+export type FaultKind = 'delay' | 'abort';
+
 /** Decisions and state changes, as they happen. */
 export interface ProxyEvents {
   retried(route: string, upstream: string, reason: string): void;
@@ -20,6 +23,8 @@ export interface ProxyEvents {
   shadowReject(limit: ShadowLimit, name: string): void;
   bulkheadRejected(upstream: string, reason: 'full' | 'timeout'): void;
   rateLimited(route: string): void;
+  /** A route's fault injection delayed or aborted a request. */
+  faultInjected(route: string, kind: FaultKind): void;
   ejected(upstream: string, address: string): void;
   ejectionEnded(upstream: string, address: string): void;
   panic(upstream: string): void;
@@ -37,6 +42,7 @@ export const noEvents: ProxyEvents = {
   shadowReject() {},
   bulkheadRejected() {},
   rateLimited() {},
+  faultInjected() {},
   ejected() {},
   ejectionEnded() {},
   panic() {},

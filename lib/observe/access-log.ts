@@ -28,6 +28,8 @@ export interface AccessRecord {
   attempts: number;
   error: string | null;
   retry: string | null;
+  /** What fault injection did (`delay`, `abort`, `delay+abort`), or null. */
+  fault: string | null;
 }
 
 /** A JSON string literal, or null. */
@@ -44,7 +46,7 @@ export function toJsonLine(r: AccessRecord): string {
     `{"time":${q(r.time)},"requestId":${q(r.requestId)},"method":${q(r.method)},"authority":${q(r.authority)},` +
     `"path":${q(r.path)},"route":${q(r.route)},"upstream":${q(r.upstream)},"endpoint":${q(r.endpoint)},` +
     `"status":${r.status},"durationMs":${r.durationMs},"bytesIn":${r.bytesIn},"bytesOut":${r.bytesOut},` +
-    `"attempts":${r.attempts},"error":${q(r.error)},"retry":${q(r.retry)}}`
+    `"attempts":${r.attempts},"error":${q(r.error)},"retry":${q(r.retry)},"fault":${q(r.fault)}}`
   );
 }
 

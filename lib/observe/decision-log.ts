@@ -19,6 +19,7 @@ export function withDecisionLog(events: ProxyEvents, logger: Logger): ProxyEvent
     shadowReject: (limit, name) => events.shadowReject(limit, name),
     bulkheadRejected: (upstream, reason) => events.bulkheadRejected(upstream, reason),
     rateLimited: (route) => events.rateLimited(route),
+    faultInjected: (route, kind) => events.faultInjected(route, kind),
     ejected(upstream, address) {
       events.ejected(upstream, address);
       logger.log('warn', 'endpoint ejected', { upstream, endpoint: address });

@@ -5,7 +5,7 @@
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { RequestFamilies, type RequestMetrics } from './request-metrics.js';
-import type { ProxyEvents, RetryRefusal, ShadowLimit } from '../core/events.js';
+import type { FaultKind, ProxyEvents, RetryRefusal, ShadowLimit } from '../core/events.js';
 import type { BreakerState } from '../resilience/circuit-breaker.js';
 import type { UpstreamRuntime } from '../upstream/upstream-runtime.js';
 
@@ -40,6 +40,7 @@ export class Metrics implements ProxyEvents {
   private readonly shadowRejects: Counter<'limit' | 'name'>;
   private readonly bulkheadRejections: Counter<'upstream' | 'reason'>;
   private readonly rateLimitedTotal: Counter<'route'>;
+  private readonly faults: Counter<'route' | 'kind'>;
   private readonly ejections: Counter<'upstream'>;
   private readonly panics: Counter<'upstream'>;
   private readonly discoveryUpdates: Counter<'upstream' | 'source'>;
@@ -76,6 +77,12 @@ export class Metrics implements ProxyEvents {
       name: 'pilotfish_client_connections_closed_total',
       help: 'Client connections the proxy closed on its own, by reason (max_connections, write_idle, body_idle, pipelining, tunnel_idle).',
       labelNames: ['reason'],
+      registers,
+    });
+    this.faults = new Counter({
+      name: 'pilotfish_faults_injected_total',
+      help: 'Requests a route fault-injection policy delayed or aborted, by kind (delay, abort).',
+      labelNames: ['route', 'kind'],
       registers,
     });
     this.proxyErrors = new Counter({
@@ -228,6 +235,26 @@ export class Metrics implements ProxyEvents {
       },
     });
     new Gauge({
+      name: 'pilotfish_adaptive_concurrency_limit',
+      help: 'The concurrency limit an adaptive upstream has learned, per upstream.',
+      labelNames: ['upstream'],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of view.upstreams()) if (u.adaptive) this.set({ upstream: u.name }, u.adaptive.limit);
+      },
+    });
+    new Gauge({
+      name: 'pilotfish_adaptive_concurrency_in_flight',
+      help: 'Requests holding an adaptive concurrency permit, per upstream.',
+      labelNames: ['upstream'],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of view.upstreams()) if (u.adaptive) this.set({ upstream: u.name }, u.adaptive.inFlight);
+      },
+    });
+    new Gauge({
       name: 'pilotfish_bulkhead_queued',
       help: 'Requests waiting in a bulkhead queue, per upstream.',
       labelNames: ['upstream'],
@@ -279,6 +306,9 @@ export class Metrics implements ProxyEvents {
   }
   rateLimited(route: string): void {
     this.rateLimitedTotal.labels(route).inc();
+  }
+  faultInjected(route: string, kind: FaultKind): void {
+    this.faults.labels(route, kind).inc();
   }
   ejected(upstream: string): void {
     this.ejections.labels(upstream).inc();

@@ -10,9 +10,11 @@ import type { RateLimiter } from '../resilience/rate-limiter.js';
 import type { UpstreamRuntime } from '../upstream/upstream-runtime.js';
 import { compose, type Next, type Stage } from './stage.js';
 import { balanceStage } from './stages/balance.js';
+import { adaptiveConcurrencyStage } from './stages/adaptive-concurrency.js';
 import { bulkheadStage } from './stages/bulkhead.js';
 import { circuitBreakerStage } from './stages/circuit-breaker.js';
 import { deadlineStage } from './stages/deadline.js';
+import { faultStage } from './stages/fault.js';
 import { forward } from './stages/forward.js';
 import { perTryTimeoutStage } from './stages/per-try-timeout.js';
 import { rateLimitStage } from './stages/rate-limit.js';
@@ -33,11 +35,15 @@ export function pipelineStages(route: RoutePolicy, upstream: UpstreamRuntime, li
     route.rateLimit && limiter ? rateLimitStage(route.name, route.rateLimit, limiter, events) : null,
     // The deadline covers every try and every backoff sleep.
     deadlineStage(route.timeoutMs, clock),
+    // Injected faults inside the deadline (a delay counts against it) and outside retry (an abort is never retried away).
+    route.fault ? faultStage(route.name, route.fault, clock, random, events) : null,
     // Retry outside breaker, bulkhead and balancer: each try is admitted and balanced afresh.
     route.retry.attempts > 1 ? new RetryStage(route.name, route.retry, upstream, clock, random, events) : null,
     // Breaker before bulkhead: an open circuit sheds load without queueing it.
-    upstream.breaker ? circuitBreakerStage(upstream.name, upstream.breaker) : null,
+    upstream.breaker ? circuitBreakerStage(upstream, upstream.breaker) : null,
     upstream.bulkhead ? bulkheadStage(upstream.bulkhead, clock) : null,
+    // The adaptive limit takes the bulkhead's place (the policy allows one or the other).
+    upstream.adaptive ? adaptiveConcurrencyStage(upstream.name, upstream.adaptive, clock) : null,
     // Pick the endpoint last, so the choice sees the load as it is when the try starts.
     balanceStage(upstream),
     // Per-try timeout innermost: time queued in the bulkhead does not eat into the try.

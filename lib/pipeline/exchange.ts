@@ -60,6 +60,8 @@ export class Exchange {
   tryTimer: Timer | null = null;
   /** True once the current attempt's response headers arrived (ends the per-try timeout). */
   responded = false;
+  /** Clock time the current attempt's response headers arrived (0 before). */
+  respondedAt = 0;
   /** Tries made so far. */
   attempts = 0;
   /** The endpoint of the current (last) attempt. */
@@ -84,6 +86,8 @@ export class Exchange {
   bytesOut = 0;
   /** Per-exchange notes for the access log (e.g. a retry reason). */
   note: string | null = null;
+  /** What fault injection did to this request (`delay`, `abort`, `delay+abort`), for the access log. */
+  fault: string | null = null;
   /** Set when this request is an admitted Upgrade: forward tunnels instead of dispatching. */
   upgrade: UpgradeContext | null = null;
 

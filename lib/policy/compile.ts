@@ -7,6 +7,7 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { parseCidr } from '../http/cidr.js';
 import { endpointHostProblem } from '../discovery/host.js';
+import { compileFaultPolicy, type FaultPolicy } from '../resilience/fault.js';
 import { fingerprint } from './digest.js';
 import type { PolicyWire, RetryOverrideWire, RetryWire, RouteWire, UpstreamWire } from './schema.js';
 import type {
@@ -88,11 +89,18 @@ export function compilePolicy(wire: PolicyWire, source: PolicySource): CompileRe
 
 function compileUpstream(name: string, u: UpstreamWire, dir: string, resolvers: readonly HostPort[] | null): UpstreamPolicy {
   const { bulkhead: b, circuitBreaker: cb, outlierDetection: od, healthCheck: hc } = u;
+  const adaptive = u.concurrency?.adaptive;
   const settings = {
     discovery: compileDiscovery(u.discovery, dir, resolvers),
     balancer: u.balancer,
     connectTimeoutMs: ms(u.connectTimeout),
     maxConnectionsPerEndpoint: u.maxConnectionsPerEndpoint,
+    adaptiveConcurrency:
+      adaptive === undefined
+        ? null
+        : adaptive === true
+          ? { minLimit: 4, maxLimit: 500, initialLimit: 20 }
+          : { minLimit: adaptive.minLimit, maxLimit: adaptive.maxLimit, initialLimit: adaptive.initialLimit },
     bulkhead: b
       ? { maxConcurrent: b.maxConcurrent, maxQueued: b.maxQueued, queueTimeoutMs: ms(b.queueTimeout), shadow: b.shadow }
       : null,
@@ -201,6 +209,14 @@ function compileLimits(l: PolicyWire['limits']): LimitsPolicy {
   };
 }
 
+function compileFault(f: NonNullable<RouteWire['fault']>): FaultPolicy {
+  return compileFaultPolicy({
+    ...(f.delay ? { delay: { percent: f.delay.percent, durationMs: ms(f.delay.duration) } } : {}),
+    ...(f.abort ? { abort: { percent: f.abort.percent, status: f.abort.status } } : {}),
+    ...(f.header !== undefined ? { header: f.header } : {}),
+  });
+}
+
 function compileRoute(r: RouteWire, index: number, defaults: PolicyWire['defaults']): RoutePolicy {
   const settings = {
     match: compileMatch(r.match),
@@ -211,8 +227,15 @@ function compileRoute(r: RouteWire, index: number, defaults: PolicyWire['default
     rateLimit: r.rateLimit ? compileRateLimit(r.rateLimit) : null,
   };
   // Name and index are identity, not settings: moving a route does not reset its buckets.
-  // Nor is the upgrade allow-list: it admits requests and keeps no state.
-  return { name: r.name ?? `route-${index}`, index, ...settings, upgrade: new Set(r.upgrade), fingerprint: fingerprint(settings) };
+  // Nor are fault injection and the upgrade allow-list: they keep no state.
+  return {
+    name: r.name ?? `route-${index}`,
+    index,
+    ...settings,
+    fault: r.fault ? compileFault(r.fault) : null,
+    upgrade: new Set(r.upgrade),
+    fingerprint: fingerprint(settings),
+  };
 }
 
 function findErrors(wire: PolicyWire, policy: Policy): Finding[] {

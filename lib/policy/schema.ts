@@ -179,6 +179,20 @@ const upstream = fields({
     unhealthyAfter: count(1).default(3),
     healthyAfter: count(1).default(2),
   }).optional(),
+  concurrency: fields({
+    adaptive: z.union([
+      z.literal(true, expecting('true or {minLimit, maxLimit, initialLimit}')),
+      fields({ minLimit: count(1).default(4), maxLimit: count(1).default(500), initialLimit: count(1).default(20) }),
+    ], expecting('true or {minLimit, maxLimit, initialLimit}')),
+  }).describe('an adaptive concurrency limit learned from latency, instead of a fixed bulkhead').optional(),
+}).check((ctx) => {
+  if (ctx.value.bulkhead !== undefined && ctx.value.concurrency !== undefined) {
+    ctx.issues.push({ code: 'custom', input: ctx.value, message: 'expected either bulkhead (a fixed limit) or concurrency.adaptive, not both' });
+  }
+  const adaptive = ctx.value.concurrency?.adaptive;
+  if (typeof adaptive === 'object' && adaptive.maxLimit < adaptive.minLimit) {
+    ctx.issues.push({ code: 'custom', input: ctx.value, path: ['concurrency', 'adaptive', 'maxLimit'], message: `expected maxLimit ≥ minLimit (${adaptive.minLimit}), got ${adaptive.maxLimit}` });
+  }
 });
 
 const RETRY_ON = 'connect-failure, reset, timeout or a status from 400 to 599';
@@ -193,7 +207,7 @@ const retryDefaults = fields({
   backoff: fields({ base: duration(true).default('25ms'), max: duration(true).default('250ms') })
     .describe('full jitter: wait U(0, min(max, base * 2^(n-1)))')
     .prefault({}),
-  on: retryOn().default(['connect-failure', 'reset', 502, 503, 504]),
+  on: retryOn().default(['connect-failure', 'reset', 'timeout', 502, 503, 504]),
   budget: fields({
     ratio: ratio().default('20%'),
     minPerSecond: perSecond().default(10),
@@ -251,6 +265,11 @@ const route = fields({
     maxKeys: count(1).describe('hard cap on keyed buckets (LRU beyond it)').default(10_000),
     shadow: flag().default(false),
   }).optional(),
+  fault: fields({
+    delay: fields({ percent: between(0, 100, 'a percentage from 0 to 100'), duration: duration() }).describe('delay this share of requests').optional(),
+    abort: fields({ percent: between(0, 100, 'a percentage from 0 to 100'), status: between(400, 599, 'a status from 400 to 599', true) }).describe('answer this share of requests with status').optional(),
+    header: pattern(TOKEN, 'an HTTP header name').describe('a request carrying it sets its own fault: abort=503;delay=50ms').optional(),
+  }).describe('fault injection, for chaos tests of the callers; off unless present').optional(),
   upgrade: z.array(z.literal('websocket', expecting('websocket (the one upgrade protocol tunnelled; others are served as plain HTTP/1.1)')), expecting('a list of upgrade protocols'))
     .describe('upgrade protocols this route tunnels; any other Upgrade is served as a plain HTTP/1.1 request')
     .default(['websocket']),

@@ -5,6 +5,7 @@
  */
 
 import type { Cidr } from '../http/cidr.js';
+import type { FaultPolicy } from '../resilience/fault.js';
 
 /** `host:port` split once. */
 export interface HostPort {
@@ -91,6 +92,8 @@ export interface UpstreamPolicy {
   /** Connections the pool keeps to one endpoint at most. */
   readonly maxConnectionsPerEndpoint: number;
   readonly bulkhead: BulkheadPolicy | null;
+  /** An adaptive concurrency limit instead of a fixed bulkhead; null: none. */
+  readonly adaptiveConcurrency: { readonly minLimit: number; readonly maxLimit: number; readonly initialLimit: number } | null;
   readonly circuitBreaker: CircuitBreakerPolicy | null;
   readonly outlierDetection: OutlierDetectionPolicy | null;
   readonly healthCheck: HealthCheckPolicy | null;
@@ -153,6 +156,8 @@ export interface RoutePolicy {
   readonly timeoutMs: number;
   readonly retry: RetryPolicy;
   readonly rateLimit: RateLimitPolicy | null;
+  /** Fault injection (chaos tests of the callers); null: off. */
+  readonly fault: FaultPolicy | null;
   /** Upgrade protocols this route tunnels (lower-case); any other Upgrade is served as plain HTTP. */
   readonly upgrade: ReadonlySet<string>;
   /** Stable digest of this route's own settings (rate-limit state survives while unchanged). */

@@ -62,10 +62,12 @@ export class OutlierDetector {
 
   /**
    * Records how a call to `address` ended. `endpointCount` is the number of endpoints the upstream
-   * has now (for `maxEjectedPercent`). Outcomes arriving while the endpoint is ejected (calls begun
-   * before the ejection) are ignored.
+   * has now (for `maxEjectedPercent`). `othersWorking` lifts that cap: another endpoint that may
+   * take traffic is known to work, so ejecting this one cannot leave the upstream on failing
+   * endpoints only. Outcomes arriving while the endpoint is ejected (calls begun before the
+   * ejection) are ignored.
    */
-  record(address: string, outcome: Outcome, endpointCount: number): void {
+  record(address: string, outcome: Outcome, endpointCount: number, othersWorking = false): void {
     if (outcome === 'ignore') return;
     const now = this.clock.now();
     let rec = this.records.get(address);
@@ -88,7 +90,7 @@ export class OutlierDetector {
     }
     rec.consecutiveFailures++;
     if (rec.probation || rec.consecutiveFailures >= this.policy.consecutiveFailures) {
-      this.eject(address, rec, now, endpointCount);
+      this.eject(address, rec, now, endpointCount, othersWorking);
     }
   }
 
@@ -151,9 +153,9 @@ export class OutlierDetector {
     return false;
   }
 
-  private eject(address: string, rec: EndpointRecord, now: number, endpointCount: number): void {
+  private eject(address: string, rec: EndpointRecord, now: number, endpointCount: number, othersWorking: boolean): void {
     const allowed = Math.max(1, Math.floor((endpointCount * this.policy.maxEjectedPercent) / 100));
-    if (this.ejectedCount() >= allowed) {
+    if (!othersWorking && this.ejectedCount() >= allowed) {
       // Keep the failure count: the endpoint goes as soon as there is room and it fails again.
       this.events.ejectionSkipped?.(address);
       return;

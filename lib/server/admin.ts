@@ -59,6 +59,7 @@ export function upstreamsView(runtime: Runtime): unknown {
       endpointSetVersion: u.endpointSet?.version ?? null,
       circuitBreaker: u.breaker ? u.breaker.snapshot() : null,
       bulkhead: u.bulkhead ? { inFlight: u.bulkhead.inFlight, queued: u.bulkhead.queued } : null,
+      adaptiveConcurrency: u.adaptive ? u.adaptive.snapshot() : null,
       endpoints: u.endpoints.map((ep) => ({
         address: ep.spec.address,
         weight: ep.spec.weight,

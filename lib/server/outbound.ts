@@ -294,6 +294,7 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
       attempts: ex.attempts,
       error: ex.errorCode,
       retry: ex.note,
+      fault: ex.fault,
     });
   }
 
@@ -366,6 +367,7 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
       attempts: 0,
       error: code,
       retry: null,
+      fault: null,
     });
   }
 

@@ -14,8 +14,11 @@ import { HealthChecker } from '../discovery/health-check.js';
 import type { DiscoverySource, EndpointSet } from '../discovery/types.js';
 import { DiscoveryFeed, HealthFeed } from './handover.js';
 import type { EndpointSpec, HealthCheckPolicy, RetryPolicy, UpstreamPolicy } from '../policy/types.js';
+import { AdaptiveLimit } from '../resilience/adaptive-limit.js';
 import { Bulkhead } from '../resilience/bulkhead.js';
 import { CircuitBreaker } from '../resilience/circuit-breaker.js';
+import { FailureAttribution, type EndpointView } from '../resilience/failure-attribution.js';
+import type { Outcome } from '../resilience/outcome.js';
 import { OutlierDetector } from '../resilience/outlier-detector.js';
 import { RetryBudget } from '../resilience/retry-budget.js';
 import type { PoolOptions, PoolRegistry } from './pools.js';
@@ -51,10 +54,18 @@ export class UpstreamRuntime {
   readonly name: string;
   readonly breaker: CircuitBreaker | null;
   readonly bulkhead: Bulkhead | null;
+  readonly adaptive: AdaptiveLimit | null;
   readonly outliers: OutlierDetector | null;
   private readonly healthFeed: HealthFeed | null;
   /** The current endpoints; replaced whole on every discovery update. */
   endpoints: readonly EndpointRuntime[] = NO_ENDPOINTS;
+  /** Which failures are the upstream's and which only an endpoint's (see failure-attribution.ts). */
+  private readonly attribution = new FailureAttribution();
+  /** The endpoints as the attribution sees them: addresses, and whether each may take traffic. */
+  private readonly view: EndpointView & { addresses: readonly string[] } = {
+    addresses: [],
+    eligible: (address) => this.isHealthy(address) && !(this.outliers?.isEjected(address) ?? false),
+  };
   /** The last set discovery published (null before the first). */
   endpointSet: EndpointSet | null = null;
   private balancer: Balancer;
@@ -91,6 +102,7 @@ export class UpstreamRuntime {
           rejected: (reason) => events.bulkheadRejected(name, reason),
         })
       : null;
+    this.adaptive = policy.adaptiveConcurrency ? new AdaptiveLimit(policy.adaptiveConcurrency, clock) : null;
     this.outliers = policy.outlierDetection
       ? new OutlierDetector(policy.outlierDetection, clock, {
           ejected: (address) => events.ejected(name, address),
@@ -156,6 +168,22 @@ export class UpstreamRuntime {
     }
     this.excluded = null;
     return ep as EndpointRuntime | null;
+  }
+
+  /**
+   * Records how a try on `ep` ended, for its outlier detection and the attribution. A failing
+   * endpoint may be ejected beyond `maxEjectedPercent` while another eligible one is known to
+   * work: two dead endpoints of three are better out than served from.
+   */
+  recordEndpoint(ep: EndpointRuntime, outcome: Outcome): void {
+    const address = ep.spec.address;
+    this.attribution.record(address, outcome);
+    this.outliers?.record(address, outcome, this.endpoints.length, outcome === 'failure' && this.attribution.othersWorking(address, this.view));
+  }
+
+  /** What a try's outcome on `ep` means for the breaker: only the upstream's failures count. */
+  forBreaker(ep: EndpointRuntime | null, outcome: Outcome): Outcome {
+    return ep === null ? outcome : this.attribution.forUpstream(ep.spec.address, outcome, this.view);
   }
 
   /** The retry budget for a route's budget settings (routes may differ; few distinct). */
@@ -237,8 +265,10 @@ export class UpstreamRuntime {
     for (const gone of previous.values()) {
       this.deps.pools.release(gone.spec.address, this.poolOptions());
       this.outliers?.forget(gone.spec.address);
+      this.attribution.forget(gone.spec.address);
     }
     this.endpoints = Object.freeze(next);
+    this.view.addresses = next.map((ep) => ep.spec.address);
     this.balancer = createBalancer(this.policy.balancer, this.endpoints, this.deps.random);
     this.endpointSet = set;
     this.health?.update(set.endpoints);

@@ -79,7 +79,7 @@ defaults:
     attempts: 2
     perTryTimeout: 5s
     backoff: { base: 25ms, max: 250ms }
-    on: [connect-failure, reset, 502, 503, 504]
+    on: [connect-failure, reset, timeout, 502, 503, 504]
     budget: { ratio: 20%, minPerSecond: 10 }
 upstreams:
   bench:

@@ -20,6 +20,7 @@ const record = (i: number): AccessRecord => ({
   attempts: 1,
   error: null,
   retry: null,
+  fault: null,
 });
 
 const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));

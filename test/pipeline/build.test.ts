@@ -39,8 +39,23 @@ routes:
     upstream: u
     retry: { attempts: 3 }
     rateLimit: { rate: 1/s, burst: 1 }
+    fault: { abort: { percent: 1, status: 503 } }
 `);
-  t.same(names, ['rate-limit', 'deadline', 'retry', 'circuit-breaker', 'bulkhead', 'balance', 'per-try-timeout']);
+  t.same(names, ['rate-limit', 'deadline', 'fault', 'retry', 'circuit-breaker', 'bulkhead', 'balance', 'per-try-timeout']);
+});
+
+t.test('an adaptive concurrency limit takes the bulkhead’s place', async (t) => {
+  const names = stagesOf(`version: 1
+upstreams:
+  u:
+    discovery: { static: [127.0.0.1:1] }
+    concurrency: { adaptive: { minLimit: 2, maxLimit: 50 } }
+    circuitBreaker: { consecutiveFailures: 1 }
+routes:
+  - match: { host: u }
+    upstream: u
+`);
+  t.same(names, ['deadline', 'retry', 'circuit-breaker', 'adaptive-concurrency', 'balance', 'per-try-timeout']);
 });
 
 t.test('nothing configured: only what every request needs', async (t) => {
@@ -52,5 +67,5 @@ routes:
     upstream: u
     retry: { attempts: 1 }
 `);
-  t.same(names, ['deadline', 'balance', 'per-try-timeout'], 'no rate limit, retry, breaker or bulkhead stage');
+  t.same(names, ['deadline', 'balance', 'per-try-timeout'], 'no rate limit, fault, retry, breaker or bulkhead stage');
 });

@@ -58,6 +58,7 @@ t.test('a minimal policy gets every default', async (t) => {
     connectTimeoutMs: 1000,
     maxConnectionsPerEndpoint: 1024,
     bulkhead: null,
+    adaptiveConcurrency: null,
     circuitBreaker: null,
     outlierDetection: null,
     healthCheck: null,
@@ -77,7 +78,7 @@ t.test('a minimal policy gets every default', async (t) => {
     attempts: 2,
     perTryTimeoutMs: 5000,
     backoff: { baseMs: 25, maxMs: 250 },
-    on: { conditions: ['connect-failure', 'reset'], statuses: [502, 503, 504] },
+    on: { conditions: ['connect-failure', 'reset', 'timeout'], statuses: [502, 503, 504] },
     budget: { ratio: 0.2, minPerSecond: 10, windowMs: 10_000 },
     maxReplayBytes: 65_536,
   });
@@ -88,7 +89,7 @@ t.test('a minimal policy gets every default', async (t) => {
       timeout: '15s',
       retry: {
         attempts: 2, perTryTimeout: '5s', backoff: { base: '25ms', max: '250ms' },
-        on: ['connect-failure', 'reset', 502, 503, 504], budget: { ratio: '20%', minPerSecond: 10, window: '10s' },
+        on: ['connect-failure', 'reset', 'timeout', 502, 503, 504], budget: { ratio: '20%', minPerSecond: 10, window: '10s' },
         maxReplayBytes: '64KiB',
       },
     },

@@ -119,3 +119,17 @@ t.test('forget drops the record; memory is bounded by failing endpoints', async 
   fail('a', 2);
   t.notOk(detector.isEjected('a'), 'it starts from scratch if it comes back');
 });
+
+t.test('maxEjectedPercent gives way while another endpoint is known to work', async (t) => {
+  const clock = new ManualClock();
+  const od = new OutlierDetector({ consecutiveFailures: 2, ejectForMs: 10_000, maxEjectedPercent: 50 }, clock);
+  od.record('a', 'failure', 3);
+  od.record('a', 'failure', 3);
+  t.ok(od.isEjected('a'), 'a is ejected (1 of 3 is within 50%)');
+  od.record('b', 'failure', 3);
+  od.record('b', 'failure', 3);
+  t.notOk(od.isEjected('b'), 'b is not: a second ejection would pass 50% of 3');
+  od.record('b', 'failure', 3, true);
+  t.ok(od.isEjected('b'), 'but with c known to work, b goes too: better served from c than from b');
+  t.equal(od.ejectedCount(), 2);
+});

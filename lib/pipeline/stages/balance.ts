@@ -18,7 +18,7 @@ export function balanceStage(upstream: UpstreamRuntime): Stage {
       ep.inFlight++;
       try {
         const result = await next(ex);
-        upstream.outliers?.record(ep.spec.address, outcomeOf(ex, result), upstream.endpoints.length);
+        upstream.recordEndpoint(ep, outcomeOf(ex, result));
         return result;
       } finally {
         ep.inFlight--;

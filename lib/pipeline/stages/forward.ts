@@ -178,11 +178,12 @@ export const NO_RETRY = -1;
  */
 export function responseArrived(ex: Exchange, status: number, headers: IncomingHttpHeaders, clock: Clock): number {
   ex.responded = true;
+  ex.respondedAt = clock.now();
   stopTryTimer(ex);
   const permit = ex.breakerPermit;
   if (permit !== null) {
     ex.breakerPermit = null;
-    permit.record(classifyStatus(status));
+    permit.record(ex.route.upstream.forBreaker(ex.endpoint, classifyStatus(status)));
   }
   if (ex.retryGate === null) return NO_RETRY;
   const retryAfterMs = status === 503 || status === 429 ? parseRetryAfter(headerValue(headers['retry-after']), clock.wallNow()) : null;

@@ -88,7 +88,9 @@ export class RetryStage implements Stage {
       this.events.retryRefused(this.routeName, this.upstream.name, 'deadline');
       return false;
     }
-    if (!this.budget.tryWithdraw()) {
+    // A connect failure adds no load to any server (the request never left), so retrying it
+    // elsewhere is free: a dead endpoint must not drain the budget the live ones may need.
+    if (reason !== 'connect-failure' && !this.budget.tryWithdraw()) {
       this.events.retryRefused(this.routeName, this.upstream.name, 'budget');
       return false;
     }

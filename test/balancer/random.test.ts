@@ -2,21 +2,15 @@ import t from 'tap';
 import type { BalancedEndpoint } from '../../lib/balancer/balancer.js';
 import { WeightedRandomBalancer } from '../../lib/balancer/random.js';
 import { ScriptedRandom } from '../../lib/core/random.js';
+import { mulberry32 } from '../support/prng.js';
 import { endpoints } from './fixtures/endpoints.js';
 
 const all = () => true;
 
 /** `n` values of the mulberry32 generator: a fixed, well-mixed script of draws. */
-function mulberry32(seed: number, n: number): number[] {
-  const out: number[] = [];
-  let a = seed;
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) | 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    out.push(((x ^ (x >>> 14)) >>> 0) / 4294967296);
-  }
-  return out;
+function draws(seed: number, n: number): number[] {
+  const next = mulberry32(seed);
+  return Array.from({ length: n }, next);
 }
 
 /** n draws spread evenly over [0, 1). */
@@ -64,7 +58,7 @@ t.test('a draw landing on an ineligible endpoint is redrawn over the eligible on
     t.equal(new WeightedRandomBalancer(eps, new ScriptedRandom(c.draws)).pick(notC)?.spec.address, c.expected, c.why);
   }
   // Uncorrelated draws (a fixed pseudo-random script): the shares stay in proportion.
-  const got = counts(new WeightedRandomBalancer(eps, new ScriptedRandom(mulberry32(42, 8000))), 4000, notC);
+  const got = counts(new WeightedRandomBalancer(eps, new ScriptedRandom(draws(42, 8000))), 4000, notC);
   t.notOk('c' in got, 'c is never picked');
   // Expected a = 4000 × (0.1 + 0.6 × 1/4) = 1000, standard deviation ≈ 27.
   t.ok(Math.abs(got.a! - 1000) < 100, `a gets a quarter, b three quarters (got ${got.a}:${got.b})`);

@@ -6,19 +6,14 @@
  * BOM, CRLF, NUL). Everything is drawn from one seeded generator, so a seed names a mutant.
  */
 import { isMap, isScalar, isSeq, parseDocument, Scalar, type Document, type Node, type Pair, type YAMLMap, type YAMLSeq } from 'yaml';
+import { mulberry32 } from '../support/prng.js';
 
 /** A small, fast, seedable generator (mulberry32): the same seed gives the same mutants. */
 export class Rng {
-  private state: number;
-  constructor(seed: number) {
-    this.state = seed >>> 0;
-  }
   /** Uniform in [0, 1). */
-  next(): number {
-    let x = (this.state = (this.state + 0x6d2b79f5) >>> 0);
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4_294_967_296;
+  readonly next: () => number;
+  constructor(seed: number) {
+    this.next = mulberry32(seed);
   }
   /** An integer in [0, n). */
   int(n: number): number {

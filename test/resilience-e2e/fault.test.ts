@@ -5,23 +5,11 @@
  * upstream (a breaker on a hair trigger stays closed) and show in metrics and the access log.
  */
 import t from 'tap';
-import type { Random } from '../../lib/core/random.js';
+import { seededRandom } from '../support/prng.js';
 import { startProxy } from '../support/proxy.js';
 import { startUpstream } from '../support/upstream.js';
 import { metric, send, testAgent } from './helpers.js';
 
-/** A seeded PRNG (mulberry32), so the run is repeatable. */
-function seeded(seed: number): Random {
-  let a = seed >>> 0;
-  return {
-    next() {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let x = Math.imul(a ^ (a >>> 15), 1 | a);
-      x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-      return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-    },
-  };
-}
 
 const N = 2000;
 const DELAY = 0.2;
@@ -53,7 +41,7 @@ routes:
     upstream: app
     fault: { header: x-pilotfish-fault }
 `,
-    { random: seeded(20261201) },
+    { random: seededRandom(20261201) },
   );
   const agent = testAgent();
   t.teardown(async () => {

@@ -1,5 +1,6 @@
 import t from 'tap';
 import { ManualClock } from '../../lib/core/clock.js';
+import { mulberry32 } from '../support/prng.js';
 import {
   AdaptiveLimit,
   type AdaptiveLimitOptions,
@@ -22,16 +23,6 @@ interface Upstream {
   dropAbove?: number;
 }
 
-/** mulberry32: a small seeded generator, so every run is the same run. */
-function seeded(seed: number): () => number {
-  let s = seed | 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let x = Math.imul(s ^ (s >>> 15), 1 | s);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface InFlight {
   at: number;
@@ -96,7 +87,7 @@ class Simulation {
     seed = 1,
   ) {
     this.limiter = new AdaptiveLimit({ minLimit: 4, maxLimit: 500, ...options }, this.clock);
-    this.random = seeded(seed);
+    this.random = mulberry32(seed);
     this.fill();
   }
 

@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap';
 import { ScriptedRandom, type Random } from '../../lib/core/random.js';
+import { seededRandom } from '../support/prng.js';
 import {
   compileFaultPolicy,
   decideFault,
@@ -21,18 +22,6 @@ const SEED = 0xfa017;
 const JUST_UNDER_ONE = 1 - 2 ** -53;
 
 /** mulberry32: a small seeded generator, so every run makes the same 100 000 decisions. */
-class SeededRandom implements Random {
-  private state: number;
-  constructor(seed: number) {
-    this.state = seed >>> 0;
-  }
-  next(): number {
-    let x = (this.state = (this.state + 0x6d2b79f5) >>> 0);
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4_294_967_296;
-  }
-}
 
 /** Counts the draws made through it, to pin when the decision rolls dice and when it does not. */
 class CountingRandom implements Random {
@@ -88,7 +77,7 @@ t.test('percentages hold over 100 000 decisions (binomial 4σ bounds, seeded)', 
   ];
   for (const c of cases) {
     const p = policy({ delay: { percent: c.delay, durationMs: 200 }, abort: { percent: c.abort, status: 503 } });
-    const r = tally(p, new SeededRandom(SEED));
+    const r = tally(p, seededRandom(SEED));
     const pd = c.delay / 100;
     const pa = c.abort / 100;
     assertRate(t, `delay ${c.delay}%`, r.delayed, pd);
@@ -100,13 +89,13 @@ t.test('percentages hold over 100 000 decisions (binomial 4σ bounds, seeded)', 
 });
 
 t.test('0% never faults and 100% always does, without drawing', async (t) => {
-  const never = new CountingRandom(new SeededRandom(SEED));
+  const never = new CountingRandom(seededRandom(SEED));
   const zero = tally(policy({ delay: { percent: 0, durationMs: 200 }, abort: { percent: 0, status: 503 } }), never);
   t.same([zero.delayed, zero.aborted], [0, 0], '0%: no request of 100 000 is faulted');
   t.ok(zero.noFaultShared, '0%: every decision is the shared NO_FAULT');
   t.equal(never.draws, 0, '0%: no random draws');
 
-  const always = new CountingRandom(new SeededRandom(SEED));
+  const always = new CountingRandom(seededRandom(SEED));
   const hundred = tally(policy({ delay: { percent: 100, durationMs: 200 }, abort: { percent: 100, status: 503 } }), always);
   t.same([hundred.delayed, hundred.aborted, hundred.both], [N, N, N], '100%: every request is delayed and aborted');
   t.equal(always.draws, 0, '100%: no random draws');
@@ -208,7 +197,7 @@ t.test('the header counts only on a route that names one', async (t) => {
 });
 
 t.test('a header-only route faults only the requests that ask', async (t) => {
-  const random = new CountingRandom(new SeededRandom(SEED));
+  const random = new CountingRandom(seededRandom(SEED));
   const r = tally(HEADER_ONLY, random, (i) => (i % 10 === 0 ? 'abort=503;delay=5ms' : i % 10 === 1 ? 'abort=nope' : undefined));
   t.equal(r.aborted, N / 10, 'exactly the asking tenth is aborted');
   t.equal(r.both, N / 10, 'and delayed');
@@ -223,7 +212,7 @@ t.test('a header-only route faults only the requests that ask', async (t) => {
 t.test('percentages still hold for the requests that do not ask, on a route with a header', async (t) => {
   // A third of the requests force abort=418; the rest must see 5% delays and 1% aborts among themselves.
   const asking = (i: number) => i % 3 === 0;
-  const random = new SeededRandom(SEED);
+  const random = seededRandom(SEED);
   let delayed = 0;
   let aborted503 = 0;
   let aborted418 = 0;
@@ -251,7 +240,7 @@ t.test('generated header values never throw and never leave the bounds', async (
   const numbers = ['503', '5', '0', '400', '599', '600', '399', '-5', '1.5', '.5', '1e3', '99999999999999999999', 'NaN', '\u00e9'];
   const units = ['', 'ms', 's', 'm', 'h', 'MS', ' ms'];
   const separators = [';', ',', ' ; ', ';;', '', '\t'];
-  const rng = new SeededRandom(SEED ^ 0x9e37);
+  const rng = seededRandom(SEED ^ 0x9e37);
   const pick = (list: readonly string[]) => list[Math.floor(rng.next() * list.length)]!;
   let read = 0;
   let aborts = 0;

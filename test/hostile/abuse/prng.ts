@@ -4,6 +4,10 @@
  * worker does does not depend on how the other workers interleave with it (timing still does).
  */
 
+import { mulberry32 } from '../../support/prng.js';
+
+export { mulberry32 };
+
 /** The seed when `PILOTFISH_ABUSE_SEED` is not set. */
 export const DEFAULT_SEED = 0x5eed_f00d;
 
@@ -14,18 +18,6 @@ export function seedFromEnv(env: NodeJS.ProcessEnv = process.env): number {
   const n = Number(text);
   if (!Number.isSafeInteger(n) || n < 0) throw new Error(`PILOTFISH_ABUSE_SEED must be a non-negative integer, got ${JSON.stringify(text)}`);
   return n >>> 0;
-}
-
-/** mulberry32: 32 bits of state, uniform in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
 }
 
 /** FNV-1a of a string, to derive a sub-seed from a name. */

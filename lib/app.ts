@@ -9,6 +9,7 @@ import type { Writable } from 'node:stream';
 import { systemClock, type Clock } from './core/clock.js';
 import { systemRandom, type Random } from './core/random.js';
 import { createDiscoverySource, type DiscoveryTuning } from './discovery/create-source.js';
+import { formatHostPort } from './http/host-port.js';
 import { AccessLog } from './observe/access-log.js';
 import { withDecisionLog } from './observe/decision-log.js';
 import { jsonLogger, type Logger } from './observe/logger.js';
@@ -354,5 +355,5 @@ function listen(server: Server, at: { host: string; port: number }): Promise<voi
 
 function address(server: Server): string {
   const a = server.address() as AddressInfo;
-  return `${a.address}:${a.port}`;
+  return formatHostPort({ host: a.address, port: a.port });
 }

@@ -20,7 +20,7 @@ import {
   type LookupResult,
 } from './dns.js';
 import { DiscoveryError, endpointOrSkip, toError } from './endpoint-set.js';
-import { endpointHostProblem } from './host.js';
+import { endpointHostProblem } from '../http/host-port.js';
 
 /** An endpoint's SRV priority (`metadata.priority`); endpoints without one count as 0. */
 export function priorityOf(endpoint: EndpointSpec): number {

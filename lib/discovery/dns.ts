@@ -14,8 +14,10 @@ import { promises as dnsPromises } from 'node:dns';
 import { isIP, isIPv6 } from 'node:net';
 import type { Clock, Timer } from '../core/clock.js';
 import type { Random } from '../core/random.js';
-import type { EndpointSpec, HostPort } from '../policy/types.js';
-import { DiscoveryError, endpointOrSkip, retryDelay, SetPublisher, toError } from './endpoint-set.js';
+import { formatHostPort, type HostPort } from '../http/host-port.js';
+import type { EndpointSpec } from '../policy/types.js';
+import { backoffDelay } from '../resilience/backoff.js';
+import { DiscoveryError, endpointOrSkip, SetPublisher, toError } from './endpoint-set.js';
 import type { DiscoveryEvents, DiscoverySource, EndpointSet } from './types.js';
 
 /** Timing knobs of the DNS sources. */
@@ -51,16 +53,10 @@ export interface DnsDeps {
   readonly tuning?: Partial<DnsTuning>;
 }
 
-/** `Resolver.setServers` syntax: `ip`, `ip:port` or `[v6]:port`. */
-export function formatServer(server: HostPort): string {
-  if (isIPv6(server.host)) return server.port === 53 ? server.host : `[${server.host}]:${server.port}`;
-  return server.port === 53 ? server.host : `${server.host}:${server.port}`;
-}
-
 /** A resolver of our own (never the process-wide one), so `close` can cancel its queries. */
 export function createResolver(resolvers: readonly HostPort[] | null, tuning: DnsTuning): dnsPromises.Resolver {
   const resolver = new dnsPromises.Resolver({ timeout: tuning.timeoutMs, tries: tuning.tries });
-  if (resolvers !== null && resolvers.length > 0) resolver.setServers(resolvers.map(formatServer));
+  if (resolvers !== null && resolvers.length > 0) resolver.setServers(resolvers.map(formatHostPort)); // `ip:port`, `[v6]:port`
   return resolver;
 }
 
@@ -232,7 +228,7 @@ export abstract class PollingDnsSource implements DiscoverySource {
     }
     publisher.fail(result.error, result.kind === 'partial' ? result.endpoints : undefined);
     this.errorsInRow++;
-    return retryDelay(this.errorsInRow, this.tuning.retryBaseMs, this.refreshMs, this.deps.random);
+    return backoffDelay(this.errorsInRow, { baseMs: this.tuning.retryBaseMs, maxMs: this.refreshMs, jitter: 'equal' }, this.deps.random);
   }
 }
 

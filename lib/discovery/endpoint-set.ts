@@ -1,13 +1,12 @@
 /**
- * What every source shares: `host:port` parsing, frozen endpoints, set equality, and the
- * publisher that versions sets, keeps the last good one (marked stale) through errors,
- * and publishes an empty answer only once a second one confirms it.
+ * What every source shares: endpoint addresses (`host:port` read by host-port.ts, hosts held
+ * to the endpoint rule), frozen endpoints, set equality, and the publisher that versions sets,
+ * keeps the last good one (marked stale) through errors, and publishes an empty answer only
+ * once a second one confirms it.
  */
-import { isIPv6 } from 'node:net';
 import type { Clock } from '../core/clock.js';
-import type { Random } from '../core/random.js';
+import { canonicalHost, endpointHostProblem, formatHostPort, portProblem, readHostPort, type HostPort } from '../http/host-port.js';
 import type { EndpointSpec } from '../policy/types.js';
-import { endpointHostProblem, endpointPortProblem } from './host.js';
 import type { DiscoveryEvents, EndpointSet } from './types.js';
 
 /** A discovery problem with a stable code, for logs and the `failed` event. */
@@ -23,39 +22,20 @@ export class DiscoveryError extends Error {
   }
 }
 
-/** Splits `host:port` or `[v6]:port`; throws a `DiscoveryError` on anything else. */
-export function parseHostPort(text: string): { host: string; port: number } {
-  const s = text.trim();
-  let host: string;
-  let portText: string;
-  if (s.startsWith('[')) {
-    const close = s.indexOf(']');
-    if (close < 0 || s[close + 1] !== ':') throw badEndpoint(text);
-    host = s.slice(1, close);
-    portText = s.slice(close + 2);
-    if (!isIPv6(host)) throw badEndpoint(text, 'only an IPv6 address goes in brackets');
-  } else {
-    const colon = s.lastIndexOf(':');
-    if (colon < 0) throw badEndpoint(text);
-    host = s.slice(0, colon);
-    portText = s.slice(colon + 1);
-    // An unbracketed IPv6 address would be ambiguous: is the last group the port?
-    if (host.includes(':')) throw badEndpoint(text);
-  }
-  if (host === '' || /\s/.test(host) || !/^\d{1,5}$/.test(portText)) throw badEndpoint(text);
-  const port = Number(portText);
-  const problem = endpointHostProblem(host) ?? endpointPortProblem(port);
+/**
+ * An endpoint's `host:port` or `[v6]:port` (host-port.ts: canonical host) whose host is an IP
+ * address or a DNS name; throws a `DiscoveryError('bad_endpoint')` on anything else.
+ */
+export function parseEndpointAddress(text: string): HostPort {
+  const r = readHostPort(text, { port: 'required', minPort: 1 });
+  if (!r.ok) throw badEndpoint(text, r.why);
+  const problem = endpointHostProblem(r.host);
   if (problem !== null) throw badEndpoint(text, problem);
-  return { host, port };
+  return { host: r.host, port: r.port as number };
 }
 
-function badEndpoint(text: string, why?: string): DiscoveryError {
+function badEndpoint(text: string, why: string | null): DiscoveryError {
   return new DiscoveryError('bad_endpoint', `not a host:port endpoint: ${JSON.stringify(text)}${why ? `: ${why}` : ''}`);
-}
-
-/** The endpoint's identity: `host:port`, with IPv6 hosts bracketed. */
-export function formatAddress(host: string, port: number): string {
-  return isIPv6(host) || host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 /**
@@ -69,11 +49,12 @@ export function makeEndpoint(
   weight = 1,
   metadata: Readonly<Record<string, string>> = {},
 ): EndpointSpec {
-  const problem = endpointHostProblem(host) ?? endpointPortProblem(port);
+  const problem = endpointHostProblem(host) ?? portProblem(port);
   if (problem !== null) throw new DiscoveryError('bad_endpoint', `not a usable endpoint: host ${JSON.stringify(host)}, port ${port}: ${problem}`);
+  const canonical = canonicalHost(host);
   return Object.freeze({
-    address: formatAddress(host, port),
-    host,
+    address: formatHostPort({ host: canonical, port }),
+    host: canonical,
     port,
     weight: Number.isFinite(weight) ? Math.max(1, Math.round(weight)) : 1,
     metadata: Object.freeze({ ...metadata }),
@@ -205,16 +186,6 @@ export class SetPublisher {
       this.events.failed(this.upstream, this.kind, toError(err));
     }
   }
-}
-
-/**
- * Delay before retrying after the `errorsInRow`-th failure in a row: `base·2^(n-1)` capped
- * at `capMs`, with "equal jitter" (half fixed, half random) so that many sidecars that lost
- * the same server do not come back in lockstep, yet none retries at once.
- */
-export function retryDelay(errorsInRow: number, baseMs: number, capMs: number, random: Random): number {
-  const ceiling = Math.min(capMs, baseMs * 2 ** Math.min(Math.max(errorsInRow, 1) - 1, 30));
-  return ceiling / 2 + (ceiling / 2) * random.next();
 }
 
 /** Normalizes a thrown value into an Error. */

@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import type { EndpointSpec } from '../policy/types.js';
-import { DiscoveryError, makeEndpoint, parseHostPort } from './endpoint-set.js';
+import { DiscoveryError, makeEndpoint, parseEndpointAddress } from './endpoint-set.js';
 
 /** The object form of an endpoint entry. */
 export const EndpointObjectSchema = z.object({
@@ -25,10 +25,10 @@ export function endpointFromEntry(entry: unknown): EndpointSpec {
   }
   const value = parsed.data;
   if (typeof value === 'string') {
-    const { host, port } = parseHostPort(value);
+    const { host, port } = parseEndpointAddress(value);
     return makeEndpoint(host, port);
   }
-  const { host, port } = parseHostPort(value.address);
+  const { host, port } = parseEndpointAddress(value.address);
   const metadata: Record<string, string> = {};
   for (const [k, v] of Object.entries(value.metadata ?? {})) metadata[k] = String(v);
   return makeEndpoint(host, port, value.weight ?? 1, metadata);

@@ -17,7 +17,8 @@ import { z } from 'zod';
 import type { Clock, Timer } from '../core/clock.js';
 import type { Random } from '../core/random.js';
 import type { EndpointSpec } from '../policy/types.js';
-import { DiscoveryError, retryDelay, SetPublisher, toError } from './endpoint-set.js';
+import { backoffDelay } from '../resilience/backoff.js';
+import { DiscoveryError, SetPublisher, toError } from './endpoint-set.js';
 import { endpointFromEntry } from './entry.js';
 import type { DiscoveryEvents, DiscoverySource, EndpointSet } from './types.js';
 
@@ -194,7 +195,8 @@ export class EtcdSource implements DiscoverySource {
   }
 
   private backoffMs(): number {
-    return retryDelay(this.failuresInRow, this.tuning.backoffBaseMs, this.tuning.backoffMaxMs, this.deps.random);
+    const { backoffBaseMs: baseMs, backoffMaxMs: maxMs } = this.tuning;
+    return backoffDelay(this.failuresInRow, { baseMs, maxMs, jitter: 'equal' }, this.deps.random);
   }
 
   private sleep(ms: number, abort: AbortController): Promise<void> {

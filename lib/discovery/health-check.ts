@@ -13,7 +13,13 @@ import { Agent, request } from 'undici';
 import type { Clock, Timer } from '../core/clock.js';
 import type { Random } from '../core/random.js';
 import type { EndpointSpec, HealthCheckPolicy } from '../policy/types.js';
+import { jittered, type Jitter } from '../resilience/backoff.js';
 import { toError } from './endpoint-set.js';
+
+/** Checks of many endpoints and many sidecars spread out: each interval is ±10%. */
+const INTERVAL_JITTER: Jitter = Object.freeze({ spread: 0.1 });
+/** New endpoints' first checks spread over the first tenth of an interval. */
+const FIRST_CHECK_SPREAD = 0.1;
 
 /** Reports from the health checker, for metrics, logs and the balancer. */
 export interface HealthEvents {
@@ -101,7 +107,7 @@ export class HealthChecker {
         removed: false,
       };
       this.targets.set(endpoint.address, target);
-      this.schedule(target, this.policy.intervalMs * 0.1 * this.deps.random.next());
+      this.schedule(target, jittered(this.policy.intervalMs * FIRST_CHECK_SPREAD, 'full', this.deps.random));
     }
     for (const [address, target] of this.targets) {
       if (!listed.has(address)) {
@@ -163,7 +169,7 @@ export class HealthChecker {
 
   /** The interval ±10%. */
   private nextDelay(): number {
-    return this.policy.intervalMs * (0.9 + 0.2 * this.deps.random.next());
+    return jittered(this.policy.intervalMs, INTERVAL_JITTER, this.deps.random);
   }
 
   private async check(target: Target): Promise<void> {

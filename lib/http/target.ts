@@ -3,41 +3,16 @@
  * `Host: orders`), absolute-form (`GET http://orders/x`, as apps behind HTTP_PROXY send),
  * and authority-form (`CONNECT orders:80`). Invalid input yields null: the caller answers 400.
  */
+import { parseAuthority } from './host-port.js';
 
 /** The parsed destination of a request. */
 export interface Target {
   /** The authority as the client wrote it (`orders:8080`), for Host and X-Forwarded-Host. */
   readonly authority: string;
-  /** Lower-case host without port, for route matching. */
+  /** The host without port, canonical (lower case, IPv6 unbracketed: host-port.ts), for route matching. */
   readonly host: string;
   /** Path and query (origin-form), `*` for OPTIONS *. */
   readonly path: string;
-}
-
-// RFC 3986 reg-name / IPv4 (a practical subset), or a bracketed IPv6 literal; optional port.
-const AUTHORITY = /^(?:[A-Za-z0-9._~!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
-
-/** Splits and validates `host[:port]`; null when malformed. */
-export function parseAuthority(authority: string): { host: string; port: number | null } | null {
-  if (authority.length === 0 || authority.length > 255 || !AUTHORITY.test(authority)) return null;
-  let host: string;
-  let portText: string | null = null;
-  if (authority.charCodeAt(0) === 91 /* [ */) {
-    const end = authority.indexOf(']');
-    host = authority.slice(0, end + 1);
-    if (end + 1 < authority.length) portText = authority.slice(end + 2);
-  } else {
-    const colon = authority.indexOf(':');
-    host = colon < 0 ? authority : authority.slice(0, colon);
-    if (colon >= 0) portText = authority.slice(colon + 1);
-  }
-  if (host.length === 0) return null;
-  let port: number | null = null;
-  if (portText !== null) {
-    port = Number(portText);
-    if (portText.length === 0 || port > 65535) return null;
-  }
-  return { host: host.toLowerCase(), port };
 }
 
 /** The target of a non-CONNECT request, or null when the target or Host is malformed. */

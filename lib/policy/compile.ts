@@ -3,10 +3,10 @@
  * numbers, route retries merged over the defaults, fingerprints, and the checks a
  * schema cannot express (cross-references, limits that contradict each other).
  */
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { parseCidr } from '../http/cidr.js';
-import { endpointHostProblem } from '../discovery/host.js';
+import { endpointHostProblem, formatHostPort } from '../http/host-port.js';
 import { compileFaultPolicy, type FaultPolicy } from '../resilience/fault.js';
 import { fingerprint } from './digest.js';
 import type { PolicyWire, RetryOverrideWire, RetryWire, RouteWire, UpstreamWire } from './schema.js';
@@ -25,12 +25,11 @@ import type {
 } from './types.js';
 import {
   formatDuration,
-  formatHostPort,
-  normalizeHost,
   parseDuration as ms,
   parseHostPort,
   parseRate,
   parseRatio,
+  parseRouteHost,
   parseSize,
 } from './units.js';
 
@@ -185,7 +184,7 @@ function compileRateLimit(r: NonNullable<RouteWire['rateLimit']>): RateLimitPoli
 
 function compileMatch(m: RouteWire['match']): RouteMatch {
   return {
-    host: m.host === undefined ? null : normalizeHost(m.host),
+    host: m.host === undefined ? null : parseRouteHost(m.host),
     pathPrefix: m.pathPrefix ?? null,
     methods: m.methods ? new Set(m.methods.map((x) => x.toUpperCase())) : null,
     // Sorted: all must hold, so their order means nothing and must not move the fingerprint.
@@ -275,7 +274,8 @@ function findErrors(wire: PolicyWire, policy: Policy): Finding[] {
       u.discovery.endpoints.forEach(({ address, host }, i) => {
         const entry = written[i];
         const text = typeof entry === 'object' ? entry.address : (entry ?? address);
-        const problem = text.trim().startsWith('[') && !isIPv6(host) ? 'only an IPv6 address goes in brackets' : endpointHostProblem(host);
+        // Brackets around anything but an IPv6 address were refused with the syntax (host-port.ts).
+        const problem = endpointHostProblem(host);
         if (problem) {
           const path = typeof entry === 'object' ? at('discovery', 'static', i, 'address') : at('discovery', 'static', i);
           error(path, `expected host:port with an IP address or a DNS name as the host, got ${JSON.stringify(text)}: ${problem}`);
@@ -315,9 +315,8 @@ function findErrors(wire: PolicyWire, policy: Policy): Finding[] {
 
 /** A resolver is asked for names, so it cannot be one: an IPv4 address or a bracketed IPv6 one, and a port. */
 function resolverProblem(text: string): string | null {
-  const trimmed = text.trim();
-  const { host } = parseHostPort(trimmed);
-  const ok = trimmed.startsWith('[') ? isIPv6(host) : isIPv4(host);
+  // Only an IPv6 address parses in brackets, and none parses without them.
+  const ok = isIP(parseHostPort(text).host) !== 0;
   return ok ? null : `expected an IP address and port like 10.0.0.2:53 or [fd00::2]:53, got ${JSON.stringify(text)} (a resolver is asked for names, so it cannot be one)`;
 }
 

@@ -11,6 +11,7 @@ import {
   parseDuration,
   parseHostPort,
   parseRate,
+  parseRouteHost,
   parseRatio,
   parseSize,
   showValue,
@@ -249,7 +250,8 @@ const rateLimitKey = () => {
 const route = fields({
   name: name().describe('metrics label; default route-<index>').optional(),
   match: fields({
-    host: z.string(expecting('a host name')).min(1, expecting('a host name')).describe('the Host header (port ignored)').optional(),
+    host: unit(z.string(expecting('a host name')).min(1, expecting('a host name')), parseRouteHost, EXPECTED.routeHost)
+      .describe('the Host header (port ignored; IPv6 bare or in brackets)').optional(),
     pathPrefix: urlPath().optional(),
     methods: z.array(pattern(TOKEN, 'an HTTP method like GET'), expecting('a list of methods')).min(1, expecting('at least one method')).optional(),
     headers: z.record(pattern(TOKEN, 'an HTTP header name'), z.string(expecting('a string (quote values like "true")')), expecting('a mapping of header name to exact value')).optional(),

@@ -5,13 +5,11 @@
  */
 
 import type { Cidr } from '../http/cidr.js';
+import type { HostPort } from '../http/host-port.js';
 import type { FaultPolicy } from '../resilience/fault.js';
 
-/** `host:port` split once. */
-export interface HostPort {
-  readonly host: string;
-  readonly port: number;
-}
+/** `host:port` split once, host canonical (lib/http/host-port.ts). */
+export type { HostPort };
 
 /** The admin listener: where it listens, and who may read /admin/* (/metrics and probes answer anyone). */
 export interface AdminListenerPolicy extends HostPort {

@@ -3,7 +3,8 @@
  * addresses. Each throws a `UnitError` whose message says what was expected and what
  * was found, so the schema can pass it through to the user unchanged.
  */
-import type { HostPort } from './types.js';
+import { isIPv6 } from 'node:net';
+import { canonicalHost, parseAuthority, readHostPort, type HostPort } from '../http/host-port.js';
 
 /** What each unit looks like, as error messages and the JSON Schema describe it. */
 export const EXPECTED = Object.freeze({
@@ -12,6 +13,7 @@ export const EXPECTED = Object.freeze({
   ratio: 'a ratio like 20% or 0.2',
   size: 'a size in bytes like 65536, 64KiB or 1MiB',
   hostPort: 'host:port like 127.0.0.1:8080 or [::1]:8080',
+  routeHost: 'a host name like orders or [::1] (a port is ignored)',
 });
 
 /** A unit that does not parse; the message is fit to show the user as is. */
@@ -88,29 +90,21 @@ export function parseSize(value: string | number): number {
   return bytes;
 }
 
-/** `host:port` or `[v6]:port` → HostPort; port 0 (any free port) only with `allowPortZero`. */
+/** `host:port` or `[v6]:port` → HostPort (host-port.ts: canonical host); port 0 (any free port) only with `allowPortZero`. */
 export function parseHostPort(text: string, allowPortZero = false): HostPort {
-  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:[\]/]+)):(\d{1,5})$/.exec(text.trim());
-  if (!m) fail(EXPECTED.hostPort, text);
-  const port = Number(m[3]);
-  const min = allowPortZero ? 0 : 1;
-  if (port < min || port > 65_535) fail(EXPECTED.hostPort, text, `the port must be within ${min} and 65535`);
-  return { host: (m[1] ?? m[2]!).toLowerCase(), port };
-}
-
-/** HostPort → the `host:port` identity string, bracketing IPv6 hosts. */
-export function formatHostPort({ host, port }: HostPort): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  const r = readHostPort(text, { port: 'required', minPort: allowPortZero ? 0 : 1 });
+  if (!r.ok) fail(EXPECTED.hostPort, text, r.why ?? '');
+  return { host: r.host, port: r.port as number };
 }
 
 /**
- * A Host header or route host → the form routes compare: lower case, no port, no IPv6
- * brackets. The router must normalise request hosts with this same function.
+ * A route's `match.host` → the canonical host a request's Host is compared with (host-port.ts):
+ * any port is dropped, and an IPv6 address may be written bare (`::1`) or bracketed (`[::1]`).
  */
-export function normalizeHost(host: string): string {
-  const h = host.trim().toLowerCase();
-  const v6 = /^\[([^\]]+)\](?::\d*)?$/.exec(h);
-  if (v6) return v6[1]!;
-  // A bare IPv6 address has several colons and no port to strip.
-  return h.indexOf(':') === h.lastIndexOf(':') ? h.replace(/:\d*$/, '') : h;
+export function parseRouteHost(text: string): string {
+  const bare = text.trim();
+  if (isIPv6(bare) && !bare.includes('%')) return canonicalHost(bare);
+  const authority = parseAuthority(text);
+  if (authority === null) fail(EXPECTED.routeHost, text);
+  return authority.host;
 }

@@ -1,15 +1,50 @@
-/** Pure backoff arithmetic for retries: full-jitter exponential delays and Retry-After parsing. */
+/**
+ * Pure backoff arithmetic, the one place a wait grows with failures in a row and is spread
+ * with jitter: retries, discovery re-connects and re-resolves, circuit-breaker open periods
+ * (and the jitter of health-check intervals). Also Retry-After parsing.
+ */
 
 import type { Random } from '../core/random.js';
 
 /**
- * The wait before retry `retry` (1 = the first retry): `U(0, min(maxMs, baseMs·2^(retry-1)))`.
- * Full jitter (AWS's study) spreads a burst of clients retrying after the same failure.
+ * How a wait is spread below (or around) its ceiling `c = min(maxMs, baseMs·2^(attempt-1))`:
+ * - `full`: U(0, c). Spreads a burst of clients best (AWS's study); a wait of 0 is fine for
+ *   a retry, which the retry budget and the deadline already bound. Retries use it.
+ * - `equal`: c/2 + U(0, c/2). Spread, yet never at once: many sidecars that lost the same
+ *   server do not come back in lockstep, and none hammers it. Discovery reconnects use it.
+ * - `{ spread: s }`: c·U(1-s, 1+s). A period that must stay near its value, desynchronised
+ *   across instances: breaker open periods (±20%), health-check intervals (±10%).
  */
-export function backoffDelay(retry: number, backoff: { readonly baseMs: number; readonly maxMs: number }, random: Random): number {
-  // 2 ** large is Infinity, which `min` caps; retry < 1 is treated as the first retry.
-  const ceiling = Math.min(backoff.maxMs, backoff.baseMs * 2 ** (Math.max(1, retry) - 1));
-  return ceiling > 0 ? random.next() * ceiling : 0;
+export type Jitter = 'full' | 'equal' | { readonly spread: number };
+
+/** What a backoff needs: the first wait, the cap, and the jitter (default `full`). */
+export interface BackoffSettings {
+  readonly baseMs: number;
+  readonly maxMs: number;
+  readonly jitter?: Jitter;
+}
+
+// 2^1023 is the last finite power of two: past it `base·2^n` would be Infinity (NaN for a zero base).
+const MAX_ATTEMPT = 1024;
+
+/**
+ * The wait before attempt `attempt` (1 = the first after a failure): `baseMs·2^(attempt-1)`
+ * capped at `maxMs`, spread by `jitter`, and never above `maxMs` (so the cap is a promise: at
+ * the cap, a spread only shortens). Attempt < 1 counts as 1; a ceiling of 0 waits 0.
+ */
+export function backoffDelay(attempt: number, settings: BackoffSettings, random: Random): number {
+  const doublings = Math.min(Math.max(1, attempt), MAX_ATTEMPT) - 1;
+  const ceiling = Math.min(settings.maxMs, settings.baseMs * 2 ** doublings);
+  if (!(ceiling > 0)) return 0;
+  return Math.min(settings.maxMs, jittered(ceiling, settings.jitter ?? 'full', random));
+}
+
+/** `ms` spread by `jitter` (see `Jitter`), for waits that do not grow: one draw from `random`. */
+export function jittered(ms: number, jitter: Jitter, random: Random): number {
+  const r = random.next();
+  if (jitter === 'full') return ms * r;
+  if (jitter === 'equal') return ms / 2 + (ms / 2) * r;
+  return ms * (1 - jitter.spread + 2 * jitter.spread * r);
 }
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];

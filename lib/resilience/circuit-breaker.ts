@@ -8,6 +8,7 @@
 import type { Clock } from '../core/clock.js';
 import type { Random } from '../core/random.js';
 import type { CircuitBreakerPolicy } from '../policy/types.js';
+import { backoffDelay, type Jitter } from './backoff.js';
 import type { Outcome } from './outcome.js';
 import { SlidingWindow } from './sliding-window.js';
 
@@ -54,7 +55,7 @@ export interface BreakerSnapshot {
 }
 
 /** The open period varies by ±20% so breakers that tripped together do not probe together. */
-const OPEN_JITTER = 0.2;
+const OPEN_JITTER: Jitter = Object.freeze({ spread: 0.2 });
 const REQUESTS = 0;
 const FAILURES = 1;
 
@@ -227,9 +228,7 @@ export class CircuitBreaker {
    * maxOpenFor so the cap is a promise operators can rely on (at the cap, jitter only shortens).
    */
   private openPeriod(): number {
-    const { openForMs, maxOpenForMs } = this.policy;
-    const base = Math.min(maxOpenForMs, openForMs * 2 ** (this.opensInRow - 1));
-    const jittered = base * (1 - OPEN_JITTER + 2 * OPEN_JITTER * this.random.next());
-    return Math.min(maxOpenForMs, jittered);
+    const { openForMs: baseMs, maxOpenForMs: maxMs } = this.policy;
+    return backoffDelay(this.opensInRow, { baseMs, maxMs, jitter: OPEN_JITTER }, this.random);
   }
 }

@@ -7,7 +7,10 @@ import { headerValue } from '../http/headers.js';
 import type { RouteMatch } from '../policy/types.js';
 import type { RouteRuntime } from './route-runtime.js';
 
-/** True when a request with these properties satisfies `match`. */
+/**
+ * True when a request with these properties satisfies `match`. `host` and `match.host` are both
+ * canonical (lib/http/host-port.ts: lower case, IPv6 unbracketed), so plain equality is right.
+ */
 export function matches(match: RouteMatch, host: string, path: string, method: string, headers: IncomingHttpHeaders): boolean {
   if (match.host !== null && match.host !== host) return false;
   if (match.pathPrefix !== null && !path.startsWith(match.pathPrefix)) return false;

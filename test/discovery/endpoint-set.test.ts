@@ -3,25 +3,26 @@ import { ManualClock } from '../../lib/core/clock.js';
 import { activePriority, activeTier } from '../../lib/discovery/dns-srv.js';
 import {
   makeEndpoint,
-  retryDelay,
   normalizeEndpoints,
-  parseHostPort,
+  parseEndpointAddress,
   SetPublisher,
 } from '../../lib/discovery/endpoint-set.js';
 import { parseEtcdValue, prefixRangeEnd } from '../../lib/discovery/etcd.js';
 import { parseEndpointFile } from '../../lib/discovery/file.js';
 import { createDiscoverySource } from '../../lib/discovery/create-source.js';
-import { ScriptedRandom, systemRandom } from '../../lib/core/random.js';
+import { systemRandom } from '../../lib/core/random.js';
 import { refreshDelay } from '../../lib/discovery/dns.js';
 import type { EndpointSet } from '../../lib/discovery/types.js';
 import { recordingEvents } from './helpers.js';
 
-t.test('parseHostPort accepts host:port and [v6]:port, and nothing ambiguous', async (t) => {
-  t.same(parseHostPort('127.0.0.1:80'), { host: '127.0.0.1', port: 80 });
-  t.same(parseHostPort(' users.internal:8080 '), { host: 'users.internal', port: 8080 });
-  t.same(parseHostPort('[::1]:9000'), { host: '::1', port: 9000 });
+t.test('parseEndpointAddress accepts host:port and [v6]:port, and nothing ambiguous', async (t) => {
+  t.same(parseEndpointAddress('127.0.0.1:80'), { host: '127.0.0.1', port: 80 });
+  t.same(parseEndpointAddress(' users.internal:8080 '), { host: 'users.internal', port: 8080 });
+  t.same(parseEndpointAddress('[::1]:9000'), { host: '::1', port: 9000 });
+  t.same(parseEndpointAddress('Users.Internal:80'), { host: 'users.internal', port: 80 }, 'names in lower case, as the policy has them');
+  t.same(parseEndpointAddress('[0:0::01]:80'), { host: '::1', port: 80 }, 'IPv6 in its canonical form');
   for (const bad of ['127.0.0.1', ':80', 'a:0', 'a:65536', '::1:80', 'a b:1', 'a:8x', '[::1]9000']) {
-    t.throws(() => parseHostPort(bad), { code: 'bad_endpoint' }, `${bad} is rejected`);
+    t.throws(() => parseEndpointAddress(bad), { code: 'bad_endpoint' }, `${bad} is rejected`);
   }
 });
 
@@ -30,7 +31,7 @@ t.test('a host no pool could use is refused where endpoints are parsed and made'
   // or, worse, connects somewhere else (a@b connects to b).
   const bad = ['a@b:80', 'a/b:80', 'a?b:80', 'a#b:80', 'a%b:80', 'a\\b:80', '1.2.3.999:80', '0x7f.1:80', '-x:80', 'a..b:80', 'é.com:80', '[fe80::1%eth0]:80', '[zz]:80'];
   for (const text of bad) {
-    t.throws(() => parseHostPort(text), { code: 'bad_endpoint' }, `parseHostPort: ${text}`);
+    t.throws(() => parseEndpointAddress(text), { code: 'bad_endpoint' }, `parseEndpointAddress: ${text}`);
     t.throws(() => parseEtcdValue(text), { code: 'bad_endpoint' }, `etcd value: ${text}`);
     t.throws(() => parseEtcdValue(JSON.stringify({ address: text, weight: 2 })), { code: 'bad_endpoint' }, `etcd JSON value: ${text}`);
     t.throws(() => parseEndpointFile(`- 127.0.0.1:80\n- ${JSON.stringify(text)}\n`), { code: 'bad_file' }, `endpoint file: ${text}`);
@@ -39,7 +40,7 @@ t.test('a host no pool could use is refused where endpoints are parsed and made'
     t.throws(() => makeEndpoint(host, port), { code: 'bad_endpoint' }, `makeEndpoint(${JSON.stringify(host)}, ${port})`);
   }
   for (const text of ['10.0.0.1:80', '[::1]:80', 'orders:80', 'orders.svc.cluster.local.:80', '_x.y-z:1']) {
-    t.doesNotThrow(() => parseHostPort(text), `${text} is fine`);
+    t.doesNotThrow(() => parseEndpointAddress(text), `${text} is fine`);
   }
 });
 
@@ -205,12 +206,3 @@ t.test('DNS refresh: every refresh, but not more often than the TTL allows (TTL 
   t.equal(refreshDelay(600_000, 86_400, 300_000), 600_000, 'the cap never shortens refresh');
 });
 
-t.test('retry delay: exponential from base, capped, equal jitter', async (t) => {
-  const lo = new ScriptedRandom([0]);
-  const hi = new ScriptedRandom([0.999999]);
-  t.equal(retryDelay(1, 100, 10_000, lo), 50, 'first retry: half of base at least');
-  t.ok(Math.abs(retryDelay(1, 100, 10_000, hi) - 100) < 0.01, '...and at most base');
-  t.equal(retryDelay(4, 100, 10_000, lo), 400, 'doubles per failure in a row');
-  t.equal(retryDelay(50, 100, 10_000, lo), 5000, 'capped (half fixed)');
-  t.ok(retryDelay(50, 100, 10_000, hi) <= 10_000);
-});

@@ -1,12 +1,17 @@
 /** Request targets: what each form yields, and that malformed input yields null (→ 400), never a throw. */
 import t from 'tap';
-import { parseAuthority, parseTarget } from '../../lib/http/target.js';
+import { parseAuthority } from '../../lib/http/host-port.js';
+import { parseTarget } from '../../lib/http/target.js';
 
 t.test('origin-form, absolute-form and asterisk-form', async (t) => {
   const cases: [string, string | undefined, { authority: string; host: string; path: string } | null][] = [
     ['/x?y=1', 'orders', { authority: 'orders', host: 'orders', path: '/x?y=1' }],
     ['/x', 'Orders:8080', { authority: 'Orders:8080', host: 'orders', path: '/x' }],
-    ['/x', '[::1]:80', { authority: '[::1]:80', host: '[::1]', path: '/x' }],
+    // The host is canonical (host-port.ts), the form route hosts take: IPv6 without brackets.
+    ['/x', '[::1]:80', { authority: '[::1]:80', host: '::1', path: '/x' }],
+    ['/x', '[::1]', { authority: '[::1]', host: '::1', path: '/x' }],
+    ['/x', '[0:0::01]:80', { authority: '[0:0::01]:80', host: '::1', path: '/x' }],
+    ['http://[::1]:81/x', undefined, { authority: '[::1]:81', host: '::1', path: '/x' }],
     ['http://orders/x?q', undefined, { authority: 'orders', host: 'orders', path: '/x?q' }],
     ['HTTP://orders:81', 'ignored', { authority: 'orders:81', host: 'orders', path: '/' }],
     ['http://orders?q=1', undefined, { authority: 'orders', host: 'orders', path: '/?q=1' }],
@@ -39,4 +44,7 @@ t.test('CONNECT authorities', async (t) => {
   t.same(parseAuthority('ORDERS'), { host: 'orders', port: null }, 'a port is needed for CONNECT, which the listener checks');
   t.equal(parseAuthority('orders:80:80'), null);
   t.equal(parseAuthority('[::1'), null);
+  t.same(parseAuthority('[::1]:443'), { host: '::1', port: 443 }, 'IPv6 unbracketed, as route hosts are');
+  t.equal(parseAuthority('[1.2.3.4]:80'), null, 'only IPv6 goes in brackets');
+  t.equal(parseAuthority('::1:80'), null, 'IPv6 needs its brackets');
 });

@@ -161,7 +161,8 @@ ${upstream.slice('version: 1\n'.length)}${route}`,
     text: `version: 1
 resolvers: ["[10.0.0.2]:53"]
 ${upstream.slice('version: 1\n'.length)}${route}`,
-    first: 'p.yaml:2:13 resolvers[0]: expected an IP address and port like 10.0.0.2:53 or [fd00::2]:53, got "[10.0.0.2]:53" (a resolver is asked for names, so it cannot be one)',
+    // Refused with the host:port syntax now (host-port.ts), as an endpoint or a listener would be.
+    first: 'p.yaml:2:13 resolvers[0]: expected host:port like 127.0.0.1:8080 or [::1]:8080, got "[10.0.0.2]:53" (only an IPv6 address goes in brackets)',
   },
   {
     name: 'backoff base above max',

@@ -1,12 +1,11 @@
 import t from 'tap';
 import {
   formatDuration,
-  formatHostPort,
-  normalizeHost,
   parseDuration,
   parseHostPort,
   parseRate,
   parseRatio,
+  parseRouteHost,
   parseSize,
   UnitError,
 } from '../../lib/policy/units.js';
@@ -69,13 +68,17 @@ t.test('host:port, including bracketed IPv6', async (t) => {
   for (const bad of ['localhost', '::1:80', 'http://x:1', 'a b:1', ':80']) {
     t.throws(() => parseHostPort(bad), { message: `expected host:port like 127.0.0.1:8080 or [::1]:8080, got ${JSON.stringify(bad)}` }, bad);
   }
-  t.equal(formatHostPort({ host: '::1', port: 80 }), '[::1]:80');
-  t.equal(formatHostPort({ host: 'a', port: 1 }), 'a:1');
+  t.same(parseHostPort('[0:0::01]:80'), { host: '::1', port: 80 }, 'IPv6 in its canonical form');
+  t.throws(() => parseHostPort('[10.0.0.2]:53'), { message: 'expected host:port like 127.0.0.1:8080 or [::1]:8080, got "[10.0.0.2]:53" (only an IPv6 address goes in brackets)' });
 });
 
-t.test('hosts normalise the way routes compare them', async (t) => {
+t.test('route hosts take the canonical form request hosts are compared in', async (t) => {
   const cases: [string, string][] = [
     ['Orders', 'orders'], ['orders:8080', 'orders'], ['[::1]:80', '::1'], ['[::1]', '::1'], ['::1', '::1'], ['10.0.0.1:1', '10.0.0.1'],
+    ['[0:0::01]', '::1'], ['FD00::A', 'fd00::a'], [' orders ', 'orders'],
   ];
-  for (const [host, want] of cases) t.equal(normalizeHost(host), want, host);
+  for (const [host, want] of cases) t.equal(parseRouteHost(host), want, host);
+  for (const bad of ['a b', 'a/b', 'user@orders', '[orders]', '[::1', '::1:80:x', 'fe80::1%eth0', 'orders:99999']) {
+    t.throws(() => parseRouteHost(bad), { message: `expected a host name like orders or [::1] (a port is ignored), got ${JSON.stringify(bad)}` }, bad);
+  }
 });

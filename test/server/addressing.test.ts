@@ -6,21 +6,27 @@ import http from 'node:http';
 import t from 'tap';
 import { Agent, ProxyAgent, request } from 'undici';
 import { startProxy } from '../support/proxy.js';
+import { rawExchange, requestBytes } from '../support/raw-http.js';
 import { startUpstream } from '../support/upstream.js';
 
 t.test('addressing an upstream', async (t) => {
   const orders = await startUpstream();
   const users = await startUpstream();
   const admin = await startUpstream();
+  const loopback6 = await startUpstream();
   const proxy = await startProxy(`
 upstreams:
   orders: { discovery: { static: [${orders.address}] } }
   users: { discovery: { static: [${users.address}] } }
   admin: { discovery: { static: [${admin.address}] } }
+  loopback6: { discovery: { static: [${loopback6.address}] } }
 routes:
   - name: orders
     match: { host: orders }
     upstream: orders
+  - name: loopback6
+    match: { host: "[::1]" }
+    upstream: loopback6
   - name: users
     match: { pathPrefix: /users/ }
     rewrite: { pathPrefix: / }
@@ -33,7 +39,7 @@ routes:
   t.teardown(async () => {
     await agent.close();
     await proxy.close();
-    await Promise.all([orders.close(), users.close(), admin.close()]);
+    await Promise.all([orders.close(), users.close(), admin.close(), loopback6.close()]);
   });
 
   await t.test('by Host header', async (t) => {
@@ -49,6 +55,29 @@ routes:
     const res = await request(`${proxy.url}/x`, { headers: { host: 'ORDERS:8080' }, dispatcher: agent });
     const body = (await res.body.json()) as { port: number };
     t.equal(body.port, orders.port);
+  });
+
+  await t.test('an IPv6 route host matches the bracketed Host, with or without a port, however the address is spelt', async (t) => {
+    const hosts = ['[::1]:8080', '[::1]', '[0:0::01]:80', '[0:0:0:0:0:0:0:1]'];
+    for (const host of hosts) {
+      const res = await request(`${proxy.url}/v6`, { headers: { host }, dispatcher: agent });
+      t.equal(res.statusCode, 200, `Host: ${host} is routed`);
+      const body = (await res.body.json()) as { port: number; headers: Record<string, string> };
+      t.equal(body.port, loopback6.port, `Host: ${host} reaches the route for [::1]`);
+      t.equal(body.headers.host, host, 'Host is the authority the client addressed');
+    }
+    const other = await request(`${proxy.url}/v6`, { headers: { host: '[::2]:8080' }, dispatcher: agent });
+    t.equal(other.statusCode, 404, 'another IPv6 address does not match');
+    await other.body.dump();
+  });
+
+  await t.test('an IPv6 route host: absolute-form and CONNECT targets', async (t) => {
+    const port = Number(new URL(proxy.url).port);
+    const abs = await rawExchange(port, requestBytes('GET', 'http://[::1]:9/abs', { host: '[::1]:9' }));
+    t.equal(abs.status, 200, 'http://[::1]:9/abs is routed');
+    t.match(JSON.parse(abs.text), { port: loopback6.port, url: '/abs' }, '...to the [::1] route, in origin-form');
+    const tunnel = await rawExchange(port, requestBytes('CONNECT', '[::1]:80', { host: '[::1]:80' }));
+    t.equal(tunnel.status, 200, 'CONNECT [::1]:80 opens a tunnel: a route names [::1]');
   });
 
   await t.test('by path prefix, with rewrite', async (t) => {

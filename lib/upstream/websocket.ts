@@ -42,7 +42,7 @@ export class WebSocketForwarder {
   readonly forward = (ex: Exchange, ep: EndpointRuntime): Promise<AttemptResult> => {
     const upgrade = ex.upgrade;
     if (upgrade === null) throw new Error('WebSocketForwarder.forward without an upgrade');
-    const attempt = new WebSocketAttempt(ex, ep.spec.address, this.clock, this.tunnels);
+    const attempt = new WebSocketAttempt(ex, ep.spec.address, this.clock, this.tunnels, ex.route.upstream.policy.connectTimeoutMs);
     this.attempts.set(ex.req, attempt);
     ex.abortAttempt = attempt.abort;
     const promise = new Promise<AttemptResult>((resolve) => (attempt.resolve = resolve));
@@ -97,6 +97,8 @@ class WebSocketAttempt {
     private readonly upstream: string,
     private readonly clock: Clock,
     private readonly tunnels: Tunnels,
+    /** The upstream's `connectTimeout`, which undici applies to plain requests. */
+    private readonly connectTimeoutMs: number,
   ) {}
 
   readonly abort = (reason: Error): void => {
@@ -136,6 +138,7 @@ class WebSocketAttempt {
       proxyReq.destroy(this.abortReason);
       return;
     }
+    proxyReq.once('socket', (socket: Socket) => this.boundConnect(socket));
     proxyReq.on('response', this.refused);
     proxyReq.on('upgrade', (res, socket: Socket) => this.upgraded(res, socket));
     // http-proxy adds its own 'response' listener right after this event; it would relay a
@@ -146,6 +149,16 @@ class WebSocketAttempt {
         if (listener !== this.refused) proxyReq.off('response', listener as (res: IncomingMessage) => void);
       }
     });
+  }
+
+  /** A handshake's TCP connect gets the upstream's `connectTimeout`, like every other request's. */
+  private boundConnect(socket: Socket): void {
+    if (!socket.connecting) return;
+    const timer = this.clock.setTimer(() => {
+      if (socket.connecting) this.proxyReq?.destroy(Object.assign(new Error(`connect timeout after ${this.connectTimeoutMs}ms`), { code: 'UND_ERR_CONNECT_TIMEOUT' }));
+    }, this.connectTimeoutMs);
+    socket.once('connect', () => timer.cancel());
+    socket.once('close', () => timer.cancel());
   }
 
   /** The endpoint answered without switching protocols: relay it as a plain response, or retry. */

@@ -1,5 +1,6 @@
 /**
- * Retry with exponential backoff and full jitter. It sits outside the breaker, bulkhead and
+ * Retry: the loop around the tries, with exponential backoff and full jitter; whether to retry
+ * is the policy's (resilience/retry-policy.ts). It sits outside the breaker, bulkhead and
  * balancer so that each try is admitted, counted and balanced afresh (and may reach another
  * endpoint), and inside the deadline so that backoff sleeps count against it.
  */
@@ -7,11 +8,9 @@ import type { Clock } from '../../core/clock.js';
 import type { ProxyEvents } from '../../core/events.js';
 import type { Random } from '../../core/random.js';
 import { sleep } from '../../core/sleep.js';
-import type { RetryCondition, RetryPolicy } from '../../policy/types.js';
+import type { RetryPolicy } from '../../policy/types.js';
 import type { RetryBudget } from '../../resilience/retry-budget.js';
-import { backoffDelay } from '../../resilience/backoff.js';
-import type { FailureKind } from '../../resilience/outcome.js';
-import { mayReplay } from '../../resilience/replay.js';
+import { RetryRules, type TryOutcome } from '../../resilience/retry-policy.js';
 import type { UpstreamRuntime } from '../../upstream/upstream-runtime.js';
 import type { AttemptResult, Exchange } from '../exchange.js';
 import type { Next, Stage } from '../stage.js';
@@ -21,6 +20,7 @@ export class RetryStage implements Stage {
   readonly name = 'retry';
   /** The upstream's budget for this route's settings (resolved once, not per request). */
   private readonly budget: RetryBudget;
+  private readonly rules: RetryRules;
 
   constructor(
     private readonly routeName: string,
@@ -31,6 +31,7 @@ export class RetryStage implements Stage {
     private readonly events: ProxyEvents,
   ) {
     this.budget = upstream.budgetFor(policy);
+    this.rules = new RetryRules(policy, this.budget, random);
   }
 
   async handle(ex: Exchange, next: Next): Promise<AttemptResult> {
@@ -42,7 +43,7 @@ export class RetryStage implements Stage {
       if (result.committed || ex.cancel.cancelled) return result;
       // A withheld response was granted its retry by the gate; a transport failure asks now.
       // The proxy's own failures (`local`) are never retried: another try would fail alike.
-      const granted = result.failure === null || (result.failure !== 'local' && this.grant(ex, result.failure, null));
+      const granted = result.failure === null || (result.failure !== 'local' && this.grant(ex, { kind: result.failure }));
       if (!granted) return result;
       const address = ex.endpoint?.spec.address;
       if (address !== undefined) (ex.tried ??= new Set()).add(address);
@@ -57,46 +58,27 @@ export class RetryStage implements Stage {
 
   /** Called by forward when response headers arrive: true = discard this response and retry. */
   private readonly gate = (ex: Exchange, status: number, retryAfterMs: number | null): boolean =>
-    this.policy.on.statuses.has(status) && this.grant(ex, String(status), retryAfterMs);
+    this.rules.retriesStatus(status) && this.grant(ex, { kind: 'status', status, retryAfterMs });
 
-  /**
-   * Whether another try may start: tries left, a replayable request, time left after the
-   * backoff, and budget. Withdraws from the budget when it says yes.
-   */
-  private grant(ex: Exchange, reason: FailureKind | string, retryAfterMs: number | null): boolean {
-    const policy = this.policy;
-    const isStatus = reason !== 'connect-failure' && reason !== 'reset' && reason !== 'timeout';
-    if (!isStatus && !policy.on.conditions.has(reason as RetryCondition)) return false;
-    if (ex.attempts >= policy.attempts) {
-      this.events.retryRefused(this.routeName, this.upstream.name, 'attempts');
-      return false;
-    }
-    const failure = isStatus ? 'status' : (reason as FailureKind);
-    const method = ex.req.method ?? 'GET';
-    if (!mayReplay(method, ex.req.headers['idempotency-key'] !== undefined, failure) || (ex.body !== null && !ex.body.replayable)) {
-      this.events.retryRefused(this.routeName, this.upstream.name, 'not_replayable');
-      return false;
-    }
-    // A breaker this failure has just opened would refuse the retry: keep the real answer.
+  /** Asks the policy; on yes, notes the backoff and the reason on the exchange. */
+  private grant(ex: Exchange, outcome: TryOutcome): boolean {
     const breaker = this.upstream.breaker;
-    if (breaker !== null && !this.upstream.policy.circuitBreaker?.shadow && breaker.state() === 'open') {
-      this.events.retryRefused(this.routeName, this.upstream.name, 'circuit_open');
+    const decision = this.rules.decide(outcome, {
+      attempts: ex.attempts,
+      method: ex.req.method ?? 'GET',
+      hasIdempotencyKey: ex.req.headers['idempotency-key'] !== undefined,
+      replayable: ex.body === null || ex.body.replayable,
+      breakerOpen: breaker !== null && !this.upstream.policy.circuitBreaker?.shadow && breaker.state() === 'open',
+      now: this.clock.now(),
+      deadline: ex.deadline,
+    });
+    if (!decision.retry) {
+      if (decision.refusal !== null) this.events.retryRefused(this.routeName, this.upstream.name, decision.refusal);
       return false;
     }
-    const delay = Math.max(backoffDelay(ex.attempts, policy.backoff, this.random), retryAfterMs ?? 0);
-    if (this.clock.now() + delay >= ex.deadline) {
-      this.events.retryRefused(this.routeName, this.upstream.name, 'deadline');
-      return false;
-    }
-    // A connect failure adds no load to any server (the request never left), so retrying it
-    // elsewhere is free: a dead endpoint must not drain the budget the live ones may need.
-    if (reason !== 'connect-failure' && !this.budget.tryWithdraw()) {
-      this.events.retryRefused(this.routeName, this.upstream.name, 'budget');
-      return false;
-    }
-    ex.backoffMs = delay;
-    ex.note = reason;
-    this.events.retried(this.routeName, this.upstream.name, reason);
+    ex.backoffMs = decision.delayMs;
+    ex.note = decision.reason;
+    this.events.retried(this.routeName, this.upstream.name, decision.reason);
     return true;
   }
 }

@@ -86,6 +86,8 @@ export class Exchange {
   bytesOut = 0;
   /** Per-exchange notes for the access log (e.g. a retry reason). */
   note: string | null = null;
+  /** How long the client may leave response bytes unread before it is cut (the listener's limit). */
+  writeIdleMs = 60_000;
   /** What fault injection did to this request (`delay`, `abort`, `delay+abort`), for the access log. */
   fault: string | null = null;
   /** Set when this request is an admitted Upgrade: forward tunnels instead of dispatching. */

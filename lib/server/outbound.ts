@@ -58,11 +58,12 @@ const ALLOW = 'GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE';
 /** Per-connection state, kept on the socket itself (no map to grow). */
 const CONNECTION = Symbol('pilotfish.connection');
 interface ClientConnection {
-  /** Requests received on this connection whose responses have not closed yet. */
-  pending: number;
+  /** Requests pipelined behind the one being answered. */
+  queued: number;
   /** Inside a CONNECT tunnel: how long it may sit idle between requests (else Node's keep-alive). */
   tunnelIdleMs: number | null;
 }
+/** Node keeps the response being written on `_httpMessage` (null between requests). */
 type TrackedSocket = Socket & { [CONNECTION]?: ClientConnection; _httpMessage?: ServerResponse | null };
 
 /** Creates the outbound HTTP server (not yet listening). */
@@ -77,13 +78,11 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
     keepAliveTimeout: 65_000,
     maxHeaderSize: limits.maxHeaderBytes,
   });
-  // Socket inactivity: a response nobody reads is cut after this (see onSocketTimeout).
-  server.timeout = limits.writeIdleTimeoutMs;
   server.maxConnections = limits.maxConnections;
 
   server.on('connection', (socket: TrackedSocket) => {
     adopt(socket);
-    socket[CONNECTION] = { pending: 0, tunnelIdleMs: null };
+    socket[CONNECTION] = { queued: 0, tunnelIdleMs: null };
   });
   server.on('drop', () => metrics.connectionClosed('max_connections'));
   server.on('timeout', onSocketTimeout);
@@ -100,26 +99,24 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
     const started = clock.now();
     const socket = req.socket as TrackedSocket;
     const conn = socket[CONNECTION];
-    if (conn !== undefined) {
-      if (++conn.pending > limits.maxPipelined) {
-        metrics.connectionClosed('pipelining');
-        socket.destroy();
-        return;
-      }
-      res.once('close', () => {
-        // Idle again inside a CONNECT tunnel: the tunnel's idle timeout, not Node's keep-alive.
-        if (--conn.pending === 0 && conn.tunnelIdleMs !== null) socket.setTimeout(conn.tunnelIdleMs);
-      });
-    }
+    // Idle again inside a CONNECT tunnel: the tunnel's idle timeout, not Node's keep-alive
+    // (registered after Node's own 'finish' listener, which arms the keep-alive timeout).
+    if (conn?.tunnelIdleMs != null) res.once('finish', () => socket.setTimeout(conn.tunnelIdleMs ?? 0));
     if (res.socket !== null) {
       serve(req, res, expectContinue, started);
       return;
     }
     // Pipelined behind an earlier response on this connection: it is not sent upstream before
     // the client can read its answer, and holds nothing (no permit) while it waits.
+    if (conn !== undefined && ++conn.queued >= limits.maxPipelined) {
+      metrics.connectionClosed('pipelining');
+      socket.destroy();
+      return;
+    }
     let began = false;
     res.once('socket', () => {
       began = true;
+      if (conn !== undefined) conn.queued--;
       process.nextTick(serve, req, res, expectContinue, started);
     });
     req.once('close', () => {
@@ -141,6 +138,7 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
     const route = deps.runtime().table.match(target.host, target.path, method, req.headers);
     if (route === null) return refuse(req, res, started, new ProxyError('no_route', `no route for ${method} ${target.authority}${target.path}`), target.authority);
     const ex = newExchange(req, res, target, route, started);
+    ex.writeIdleMs = limits.writeIdleTimeoutMs;
     if (expectContinue) ex.body?.expectContinue(res);
     run(ex);
   }
@@ -184,7 +182,7 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
     const req = ex.req;
     const socket = req.socket;
     socket.setTimeout(limits.bodyIdleTimeoutMs);
-    req.once('end', () => socket.setTimeout(limits.writeIdleTimeoutMs));
+    req.once('end', () => socket.setTimeout(0));
     req.on('timeout', () => {
       // Bytes waiting to be read mean the proxy (or the upstream) is the slow one: not idle.
       if (!ex.body?.stalledOnClient) return;
@@ -195,14 +193,15 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
   }
 
   /**
-   * Socket inactivity. Node's default (destroy) is right for an idle keep-alive connection;
-   * with a request under way only a response stuck in the socket (a client that stopped
+   * Socket inactivity, armed only where it means something (Node's keep-alive between
+   * requests, a body arriving, a response under backpressure, an idle CONNECT tunnel), so a
+   * socket in full flow pays no timer refresh. Node's default (destroy) is right for an idle
+   * connection; with a response under way only one stuck in the socket (a client that stopped
    * reading) is cut — a request waiting on its upstream is bounded by its deadline instead.
    */
   function onSocketTimeout(socket: TrackedSocket): void {
-    const conn = socket[CONNECTION];
-    if (conn === undefined || conn.pending === 0) {
-      if (conn?.tunnelIdleMs != null) metrics.connectionClosed('tunnel_idle');
+    if (!socket._httpMessage) {
+      if (socket[CONNECTION]?.tunnelIdleMs != null) metrics.connectionClosed('tunnel_idle');
       socket.destroy();
       return;
     }
@@ -230,7 +229,7 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
     const conn = inner[CONNECTION];
     if (conn !== undefined) {
       conn.tunnelIdleMs = limits.tunnelIdleTimeoutMs;
-      if (conn.pending === 0) inner.setTimeout(limits.tunnelIdleTimeoutMs);
+      inner.setTimeout(limits.tunnelIdleTimeoutMs);
     }
   }
 

@@ -129,13 +129,23 @@ class Attempt implements Dispatcher.DispatchHandler {
     this.ex.bytesOut += chunk.length;
     if (!res.write(chunk)) {
       controller.pause();
-      res.once('drain', () => controller.resume());
+      // Only while the client is not reading does its socket get an inactivity timeout: the
+      // listener cuts a client that reads nothing for writeIdleMs (and counts it).
+      res.socket?.setTimeout(this.ex.writeIdleMs);
+      res.once('drain', () => {
+        res.socket?.setTimeout(0);
+        controller.resume();
+      });
     }
   }
 
   onResponseEnd(): void {
     if (this.withheld) return;
-    this.ex.res.end();
+    const res = this.ex.res;
+    res.end();
+    // The last bytes may still wait for a client that stopped reading: it gets the same bound
+    // (Node arms its keep-alive timeout instead once they are sent).
+    if (res.writableLength > 0) res.socket?.setTimeout(this.ex.writeIdleMs);
     this.settle({ status: this.status, failure: null, committed: true, retryAfterMs: null, error: null });
   }
 

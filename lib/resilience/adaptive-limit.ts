@@ -317,7 +317,13 @@ export class AdaptiveLimit {
       // Latency that rose while concurrency fell means the upstream changed in between: the pair
       // cannot tell queueing from a slower upstream, so a probe must.
       if (cur.rtt > ref.rtt) remeasure = true;
-      else if (unqueued(ref, cur)) this.relearn(cur.rtt, now);
+      else if (unqueued(ref, cur)) {
+        // Passive evidence may only lower the baseline: a higher "unqueued" latency may be the
+        // proxy's own delay (a busy event loop), which would ratchet the limit up; a probe
+        // must confirm that the upstream really got slower.
+        if (cur.rtt <= this.baseline) this.relearn(cur.rtt, now);
+        else remeasure = true;
+      }
       this.reference = cur;
     } else if (!recent || cur.concurrency >= ref.concurrency) {
       // The highest recent concurrency, so a decline over several windows is tested as a whole.

@@ -190,6 +190,8 @@ export class AdaptiveLimit {
   private settling = false;
   private active = 0;
   private baseline: number | null = null;
+  /** While the first baseline is learned: the first unqueued probe window's latency. */
+  private firstSample: number | null = null;
   private relearnedAt: number;
   /** Window id; bumped when a window closes or a cut discards it. */
   private generation = 0;
@@ -362,10 +364,19 @@ export class AdaptiveLimit {
       this.reference = cur;
       return;
     }
+    if (this.baseline === null && this.firstSample === null) {
+      // The first baseline is the lower of two unqueued windows: one window can catch the
+      // proxy itself busy, and a baseline learned too high lets the limit overshoot the knee.
+      this.firstSample = cur.rtt;
+      this.reference = cur;
+      return;
+    }
+    const rtt = this.firstSample === null ? cur.rtt : Math.min(this.firstSample, cur.rtt);
+    this.firstSample = null;
     this.probeCap = null;
     this.reference = null;
     this.settling = true;
-    this.relearn(cur.rtt, now);
+    this.relearn(rtt, now);
   }
 
   /** A probe's admission limit after `cur`: probeRatio of its concurrency, within [minLimit, limit]. */

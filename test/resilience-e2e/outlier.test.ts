@@ -2,8 +2,9 @@
  * Outlier detection through the real proxy: the one failing endpoint of three is ejected after
  * `consecutiveFailures`, gets no traffic while ejected, returns (on probation) when `ejectFor`
  * has passed on the injected clock, and is ejected again for twice as long on its first
- * failure; `maxEjectedPercent` keeps a second failing endpoint in rotation; when every
- * endpoint is out the proxy serves from all of them (panic) and counts it.
+ * failure; `maxEjectedPercent` keeps a second failing endpoint in rotation while no endpoint is
+ * known to work, and gives way while one is (better served from the working one than from the
+ * failing); when every endpoint is out the proxy serves from all of them (panic) and counts it.
  */
 import t from 'tap';
 import { ManualClock } from '../../lib/core/clock.js';
@@ -25,10 +26,11 @@ t.test('outlier detection', async (t) => {
   const clock = new ManualClock();
   const bad = await startFixedUpstream(503);
   const bad2 = await startFixedUpstream(503);
+  const bad3 = await startFixedUpstream(503);
   const good1 = await startFixedUpstream(200);
   const good2 = await startFixedUpstream(200);
   t.teardown(async () => {
-    for (const up of [bad, bad2, good1, good2]) await up.close();
+    for (const up of [bad, bad2, bad3, good1, good2]) await up.close();
   });
   const od = `outlierDetection: { consecutiveFailures: 3, ejectFor: 10s, maxEjectedPercent: 50 }`;
   const proxy = await startProxy(
@@ -40,12 +42,16 @@ upstreams:
   two-bad:
     discovery: { static: [${bad.address}, ${bad2.address}, ${good1.address}] }
     ${od}
+  three-bad:
+    discovery: { static: [${bad.address}, ${bad2.address}, ${bad3.address}] }
+    ${od}
   all-bad:
     discovery: { static: [${bad.address}, ${bad2.address}] }
     outlierDetection: { consecutiveFailures: 1, ejectFor: 10s, maxEjectedPercent: 100 }
 routes:
   - { name: three, match: { host: three }, upstream: three, retry: { attempts: 1 } }
   - { name: two-bad, match: { host: two-bad }, upstream: two-bad, retry: { attempts: 1 } }
+  - { name: three-bad, match: { host: three-bad }, upstream: three-bad, retry: { attempts: 1 } }
   - { name: all-bad, match: { host: all-bad }, upstream: all-bad, retry: { attempts: 1 } }
 `,
     { clock, random: new ScriptedRandom([0]) },
@@ -96,17 +102,25 @@ routes:
     t.equal(seen(bad, 'three'), 4, 'and it gets nothing while ejected');
   });
 
-  await t.test('maxEjectedPercent keeps a second failing endpoint in rotation', async (t) => {
+  await t.test('maxEjectedPercent keeps a second failing endpoint in rotation while none is known to work', async (t) => {
+    for (let i = 0; i < 15; i++) await send(proxy, agent, 'three-bad');
+    const records = await Promise.all([bad, bad2, bad3].map((up) => outlier('three-bad', up.address)));
+    t.equal(records.filter((o) => o?.ejected).length, 1, 'only one of the three failing endpoints is ejected (50% of 3 rounds down to 1)');
+    t.equal(await active('three-bad'), 1);
+    const stillIn = [bad, bad2, bad3].filter((_, i) => !records[i]?.ejected);
+    const before = stillIn.map((up) => seen(up, 'three-bad'));
+    for (let i = 0; i < 10; i++) await send(proxy, agent, 'three-bad');
+    t.ok(stillIn.every((up, i) => seen(up, 'three-bad') > before[i]!), 'the ones over the cap still get traffic: ejecting them would leave nothing');
+  });
+
+  await t.test('while another endpoint is known to work, a second failing one is ejected past maxEjectedPercent', async (t) => {
     for (let i = 0; i < 15; i++) await send(proxy, agent, 'two-bad');
-    const [o1, o2] = [await outlier('two-bad', bad.address), await outlier('two-bad', bad2.address)];
-    t.equal([o1, o2].filter((o) => o?.ejected).length, 1, 'only one of the two failing endpoints is ejected (50% of 3 rounds down to 1)');
-    t.equal(await active('two-bad'), 1);
-    const stillIn = o1?.ejected ? bad2 : bad;
-    const out = o1?.ejected ? bad : bad2;
-    const [inBefore, outBefore] = [seen(stillIn, 'two-bad'), seen(out, 'two-bad')];
-    for (let i = 0; i < 10; i++) await send(proxy, agent, 'two-bad');
-    t.ok(seen(stillIn, 'two-bad') > inBefore, 'the one over the cap still gets traffic');
-    t.equal(seen(out, 'two-bad'), outBefore, 'the ejected one gets none');
+    t.ok((await outlier('two-bad', bad.address))?.ejected && (await outlier('two-bad', bad2.address))?.ejected, 'both failing endpoints are out');
+    t.equal(await active('two-bad'), 2, 'two of three: past the 50% cap, because the third works');
+    const [b1, b2, g] = [seen(bad, 'two-bad'), seen(bad2, 'two-bad'), seen(good1, 'two-bad')];
+    for (let i = 0; i < 10; i++) t.equal((await send(proxy, agent, 'two-bad')).status, 200, 'served by the working endpoint');
+    t.equal(seen(bad, 'two-bad') + seen(bad2, 'two-bad'), b1 + b2, 'the failing ones get nothing');
+    t.equal(seen(good1, 'two-bad'), g + 10);
   });
 
   await t.test('with every endpoint ejected, the proxy serves from all of them (panic) and says so', async (t) => {

@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { metricValue } from './metrics-text.js';
 import { RawConnection, rawExchange, requestBytes, type RawResponse } from './raw-http.js';
-import type { SpawnedProxy, Teardown } from './spawn.js';
+import { jsonLines, type SpawnedProxy, type Teardown } from './spawn.js';
 import { startUpstream, type TestUpstream } from './upstream.js';
 
 export const KiB = 1024;
@@ -46,17 +46,7 @@ export async function metric(proxy: SpawnedProxy, name: string, labels: Record<s
 
 /** The access log lines written so far (stdout, one JSON object per line). */
 export function accessRecords(proxy: SpawnedProxy): Record<string, unknown>[] {
-  return proxy
-    .stdout()
-    .split('\n')
-    .flatMap((line) => {
-      if (!line.startsWith('{')) return [];
-      try {
-        return [JSON.parse(line) as Record<string, unknown>];
-      } catch {
-        return [];
-      }
-    });
+  return jsonLines(proxy.stdout());
 }
 
 /** The access log record of request `id`, once written (the log is flushed every ~100 ms); undefined after `ms`. */

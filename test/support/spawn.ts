@@ -118,6 +118,18 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** The lines of `text` that are JSON objects, parsed (the logs' format); others are skipped. */
+export function jsonLines(text: string): Record<string, unknown>[] {
+  return text.split('\n').flatMap((line) => {
+    if (!line.startsWith('{')) return [];
+    try {
+      return [JSON.parse(line) as Record<string, unknown>];
+    } catch {
+      return [];
+    }
+  });
+}
+
 /** Runs the CLI with `args` to completion (SIGKILL after `timeoutMs`). */
 export async function runCli(args: readonly string[], options: { timeoutMs?: number; cwd?: string } = {}): Promise<CliResult> {
   assertBuilt();
@@ -172,17 +184,7 @@ export async function spawnProxy(
   t.teardown(kill);
   if (pid === undefined) throw new Error(`could not spawn ${CLI}`);
 
-  const logs = (): Record<string, unknown>[] =>
-    stderr()
-      .split('\n')
-      .flatMap((line) => {
-        if (!line.startsWith('{')) return [];
-        try {
-          return [JSON.parse(line) as Record<string, unknown>];
-        } catch {
-          return [];
-        }
-      });
+  const logs = (): Record<string, unknown>[] => jsonLines(stderr());
 
   // Wait for the started line, the exit, or the deadline — whichever comes first.
   const deadline = Date.now() + (options.startTimeoutMs ?? 10_000);

@@ -1,4 +1,9 @@
-/** Operational log (reloads, discovery, shutdown): JSON lines on stderr, apart from the access log. */
+/**
+ * Operational log (reloads, discovery, shutdown): JSON lines on stderr, apart from the access log.
+ * Lines pass through the same redaction as /admin: a rejected policy or a failing etcd source must
+ * not print the credentials in its URLs to wherever stderr is collected.
+ */
+import { redactSecrets, redactText } from './redact.js';
 
 /** Severity of an operational message. */
 export type Level = 'debug' | 'info' | 'warn' | 'error';
@@ -12,7 +17,8 @@ export interface Logger {
 export function jsonLogger(out: NodeJS.WritableStream = process.stderr, wallNow: () => number): Logger {
   return {
     log(level, msg, fields) {
-      out.write(JSON.stringify({ time: new Date(wallNow()).toISOString(), level, msg, ...fields }) + '\n');
+      const shown = fields === undefined ? undefined : (redactSecrets(fields) as Record<string, unknown>);
+      out.write(JSON.stringify({ time: new Date(wallNow()).toISOString(), level, msg: redactText(msg), ...shown }) + '\n');
     },
   };
 }

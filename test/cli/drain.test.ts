@@ -65,6 +65,18 @@ async function replacePolicy(proxy: SpawnedProxy, text: string): Promise<void> {
   await rename(tmp, proxy.policyFile);
 }
 
+/** One upstream `app` at `address` behind a route on Host `app`, plus `extra` top-level lines. */
+function appPolicy(address: string, extra = ''): string {
+  return `
+upstreams:
+  app: { discovery: { static: [${address}] } }
+routes:
+  - match: { host: app }
+    upstream: app
+${extra}
+`;
+}
+
 const SLOW_MS = 1_500;
 const LISTENERS = `version: 1
 listeners:
@@ -146,17 +158,7 @@ shutdown: { drainTimeout: 10s, quietPeriod: 300ms }
 t.test('the drain closes idle keep-alive connections at once and exits when quiet', async (t) => {
   const up = await startUpstream();
   t.teardown(() => up.close());
-  const proxy = await spawnProxy(
-    t,
-    `
-upstreams:
-  app: { discovery: { static: [${up.address}] } }
-routes:
-  - match: { host: app }
-    upstream: app
-shutdown: { drainTimeout: 20s, quietPeriod: 500ms }
-`,
-  );
+  const proxy = await spawnProxy(t, appPolicy(up.address, 'shutdown: { drainTimeout: 20s, quietPeriod: 500ms }'));
   // One request on a keep-alive connection, which then sits idle.
   const idle = net.connect(proxy.outboundPort, '127.0.0.1');
   idle.on('error', () => {});
@@ -179,16 +181,7 @@ shutdown: { drainTimeout: 20s, quietPeriod: 500ms }
 t.test('SIGINT drains too and exits 0', async (t) => {
   const up = await startUpstream();
   t.teardown(() => up.close());
-  const proxy = await spawnProxy(
-    t,
-    `
-upstreams:
-  app: { discovery: { static: [${up.address}] } }
-routes:
-  - match: { host: app }
-    upstream: app
-`,
-  );
+  const proxy = await spawnProxy(t, appPolicy(up.address));
   t.equal((await get(`${proxy.url}/`, 'app')).status, 200);
   // The default quiet period (5 s) ends the drain: nothing is in flight and no connection open.
   t.same(await proxy.stop('SIGINT', 9_000), { code: 0, signal: null }, 'exited 0');

@@ -200,6 +200,7 @@ export function responseArrived(ex: Exchange, status: number, headers: IncomingH
   return ex.retryGate(ex, status, retryAfterMs) ? (retryAfterMs ?? 0) : NO_RETRY;
 }
 
+/** Cancels the per-try timer of the try in flight (its response headers came, or it ended). */
 export function stopTryTimer(ex: Exchange): void {
   if (ex.tryTimer === null) return;
   ex.tryTimer.cancel();

@@ -10,6 +10,7 @@ import { RateLimiter } from '../resilience/rate-limiter.js';
 import { RouteRuntime } from '../routing/route-runtime.js';
 import { RouteTable } from '../routing/route-table.js';
 import { UpstreamRuntime, type UpstreamDeps } from '../upstream/upstream-runtime.js';
+import { handOver } from './handover.js';
 import type { RequestMetrics } from '../observe/request-metrics.js';
 
 /** The live form of one policy version. Immutable once built; a reload builds another. */
@@ -53,7 +54,8 @@ export function buildRuntime(policy: Policy, previous: Runtime | null, deps: Run
       kept.push(`upstream:${name}`);
       continue;
     }
-    const fresh = new UpstreamRuntime(up, deps, old ?? null);
+    // Feeds whose settings did not change carry over from the old runtime (handover.ts).
+    const fresh = new UpstreamRuntime(up, deps, handOver(old ?? null, up));
     fresh.start();
     upstreams.set(name, fresh);
     if (old) reset.push(`upstream:${name}`);

@@ -1,8 +1,9 @@
 /**
  * Discovery and health checking that outlive one policy version. When a reload changes an
  * upstream's other settings but not its discovery (or health-check) settings, the new
- * upstream runtime takes these over from the old one, so a reload never drops the endpoints
- * a source knows — even while that source is down — nor what the health checks learned.
+ * upstream runtime takes these over from the old one (`runtime/handover.ts`), so a reload
+ * never drops the endpoints a source knows — even while that source is down — nor what the
+ * health checks learned.
  */
 import type { HealthChecker } from '../discovery/health-check.js';
 import type { DiscoverySource, EndpointSet } from '../discovery/types.js';
@@ -40,3 +41,12 @@ export class HealthFeed {
   onChange: () => void = () => {};
   constructor(readonly checker: HealthChecker) {}
 }
+
+/** The feeds an upstream runtime starts with: each taken over from its predecessor, or null for a fresh one. */
+export interface Feeds {
+  readonly feed: DiscoveryFeed | null;
+  readonly healthFeed: HealthFeed | null;
+}
+
+/** Nothing taken over: the runtime starts its own feeds. */
+export const FRESH_FEEDS: Feeds = Object.freeze({ feed: null, healthFeed: null });

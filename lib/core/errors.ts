@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'upstream_connect_failed'
   | 'upstream_reset'
   | 'upstream_timeout'
+  | 'upstream_error'
   | 'bad_request'
   | 'request_timeout'
   | 'uri_too_long'
@@ -33,6 +34,7 @@ export const STATUS_OF: Readonly<Record<ErrorCode, number>> = Object.freeze({
   upstream_connect_failed: 502,
   upstream_reset: 502,
   upstream_timeout: 504,
+  upstream_error: 502,
   bad_request: 400,
   request_timeout: 408,
   uri_too_long: 414,
@@ -54,6 +56,7 @@ export const TITLE_OF: Readonly<Record<ErrorCode, string>> = Object.freeze({
   upstream_connect_failed: 'Could not connect to the upstream',
   upstream_reset: 'Upstream reset the connection',
   upstream_timeout: 'Upstream did not answer in time',
+  upstream_error: 'Upstream answered with an error that could not be relayed',
   bad_request: 'Malformed or unsupported request',
   request_timeout: 'Request not received in time',
   uri_too_long: 'Request target too long',
@@ -70,7 +73,7 @@ export const TITLE_OF: Readonly<Record<ErrorCode, string>> = Object.freeze({
  * outlier detection: the client's faults and the proxy's own never do.
  */
 export function blamesUpstream(code: ErrorCode): boolean {
-  return code === 'upstream_connect_failed' || code === 'upstream_reset' || code === 'upstream_timeout';
+  return code === 'upstream_connect_failed' || code === 'upstream_reset' || code === 'upstream_timeout' || code === 'upstream_error';
 }
 
 /** A failure with a stable code; carries what the client should be told. */
@@ -91,6 +94,14 @@ export class ProxyError extends Error {
 
   get status(): number {
     return this.statusOverride ?? STATUS_OF[this.code];
+  }
+}
+
+/** A try aborted because a sibling try (a hedge) answered first: nobody's failure. */
+export class SupersededError extends Error {
+  override readonly name = 'SupersededError';
+  constructor() {
+    super('another try answered first');
   }
 }
 

@@ -14,6 +14,9 @@ export type ShadowLimit = 'rate_limit' | 'bulkhead' | 'circuit_breaker';
 /** What an injected fault did to a request. */
 export type FaultKind = 'delay' | 'abort';
 
+/** What hedging did: a hedge `sent`, a hedge that answered first (`won`), or none sent because its budget was spent. */
+export type HedgeEvent = 'sent' | 'won' | 'budget';
+
 /** Decisions and state changes, as they happen. */
 export interface ProxyEvents {
   retried(route: string, upstream: string, reason: string): void;
@@ -25,6 +28,8 @@ export interface ProxyEvents {
   rateLimited(route: string): void;
   /** A route's fault injection delayed or aborted a request. */
   faultInjected(route: string, kind: FaultKind): void;
+  /** A route's hedging sent a second try, saw it win, or was out of budget. */
+  hedge(route: string, upstream: string, what: HedgeEvent): void;
   ejected(upstream: string, address: string): void;
   ejectionEnded(upstream: string, address: string): void;
   panic(upstream: string): void;
@@ -43,6 +48,7 @@ export const noEvents: ProxyEvents = {
   bulkheadRejected() {},
   rateLimited() {},
   faultInjected() {},
+  hedge() {},
   ejected() {},
   ejectionEnded() {},
   panic() {},

@@ -8,7 +8,7 @@ import type { Random } from '../core/random.js';
 import type { RoutePolicy } from '../policy/types.js';
 import type { RateLimiter } from '../resilience/rate-limiter.js';
 import type { UpstreamRuntime } from '../upstream/upstream-runtime.js';
-import { compose, type Next, type Stage } from './stage.js';
+import { compose, entry, type Pipeline, type Stage } from './stage.js';
 import { balanceStage } from './stages/balance.js';
 import { adaptiveConcurrencyStage } from './stages/adaptive-concurrency.js';
 import { bulkheadStage } from './stages/bulkhead.js';
@@ -16,6 +16,7 @@ import { circuitBreakerStage } from './stages/circuit-breaker.js';
 import { deadlineStage } from './stages/deadline.js';
 import { faultStage } from './stages/fault.js';
 import { forward } from './stages/forward.js';
+import { HedgeStage } from './stages/hedge.js';
 import { perTryTimeoutStage } from './stages/per-try-timeout.js';
 import { rateLimitStage } from './stages/rate-limit.js';
 import { RetryStage } from './stages/retry.js';
@@ -39,9 +40,11 @@ export function pipelineStages(route: RoutePolicy, upstream: UpstreamRuntime, li
     route.fault ? faultStage(route.name, route.fault, clock, random, events) : null,
     // Retry outside breaker, bulkhead and balancer: each try is admitted and balanced afresh.
     route.retry.attempts > 1 ? new RetryStage(route.name, route.retry, upstream, clock, random, events) : null,
+    // Hedging inside retry (a retried try is hedged again), outside what admits and balances each try.
+    route.hedge ? new HedgeStage(route.name, route.hedge, route.retry, upstream, clock, events) : null,
     // Breaker before bulkhead: an open circuit sheds load without queueing it.
     upstream.breaker ? circuitBreakerStage(upstream, upstream.breaker) : null,
-    upstream.bulkhead ? bulkheadStage(upstream.bulkhead, clock) : null,
+    upstream.bulkhead ? bulkheadStage(upstream.bulkhead) : null,
     // The adaptive limit takes the bulkhead's place (the policy allows one or the other).
     upstream.adaptive ? adaptiveConcurrencyStage(upstream.name, upstream.adaptive, clock) : null,
     // Pick the endpoint last, so the choice sees the load as it is when the try starts.
@@ -52,6 +55,6 @@ export function pipelineStages(route: RoutePolicy, upstream: UpstreamRuntime, li
 }
 
 /** The route's pipeline as one callable. */
-export function buildPipeline(route: RoutePolicy, upstream: UpstreamRuntime, limiter: RateLimiter | null, deps: PipelineDeps): Next {
-  return compose(pipelineStages(route, upstream, limiter, deps), forward(upstream.name, deps.clock));
+export function buildPipeline(route: RoutePolicy, upstream: UpstreamRuntime, limiter: RateLimiter | null, deps: PipelineDeps): Pipeline {
+  return entry(compose(pipelineStages(route, upstream, limiter, deps), forward(upstream.name, deps.clock)));
 }

@@ -1,39 +1,17 @@
 /**
  * One request's journey through the pipeline: what it asked for, where it is going, and
- * what happened. Stages read and write it; the edge logs and answers from it. One object
- * per request, reused across its attempts, so the hot path allocates little.
+ * what happened. The request side is fixed when it is built; each try is an `Attempt`
+ * (attempt.ts) of its own. The edge logs and answers from what is recorded here.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Cancellation } from '../core/cancel.js';
-import type { Timer } from '../core/clock.js';
-import type { ErrorCode, ProxyError } from '../core/errors.js';
-import type { BreakerPermit } from '../resilience/circuit-breaker.js';
-import type { FailureKind } from '../resilience/outcome.js';
+import type { ErrorCode } from '../core/errors.js';
 import type { RouteRuntime } from '../routing/route-runtime.js';
 import type { EndpointRuntime } from '../upstream/upstream-runtime.js';
+import type { Attempt, AttemptResult } from './attempt.js';
+import { Deadline } from './deadline.js';
 import type { RequestBody } from './request-body.js';
-
-/** What one attempt (or the pipeline as a whole) came to. */
-export interface AttemptResult {
-  /** Upstream status, 0 when no response arrived. */
-  readonly status: number;
-  /** The transport failure, or null when a response arrived. */
-  readonly failure: FailureKind | null;
-  /** True once response headers went to the client: nothing can be retried after that. */
-  readonly committed: boolean;
-  /** The upstream's Retry-After, in ms, when it sent one. */
-  readonly retryAfterMs: number | null;
-  /** What to answer when this result is final and nothing was committed. */
-  readonly error: ProxyError | null;
-}
-
-/**
- * Decides, when response headers arrive and before anything reaches the client, whether
- * this response is to be retried instead. Installed by the retry stage; true means the
- * retry is already paid for (budget withdrawn) and the response will be discarded.
- */
-export type RetryGate = (ex: Exchange, status: number, retryAfterMs: number | null) => boolean;
 
 /**
  * An admitted Upgrade (WebSocket): the client's socket, the bytes it sent after the head, and
@@ -43,41 +21,23 @@ export interface UpgradeContext {
   readonly socket: Duplex;
   /** Bytes the client sent after its head; handed over once (the first try takes them). */
   head: Buffer;
-  readonly forward: (ex: Exchange, ep: EndpointRuntime) => Promise<AttemptResult>;
+  readonly forward: (at: Attempt, ep: EndpointRuntime) => Promise<AttemptResult>;
 }
 
 /** A request in flight. */
 export class Exchange {
   /** Whole-request cancellation: client gone, or overall deadline passed. */
   readonly cancel = new Cancellation();
-  /** Aborts the attempt in flight (set by forward while it runs): per-try timeouts use it. */
-  abortAttempt: ((reason: Error) => void) | null = null;
-  /** Absolute clock time by which response headers must have been committed. */
-  deadline = Infinity;
-  /** Absolute clock time by which this try's response headers must arrive. */
-  tryDeadline = Infinity;
-  /** The timer bounding the try in flight; cancelled when its response headers arrive. */
-  tryTimer: Timer | null = null;
-  /** True once the current attempt's response headers arrived (ends the per-try timeout). */
-  responded = false;
-  /** Clock time the current attempt's response headers arrived (0 before). */
-  respondedAt = 0;
-  /** Tries made so far. */
+  /** The route's overall deadline (set by the deadline stage). */
+  deadline: Deadline = Deadline.NONE;
+  /** Tries put on the wire so far. */
   attempts = 0;
-  /** The endpoint of the current (last) attempt. */
+  /** The endpoint of the last try put on the wire. */
   endpoint: EndpointRuntime | null = null;
-  /** Addresses already tried, so a retry prefers another; null until a second try. */
+  /** Addresses already tried, so a retry or a hedge prefers another; null until needed. */
   tried: Set<string> | null = null;
-  /**
-   * The circuit breaker's permit for the try in flight. Forward records the response status
-   * on it as soon as headers arrive — before the retry gate asks, and without waiting for a
-   * long body (a streaming probe must not look hung).
-   */
-  breakerPermit: BreakerPermit | null = null;
-  /** Set by the retry stage; consulted by forward before committing a response. */
-  retryGate: RetryGate | null = null;
-  /** Backoff before the next try, decided when the retry was granted. */
-  backoffMs = 0;
+  /** The try whose response was committed to the client (null before). */
+  winner: Attempt | null = null;
   /** Status sent to the client (0 until then). */
   status = 0;
   /** The proxy's own refusal code, when it answered with one. */
@@ -90,8 +50,13 @@ export class Exchange {
   writeIdleMs = 60_000;
   /** What fault injection did to this request (`delay`, `abort`, `delay+abort`), for the access log. */
   fault: string | null = null;
+  /** What hedging did to this request (`sent`, `won`), for the access log. */
+  hedge: string | null = null;
   /** Set when this request is an admitted Upgrade: forward tunnels instead of dispatching. */
   upgrade: UpgradeContext | null = null;
+  /** The try on the wire, or the first of several (hedging); `more` holds the others. */
+  private live: Attempt | null = null;
+  private more: Attempt[] | null = null;
 
   constructor(
     readonly id: string,
@@ -107,9 +72,38 @@ export class Exchange {
     readonly startedAt: number,
   ) {}
 
-  /** Cancels the whole request (client gone, deadline) and aborts the attempt in flight. */
+  /** Cancels the whole request (client gone, deadline) and aborts every try in flight. */
   fail(reason: Error): void {
     this.cancel.cancel(reason);
-    this.abortAttempt?.(reason);
+    this.live?.abort(reason);
+    if (this.more !== null) for (const at of this.more.slice()) at.abort(reason);
+  }
+
+  /** A try went on the wire (Attempt.dispatched). */
+  tryStarted(at: Attempt): void {
+    this.attempts++;
+    this.endpoint = at.endpoint;
+    if (this.live === null) this.live = at;
+    else (this.more ??= []).push(at);
+    if (this.cancel.reason !== null) at.abort(this.cancel.reason);
+  }
+
+  /** A try is over (Attempt.settled). */
+  tryEnded(at: Attempt): void {
+    if (this.live === at) this.live = this.more?.shift() ?? null;
+    else if (this.more !== null) {
+      const i = this.more.indexOf(at);
+      if (i >= 0) this.more.splice(i, 1);
+    }
+  }
+
+  /**
+   * Claims the client's response for `at`. False when another try already has it: `at` lost
+   * a race and must not write.
+   */
+  claim(at: Attempt): boolean {
+    if (this.winner !== null && this.winner !== at) return false;
+    this.winner = at;
+    return true;
   }
 }

@@ -1,17 +1,23 @@
-/** How an attempt's result counts for the breaker and outlier detection. */
-import { blamesUpstream, ClientClosedError, ProxyError } from '../core/errors.js';
+/** How a try's result counts for the breaker and outlier detection. */
+import { blamesUpstream, ClientClosedError, ProxyError, SupersededError } from '../core/errors.js';
 import { classifyStatus, DEFAULT_FAILURE_STATUSES, type Outcome } from '../resilience/outcome.js';
-import type { AttemptResult, Exchange } from './exchange.js';
+import type { Attempt, AttemptResult } from './attempt.js';
 
 /**
  * The shared classification: transport failures are failures, except those that are not the
- * upstream's (the client went away or stalled, the proxy could not send): those are ignored.
- * Responses are classified by status.
+ * upstream's (the client went away or stalled, the proxy could not send, a hedge won the
+ * race): those are ignored. Responses are classified by status.
  */
-export function outcomeOf(ex: Exchange, result: AttemptResult): Outcome {
-  const reason = ex.cancel.reason;
-  if (reason instanceof ClientClosedError || (reason instanceof ProxyError && !blamesUpstream(reason.code))) return 'ignore';
+export function outcomeOf(at: Attempt, result: AttemptResult): Outcome {
+  if (!blamed(at.ex.cancel.reason) || !blamed(at.abortReason)) return 'ignore';
   if (result.failure === 'local') return 'ignore';
   if (result.failure !== null) return 'failure';
   return classifyStatus(result.status, DEFAULT_FAILURE_STATUSES);
+}
+
+/** False for a cancellation reason that is not the upstream's doing. */
+function blamed(reason: Error | null): boolean {
+  if (reason === null) return true;
+  if (reason instanceof ClientClosedError || reason instanceof SupersededError) return false;
+  return !(reason instanceof ProxyError) || blamesUpstream(reason.code);
 }

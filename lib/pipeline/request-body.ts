@@ -93,6 +93,11 @@ export class RequestBody {
   }
 
   /** True when a further attempt can send the body again. */
+  /** True once the whole body is in memory (any number of tries may send it, even at once). */
+  get inMemory(): boolean {
+    return this.buffered !== null;
+  }
+
   get replayable(): boolean {
     return this.buffered !== null || !this.streamed;
   }

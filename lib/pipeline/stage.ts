@@ -1,18 +1,24 @@
 /**
  * The shape every pipeline stage shares (as in tower and undici's interceptors): a stage
- * gets the exchange and the rest of the pipeline, and returns what the attempt came to.
- * Stages are built once per route from compiled policy; `handle` runs per request.
+ * gets the try and the rest of the pipeline, and returns what the try came to. Stages are
+ * built once per route from compiled policy; `handle` runs per request. A stage's effects are
+ * its own: state it needs at response headers goes in a hook on the attempt, not in a field
+ * another stage must know about.
  */
-import type { AttemptResult, Exchange } from './exchange.js';
+import { Attempt, type AttemptResult } from './attempt.js';
+import type { Exchange } from './exchange.js';
 
 /** The rest of the pipeline, from a stage's point of view. */
-export type Next = (ex: Exchange) => Promise<AttemptResult>;
+export type Next = (at: Attempt) => Promise<AttemptResult>;
+
+/** A route's whole pipeline: the request goes in, what it came to comes out. */
+export type Pipeline = (ex: Exchange) => Promise<AttemptResult>;
 
 /** One step of the per-route pipeline. */
 export interface Stage {
   /** Stable name (metrics, /admin/policy, the order test). */
   readonly name: string;
-  handle(ex: Exchange, next: Next): Promise<AttemptResult>;
+  handle(at: Attempt, next: Next): Promise<AttemptResult>;
 }
 
 /**
@@ -25,9 +31,14 @@ export function compose(stages: readonly (Stage | null)[], terminal: Next): Next
     const stage = stages[i];
     if (!stage) continue;
     const inner = next;
-    next = (ex) => stage.handle(ex, inner);
+    next = (at) => stage.handle(at, inner);
   }
   return next;
+}
+
+/** The pipeline entry: the request's first attempt goes down the chain. */
+export function entry(chain: Next): Pipeline {
+  return (ex) => chain(new Attempt(ex));
 }
 
 /** The names of the stages that are present, outermost first. */

@@ -2,7 +2,7 @@
 import type { RoutePolicy } from '../policy/types.js';
 import type { RateLimiter } from '../resilience/rate-limiter.js';
 import type { UpstreamRuntime } from '../upstream/upstream-runtime.js';
-import type { Next } from '../pipeline/stage.js';
+import type { Pipeline } from '../pipeline/stage.js';
 import type { RequestMetrics } from '../observe/request-metrics.js';
 
 /** Everything a request on this route needs, built once per policy version. */
@@ -12,7 +12,7 @@ export class RouteRuntime {
     readonly policy: RoutePolicy,
     readonly upstream: UpstreamRuntime,
     readonly limiter: RateLimiter | null,
-    readonly pipeline: Next,
+    readonly pipeline: Pipeline,
     readonly metrics: RequestMetrics,
   ) {
     this.name = policy.name;

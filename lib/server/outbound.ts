@@ -21,7 +21,8 @@ import { parseTarget, type Target } from '../http/target.js';
 import { isoTime, type AccessLog } from '../observe/access-log.js';
 import type { Logger } from '../observe/logger.js';
 import type { Metrics } from '../observe/metrics.js';
-import { Exchange, type AttemptResult } from '../pipeline/exchange.js';
+import type { AttemptResult } from '../pipeline/attempt.js';
+import { Exchange } from '../pipeline/exchange.js';
 import { RequestBody } from '../pipeline/request-body.js';
 import type { LimitsPolicy } from '../policy/types.js';
 import type { RouteRuntime } from '../routing/route-runtime.js';
@@ -286,7 +287,7 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
       path: ex.req.url ?? '',
       route: ex.route.name,
       upstream: ex.route.upstream.name,
-      endpoint: ex.endpoint?.spec.address ?? null,
+      endpoint: (ex.winner?.endpoint ?? ex.endpoint)?.spec.address ?? null,
       status: ex.status,
       durationMs: Math.round(seconds * 1e6) / 1e3,
       bytesIn: ex.body?.bytes ?? 0,
@@ -295,6 +296,7 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
       error: ex.errorCode,
       retry: ex.note,
       fault: ex.fault,
+      hedge: ex.hedge,
     });
   }
 
@@ -368,6 +370,7 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
       error: code,
       retry: null,
       fault: null,
+      hedge: null,
     });
   }
 

@@ -13,8 +13,9 @@ import { pipeline, type Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import type { Clock } from '../core/clock.js';
 import { cleanResponseHeaders } from '../http/headers.js';
-import type { AttemptResult, Exchange } from '../pipeline/exchange.js';
-import { classifyTransportError, NO_RETRY, responseArrived, stopTryTimer } from '../pipeline/stages/forward.js';
+import type { Attempt, AttemptResult } from '../pipeline/attempt.js';
+import type { Exchange } from '../pipeline/exchange.js';
+import { classifyTransportError } from '../pipeline/stages/forward.js';
 import { adopt } from '../server/sockets.js';
 import type { Tunnels } from '../server/tunnels.js';
 import type { EndpointRuntime } from './upstream-runtime.js';
@@ -39,14 +40,15 @@ export class WebSocketForwarder {
   }
 
   /** One handshake try with `ep`; resolves when it is refused, fails, or its tunnel closes. */
-  readonly forward = (ex: Exchange, ep: EndpointRuntime): Promise<AttemptResult> => {
+  readonly forward = (at: Attempt, ep: EndpointRuntime): Promise<AttemptResult> => {
+    const ex = at.ex;
     const upgrade = ex.upgrade;
     if (upgrade === null) throw new Error('WebSocketForwarder.forward without an upgrade');
-    const attempt = new WebSocketAttempt(ex, ep.spec.address, this.clock, this.tunnels, ex.route.upstream.policy.connectTimeoutMs);
+    const attempt = new WebSocketAttempt(at, ep.spec.address, this.clock, this.tunnels, ex.route.upstream.policy.connectTimeoutMs);
     this.attempts.set(ex.req, attempt);
-    ex.abortAttempt = attempt.abort;
     const promise = new Promise<AttemptResult>((resolve) => (attempt.resolve = resolve));
-    if (ex.cancel.cancelled) attempt.abort(ex.cancel.reason as Error);
+    at.dispatched(attempt.abort);
+    if (at.abortReason !== null) attempt.abort(at.abortReason);
     else {
       // http-proxy writes `req`'s headers upstream: give it the pipeline's, with this hop's
       // Connection and Upgrade (the only hop-by-hop fields a handshake must carry).
@@ -92,14 +94,18 @@ class WebSocketAttempt {
   private settled = false;
   resolve: (result: AttemptResult) => void = () => {};
 
+  private readonly ex: Exchange;
+
   constructor(
-    private readonly ex: Exchange,
+    private readonly at: Attempt,
     private readonly upstream: string,
     private readonly clock: Clock,
     private readonly tunnels: Tunnels,
     /** The upstream's `connectTimeout`, which undici applies to plain requests. */
     private readonly connectTimeoutMs: number,
-  ) {}
+  ) {
+    this.ex = at.ex;
+  }
 
   readonly abort = (reason: Error): void => {
     if (this.committed) return; // an open tunnel ends when a socket closes
@@ -165,18 +171,19 @@ class WebSocketAttempt {
   private readonly refused = (res: IncomingMessage): void => {
     const ex = this.ex;
     const status = res.statusCode ?? 502;
-    const retryAfterMs = responseArrived(ex, status, res.headers, this.clock);
-    if (retryAfterMs !== NO_RETRY) {
+    if (this.at.headArrived(status, res.headers, this.clock.now())) {
+      // Withheld (to be retried): read it out and let the retry go on.
       res.resume();
       this.releaseClient();
-      this.settle({ status, failure: null, committed: false, retryAfterMs, error: null });
+      this.settle({ status, failure: null, committed: false, error: null });
       return;
     }
+    ex.claim(this.at);
     this.committed = true;
     this.releaseClient();
     ex.status = status;
     ex.res.writeHead(status, cleanResponseHeaders(res.headers));
-    pipeline(res, ex.res, (err) => this.settle({ status, failure: err ? 'reset' : null, committed: true, retryAfterMs: null, error: null }));
+    pipeline(res, ex.res, (err) => this.settle({ status, failure: err ? 'reset' : null, committed: true, error: null }));
   };
 
   /** `101`: the tunnel is open; the try settles when it closes. */
@@ -184,7 +191,8 @@ class WebSocketAttempt {
     this.releaseClient();
     adopt(upstreamSocket);
     const ex = this.ex;
-    responseArrived(ex, 101, res.headers, this.clock);
+    this.at.headArrived(101, res.headers, this.clock.now());
+    ex.claim(this.at);
     this.committed = true;
     ex.status = 101;
     const client = ex.upgrade?.socket;
@@ -193,7 +201,7 @@ class WebSocketAttempt {
     const close = (): void => {
       client.destroy();
       upstreamSocket.destroy();
-      this.settle({ status: 101, failure: null, committed: true, retryAfterMs: null, error: null });
+      this.settle({ status: 101, failure: null, committed: true, error: null });
     };
     client.once('close', close);
     upstreamSocket.once('close', close);
@@ -211,7 +219,7 @@ class WebSocketAttempt {
       return;
     }
     const { failure, error } = classifyTransportError(this.ex.cancel.reason ?? this.abortReason ?? err, this.upstream);
-    this.settle({ status: 0, failure, committed: false, retryAfterMs: null, error });
+    this.settle({ status: 0, failure, committed: false, error });
     // http-proxy calls `end` right after this callback returns: release only after that.
     queueMicrotask(() => this.releaseClient());
   }
@@ -219,8 +227,7 @@ class WebSocketAttempt {
   private settle(result: AttemptResult): void {
     if (this.settled) return;
     this.settled = true;
-    this.ex.abortAttempt = null;
-    stopTryTimer(this.ex);
+    this.at.settled();
     this.resolve(result);
   }
 }

@@ -21,6 +21,7 @@ const record = (i: number): AccessRecord => ({
   error: null,
   retry: null,
   fault: null,
+  hedge: null,
 });
 
 const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));

@@ -1,12 +1,13 @@
 /**
  * Only the upstream's own failures feed breakers and outlier detection: what the client causes
  * (a hang-up, a stalled body) or the proxy itself (a request undici will not send, fd
- * exhaustion) is `local` or ignored — never a failure of the upstream.
+ * exhaustion, a hedge that lost its race) is `local` or ignored — never a failure of the upstream.
  */
 import type { IncomingMessage } from 'node:http';
 import t from 'tap';
-import { ClientClosedError, ProxyError } from '../../lib/core/errors.js';
-import { Exchange, type AttemptResult } from '../../lib/pipeline/exchange.js';
+import { ClientClosedError, ProxyError, SupersededError } from '../../lib/core/errors.js';
+import { Attempt, type AttemptResult } from '../../lib/pipeline/attempt.js';
+import { Exchange } from '../../lib/pipeline/exchange.js';
 import { outcomeOf } from '../../lib/pipeline/outcome-of.js';
 import { classifyTransportError } from '../../lib/pipeline/stages/forward.js';
 import { MAX_KEY_LENGTH, rateLimitKey } from '../../lib/pipeline/stages/rate-limit.js';
@@ -15,6 +16,9 @@ import type { RouteRuntime } from '../../lib/routing/route-runtime.js';
 function errno(code: string): Error {
   return Object.assign(new Error(code), { code });
 }
+
+const exchange = (): Exchange => new Exchange('id', { headers: {} } as IncomingMessage, {} as never, {} as RouteRuntime, '/', 'a', [], null, 0);
+const attempt = (): Attempt => new Attempt(exchange());
 
 t.test('transport errors: the upstream’s, or local', async (t) => {
   const kind = (err: Error): string => classifyTransportError(err, 'up').failure;
@@ -34,23 +38,37 @@ t.test('transport errors: the upstream’s, or local', async (t) => {
   }
   t.equal(kind(new ProxyError('request_timeout', 'stalled body')), 'local', 'a stalled upload is the client’s');
   t.equal(kind(new ClientClosedError()), 'local', 'a hang-up is the client’s');
+  t.equal(kind(new SupersededError()), 'local', 'a try that lost a hedge race did not fail');
 });
 
 t.test('outcomes: client and proxy causes are ignored', async (t) => {
-  const ex = (): Exchange =>
-    new Exchange('id', { headers: {} } as IncomingMessage, {} as never, {} as RouteRuntime, '/', 'a', [], null, 0);
-  const failed = (failure: AttemptResult['failure']): AttemptResult => ({ status: 0, failure, committed: false, retryAfterMs: null, error: null });
-  t.equal(outcomeOf(ex(), failed('timeout')), 'failure');
-  t.equal(outcomeOf(ex(), failed('local')), 'ignore');
-  const stalled = ex();
-  stalled.fail(new ProxyError('request_timeout', 'body idle'));
+  const failed = (failure: AttemptResult['failure']): AttemptResult => ({ status: 0, failure, committed: false, error: null });
+  t.equal(outcomeOf(attempt(), failed('timeout')), 'failure');
+  t.equal(outcomeOf(attempt(), failed('local')), 'ignore');
+  t.equal(outcomeOf(attempt(), { status: 503, failure: null, committed: true, error: null }), 'failure', 'a 503 response');
+  t.equal(outcomeOf(attempt(), { status: 200, failure: null, committed: true, error: null }), 'success');
+  const stalled = attempt();
+  stalled.ex.fail(new ProxyError('request_timeout', 'body idle'));
   t.equal(outcomeOf(stalled, failed('timeout')), 'ignore', 'a timer that fired on a stalled body is not the upstream’s timeout');
-  const deadline = ex();
-  deadline.fail(new ProxyError('upstream_timeout', 'route deadline'));
+  const deadline = attempt();
+  deadline.ex.fail(new ProxyError('upstream_timeout', 'route deadline'));
   t.equal(outcomeOf(deadline, failed('timeout')), 'failure', 'the route deadline passing on the upstream is');
-  const gone = ex();
-  gone.fail(new ClientClosedError());
+  const gone = attempt();
+  gone.ex.fail(new ClientClosedError());
   t.equal(outcomeOf(gone, failed('reset')), 'ignore');
+});
+
+t.test('outcomes: a try’s own abort reason counts, not its siblings’', async (t) => {
+  const failed = (failure: AttemptResult['failure']): AttemptResult => ({ status: 0, failure, committed: false, error: null });
+  const lost = attempt();
+  lost.abort(new SupersededError());
+  t.equal(outcomeOf(lost, failed('reset')), 'ignore', 'a try aborted because a hedge won');
+  const perTry = attempt();
+  perTry.abort(new ProxyError('upstream_timeout', 'per try'));
+  t.equal(outcomeOf(perTry, failed('timeout')), 'failure', 'a try aborted by its per-try timeout');
+  const sibling = perTry.fork();
+  t.equal(outcomeOf(sibling, failed('reset')), 'failure', 'a fork does not inherit the abort reason');
+  t.equal(sibling.abortReason, null);
 });
 
 t.test('rate-limit keys: long header values are kept as a digest', async (t) => {

@@ -40,8 +40,9 @@ routes:
     retry: { attempts: 3 }
     rateLimit: { rate: 1/s, burst: 1 }
     fault: { abort: { percent: 1, status: 503 } }
+    hedge: { after: p95, maxExtra: 10% }
 `);
-  t.same(names, ['rate-limit', 'deadline', 'fault', 'retry', 'circuit-breaker', 'bulkhead', 'balance', 'per-try-timeout']);
+  t.same(names, ['rate-limit', 'deadline', 'fault', 'retry', 'hedge', 'circuit-breaker', 'bulkhead', 'balance', 'per-try-timeout']);
 });
 
 t.test('an adaptive concurrency limit takes the bulkhead’s place', async (t) => {
@@ -67,5 +68,18 @@ routes:
     upstream: u
     retry: { attempts: 1 }
 `);
-  t.same(names, ['deadline', 'balance', 'per-try-timeout'], 'no rate limit, fault, retry, breaker or bulkhead stage');
+  t.same(names, ['deadline', 'balance', 'per-try-timeout'], 'no rate limit, fault, retry, hedge, breaker or bulkhead stage');
+});
+
+t.test('hedging without retries: hedge stands alone inside the deadline', async (t) => {
+  const names = stagesOf(`version: 1
+upstreams:
+  u: { discovery: { static: [127.0.0.1:1] } }
+routes:
+  - match: { host: u }
+    upstream: u
+    retry: { attempts: 1 }
+    hedge: { after: 50ms }
+`);
+  t.same(names, ['deadline', 'hedge', 'balance', 'per-try-timeout']);
 });

@@ -1,25 +1,34 @@
 /**
- * Drives ONE pipeline stage alone: a minimal `Exchange`, a scripted `next` standing for the
- * rest of the pipeline, compiled policies from YAML, and upstream runtimes whose discovery
- * never touches the network. Everything runs on a `ManualClock` and a `ScriptedRandom`: no
- * sockets, no sleeps, no real time.
+ * Drives ONE pipeline stage alone: a minimal `Exchange` and its first `Attempt`, a scripted
+ * `next` standing for the rest of the pipeline (forward included), compiled policies from
+ * YAML, and upstream runtimes whose discovery never touches the network. Everything runs on a
+ * `ManualClock` and a `ScriptedRandom`: no sockets, no sleeps, no real time.
  *
  * Usage, in a stage test:
  *
  *   const h = harness();                              // clock, random, events
- *   const ex = h.exchange({ timeoutMs: 1000 });      // a request on a route
- *   const next = scriptedNext([ok(), failed('reset'), new Error('boom')], h.clock);
- *   const result = await stage.handle(ex, next.fn);
+ *   const at = h.attempt({ timeoutMs: 1000 });       // a request on a route, its first try
+ *   const next = scriptedNext([head(h.clock, 200), failed('reset'), new Error('boom')], h.clock);
+ *   const result = await stage.handle(at, next.fn);
  *   t.equal(next.calls.length, 1);
+ *
+ * Like forward, the scripted `next` puts each attempt "on the wire" (`at.dispatched`, which
+ * counts `ex.attempts`) and settles it (`at.settled()`) when its step ends. Response headers
+ * arrive through the attempt's hooks: `head(clock, status)` as a step, or `wire(clock)` for a
+ * try still in flight that the test answers, or that an abort ends, later.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import { ManualClock } from '../../lib/core/clock.js';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import { ManualClock, type Clock } from '../../lib/core/clock.js';
+import { SupersededError } from '../../lib/core/errors.js';
 import { noEvents, type ProxyEvents } from '../../lib/core/events.js';
 import { ScriptedRandom } from '../../lib/core/random.js';
 import type { DiscoverySource, EndpointSet } from '../../lib/discovery/types.js';
-import { Exchange, type AttemptResult } from '../../lib/pipeline/exchange.js';
+import { Attempt, type AttemptResult } from '../../lib/pipeline/attempt.js';
+import { Deadline } from '../../lib/pipeline/deadline.js';
+import { Exchange } from '../../lib/pipeline/exchange.js';
 import type { RequestBody } from '../../lib/pipeline/request-body.js';
 import type { Next } from '../../lib/pipeline/stage.js';
+import { classifyTransportError } from '../../lib/pipeline/stages/forward.js';
 import { compileText } from '../../lib/policy/load.js';
 import type { Policy, RoutePolicy, UpstreamPolicy } from '../../lib/policy/types.js';
 import type { FailureKind } from '../../lib/resilience/outcome.js';
@@ -32,55 +41,81 @@ import { UpstreamRuntime } from '../../lib/upstream/upstream-runtime.js';
 // ---------------------------------------------------------------------------------------------
 
 /**
- * A response arrived but was not committed to the client. Below the retry stage that is what a
- * try returns; to the retry stage it means "the gate withheld it and granted a retry" (forward
- * returns `committed` for a response that reached the client), so use `committed` for a final
- * answer there.
+ * A response arrived but was not committed to the client: what forward returns when a head
+ * hook withheld it (a retry gate granted a retry, a hedge still races). To the retry stage it
+ * means "the gate withheld it and granted a retry", so use `committed` for a final answer.
  */
-export function ok(status = 200, retryAfterMs: number | null = null): AttemptResult {
-  return { status, failure: null, committed: false, retryAfterMs, error: null };
+export function ok(status = 200): AttemptResult {
+  return { status, failure: null, committed: false, error: null };
 }
 
 /** A response whose headers already went to the client: final, never retried. */
 export function committed(status = 200): AttemptResult {
-  return { status, failure: null, committed: true, retryAfterMs: null, error: null };
+  return { status, failure: null, committed: true, error: null };
 }
 
 /** A transport failure (no response): `connect-failure`, `reset`, `timeout`, `local`, ... */
 export function failed(failure: FailureKind): AttemptResult {
-  return { status: 0, failure, committed: false, retryAfterMs: null, error: null };
+  return { status: 0, failure, committed: false, error: null };
+}
+
+/** What forward resolves with when a try is aborted (or fails) before its headers: never a rejection. */
+export function abortedWith(reason: Error, upstream = 'u'): AttemptResult {
+  const { failure, error } = classifyTransportError(reason, upstream);
+  return { status: 0, failure, committed: false, error };
+}
+
+/**
+ * Response headers arrive for `at`, as forward receives them: the hooks run (innermost first);
+ * withheld, the try ends with `ok(status)`; else the try claims the client's response and ends
+ * `committed` (a try that lost the claim to a sibling is aborted as superseded, as forward does).
+ */
+export function respond(at: Attempt, clock: Clock, status: number, headers: IncomingHttpHeaders = {}): AttemptResult {
+  if (at.headArrived(status, headers, clock.now())) return ok(status);
+  if (!at.ex.claim(at)) {
+    const reason = new SupersededError();
+    at.abort(reason);
+    return abortedWith(reason);
+  }
+  at.ex.status = status;
+  return committed(status);
+}
+
+/** A step: this try's response headers arrive at once (see `respond`). */
+export function head(clock: Clock, status = 200, headers: IncomingHttpHeaders = {}): Step {
+  return (at) => respond(at, clock, status, headers);
 }
 
 // ---------------------------------------------------------------------------------------------
 // The scripted `next`
 // ---------------------------------------------------------------------------------------------
 
-/** What the exchange looked like when `next` was called (a snapshot: the exchange is reused). */
+/** What one call of `next` saw (a snapshot of the values; the attempt itself for later checks). */
 export interface NextCall {
   /** Clock time of the call (the harness clock, when one was given; else 0). */
-  readonly at: number;
-  /** `ex.attempts` after the call counted itself (as forward does). */
+  readonly time: number;
+  /** The attempt `next` was called with. */
+  readonly attempt: Attempt;
+  /** `ex.attempts` after the call put its try on the wire (as forward does). */
   readonly attempts: number;
+  /** The request's deadline, `ex.deadline.at`. */
   readonly deadline: number;
+  /** The try's own bound, `at.deadline` (per-try timeout). */
   readonly tryDeadline: number;
-  /** Address of `ex.endpoint`, null when none was picked. */
+  /** Address of `at.endpoint`, null when none was picked. */
   readonly endpoint: string | null;
-  /** `ex.endpoint.inFlight` as the attempt saw it. */
+  /** `at.endpoint.inFlight` as the try saw it. */
   readonly inFlight: number | null;
-  readonly hasBreakerPermit: boolean;
-  readonly hasRetryGate: boolean;
-  readonly hasTryTimer: boolean;
-  readonly backoffMs: number;
   /** Addresses in `ex.tried`, sorted. */
   readonly tried: readonly string[];
 }
 
 /**
  * One scripted step: a result to resolve with, an error to throw (reject with), or a function
- * of the exchange for anything else (e.g. returning a promise the test settles later, see
- * `deferred`).
+ * of the attempt for anything else (e.g. `head`, `wire(...).step`, or a promise the test
+ * settles later, see `deferred`).
  */
-export type Step = AttemptResult | Error | ((ex: Exchange) => AttemptResult | Promise<AttemptResult>);
+export type Step = AttemptResult | Error | ((at: Attempt) => AttemptResult | Promise<AttemptResult>);
 
 /** A `next` that plays `steps` in order and records every call. */
 export interface ScriptedNext {
@@ -92,10 +127,18 @@ export interface ScriptedNext {
 
 export interface ScriptedNextOptions {
   /**
-   * Count each call as a try, like forward (`ex.attempts++`, `ex.responded = false`). On by
-   * default: the retry stage reads `ex.attempts` to decide.
+   * Put each try on the wire like forward: `at.dispatched(...)` before the step (which counts
+   * `ex.attempts` and lets `ex.fail` reach the try) and `at.settled()` when it ends. On by default.
    */
-  readonly countAttempts?: boolean;
+  readonly dispatch?: boolean;
+}
+
+/** Abort listeners of attempts on the scripted wire (see `wire`). */
+const abortListeners = new WeakMap<Attempt, (reason: Error) => void>();
+
+function onAbort(at: Attempt, fn: (reason: Error) => void): void {
+  if (at.abortReason !== null) fn(at.abortReason);
+  else abortListeners.set(at, fn);
 }
 
 /**
@@ -105,30 +148,32 @@ export interface ScriptedNextOptions {
 export function scriptedNext(steps: readonly Step[], clock: ManualClock | null = null, options: ScriptedNextOptions = {}): ScriptedNext {
   const queue = [...steps];
   const calls: NextCall[] = [];
-  const countAttempts = options.countAttempts ?? true;
-  const fn: Next = async (ex) => {
-    if (countAttempts) {
-      ex.responded = false;
-      ex.attempts++;
+  const dispatch = options.dispatch ?? true;
+  const fn: Next = async (at) => {
+    const ex = at.ex;
+    if (dispatch) at.dispatched((reason) => abortListeners.get(at)?.(reason));
+    try {
+      calls.push({
+        time: clock?.now() ?? 0,
+        attempt: at,
+        attempts: ex.attempts,
+        deadline: ex.deadline.at,
+        tryDeadline: at.deadline,
+        endpoint: at.endpoint?.spec.address ?? null,
+        inFlight: at.endpoint?.inFlight ?? null,
+        tried: ex.tried ? [...ex.tried].sort() : [],
+      });
+      const step = queue.shift();
+      if (step === undefined) throw new Error(`scripted next: unexpected call #${calls.length}`);
+      if (step instanceof Error) throw step;
+      if (typeof step === 'function') return await step(at);
+      return step;
+    } finally {
+      if (dispatch) {
+        abortListeners.delete(at);
+        at.settled();
+      }
     }
-    calls.push({
-      at: clock?.now() ?? 0,
-      attempts: ex.attempts,
-      deadline: ex.deadline,
-      tryDeadline: ex.tryDeadline,
-      endpoint: ex.endpoint?.spec.address ?? null,
-      inFlight: ex.endpoint?.inFlight ?? null,
-      hasBreakerPermit: ex.breakerPermit !== null,
-      hasRetryGate: ex.retryGate !== null,
-      hasTryTimer: ex.tryTimer !== null,
-      backoffMs: ex.backoffMs,
-      tried: ex.tried ? [...ex.tried].sort() : [],
-    });
-    const step = queue.shift();
-    if (step === undefined) throw new Error(`scripted next: unexpected call #${calls.length}`);
-    if (step instanceof Error) throw step;
-    if (typeof step === 'function') return step(ex);
-    return step;
   };
   return { fn, calls, remaining: () => queue.length };
 }
@@ -150,9 +195,82 @@ export function deferred<T>(): Deferred<T> {
   return { promise, resolve, reject };
 }
 
+/**
+ * A try on the wire that the test answers by hand. Use `step` as a scripted step; the try then
+ * waits until the test calls `head`/`respond`/`resolve`, or until it is aborted (a per-try
+ * timeout, `ex.fail`, a sibling that won a hedge race), which ends it as forward does: with a
+ * failed result (`abortedWith`), not a rejection.
+ */
+export interface Wire {
+  readonly step: (at: Attempt) => Promise<AttemptResult>;
+  /** The attempt, once `next` was called with it. */
+  readonly attempt: Attempt;
+  /** True once next was called with this wire's step. */
+  readonly started: boolean;
+  /** True once the try ended (answered, aborted or rejected). */
+  readonly ended: boolean;
+  /** Response headers arrive: runs the hooks, leaves the try in flight; true when withheld. */
+  head(status?: number, headers?: IncomingHttpHeaders): boolean;
+  /** Response headers arrive and the try ends, as `respond` decides; true when withheld. */
+  respond(status?: number, headers?: IncomingHttpHeaders): boolean;
+  /** Ends the try with `result` (e.g. `committed(200)` once its body was sent). */
+  resolve(result: AttemptResult): void;
+  reject(err: Error): void;
+}
+
+export function wire(clock: Clock): Wire {
+  const d = deferred<AttemptResult>();
+  let attempt: Attempt | null = null;
+  let ended = false;
+  const end = (result: AttemptResult): void => {
+    if (ended) throw new Error('wire: the try already ended');
+    ended = true;
+    d.resolve(result);
+  };
+  const started = (): Attempt => {
+    if (attempt === null) throw new Error('wire: next was not called with this step yet');
+    return attempt;
+  };
+  return {
+    step: (at) => {
+      attempt = at;
+      onAbort(at, (reason) => {
+        if (!ended) end(abortedWith(reason));
+      });
+      return d.promise;
+    },
+    get attempt() {
+      return started();
+    },
+    get started() {
+      return attempt !== null;
+    },
+    get ended() {
+      return ended;
+    },
+    head: (status = 200, headers = {}) => started().headArrived(status, headers, clock.now()),
+    respond(status = 200, headers = {}) {
+      const result = respond(started(), clock, status, headers);
+      end(result);
+      return !result.committed && result.failure === null;
+    },
+    resolve: (result) => end(result),
+    reject(err) {
+      if (ended) throw new Error('wire: the try already ended');
+      ended = true;
+      d.reject(err);
+    },
+  };
+}
+
 /** Lets pending promise continuations run (no timers involved: microtasks and one macrotask turn). */
 export async function settle(): Promise<void> {
   await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+/** A request deadline `ms` from now on `clock` (what the deadline stage would set). */
+export function deadlineIn(clock: Clock, ms: number): Deadline {
+  return new Deadline(clock.now() + ms, clock);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -183,6 +301,8 @@ export interface Harness {
   named(name: keyof ProxyEvents): unknown[][];
   /** A fresh exchange on a fake route (see `exchange`). */
   exchange(opts?: ExchangeOptions): Exchange;
+  /** The first attempt of a fresh exchange (what `entry` hands the outermost stage). */
+  attempt(opts?: ExchangeOptions): Attempt;
 }
 
 /** A harness with its clock at `start` and `random` cycling through `randoms` (default 0.5). */
@@ -197,6 +317,7 @@ export function harness(randoms: readonly number[] = [0.5], start = 1_000): Harn
     log: rec.log,
     named: rec.named,
     exchange: (opts = {}) => exchange({ startedAt: clock.now(), ...opts }),
+    attempt: (opts = {}) => new Attempt(exchange({ startedAt: clock.now(), ...opts })),
   };
 }
 
@@ -213,7 +334,7 @@ export interface ExchangeOptions {
   readonly remoteAddress?: string;
   /** The route's name (default `r`). */
   readonly routeName?: string;
-  /** The route's `policy.timeoutMs` (messages of the fault, bulkhead and per-try stages name it). */
+  /** The route's `policy.timeoutMs` (messages of the fault and bulkhead stages name it). */
   readonly timeoutMs?: number;
   /** A compiled route policy to stand in for the fake one (its name and timeout are used). */
   readonly routePolicy?: RoutePolicy;
@@ -221,8 +342,9 @@ export interface ExchangeOptions {
   readonly upstream?: UpstreamRuntime | null;
   readonly startedAt?: number;
   /**
-   * A stand-in request body, cast through `unknown`: only per-try-timeout reads it
-   * (`stalledOnClient`); the retry stage would call `bufferUpTo`. Default: no body (null).
+   * A stand-in request body, cast through `unknown`: the timeouts read `stalledOnClient`,
+   * hedging `inMemory`, the retry stage `replayable` (and calls `bufferUpTo`). Default: no
+   * body (null).
    */
   readonly body?: Partial<RequestBody>;
 }
@@ -231,10 +353,12 @@ export interface ExchangeOptions {
  * A minimal `Exchange`. Its req, res and route are plain objects cast through `unknown`,
  * holding only what the stages read:
  * - req: `headers` (rate-limit key, fault header, idempotency-key), `method` (retry
- *   replay rules), `socket.remoteAddress` (rate-limit `client-ip` key);
+ *   replay rules, hedging), `socket.remoteAddress` (rate-limit `client-ip` key);
  * - res: nothing (only forward and the edge write to it), so an empty object;
  * - route: `name`, `policy` (`name`, `timeoutMs`: error messages) and `upstream`.
- * The request has no body (`ex.body === null`), which every stage treats as replayable.
+ * The request has no body unless `body` is given (`ex.body === null`), which every stage
+ * treats as replayable. `ex.deadline` is `Deadline.NONE` until a deadline stage (or the test,
+ * with `deadlineIn`) sets it.
  */
 export function exchange(opts: ExchangeOptions = {}): Exchange {
   const headers = opts.headers ?? {};

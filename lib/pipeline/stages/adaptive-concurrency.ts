@@ -15,7 +15,7 @@ import type { Stage } from '../stage.js';
 export function adaptiveConcurrencyStage(upstream: string, limit: AdaptiveLimit, clock: Clock): Stage {
   return {
     name: 'adaptive-concurrency',
-    async handle(ex, next) {
+    async handle(at, next) {
       const permit = limit.tryAcquire();
       if (permit === null) {
         throw new ProxyError('concurrency_limited', `upstream ${upstream} is at its adaptive concurrency limit of ${limit.limit}`, 1);
@@ -23,11 +23,11 @@ export function adaptiveConcurrencyStage(upstream: string, limit: AdaptiveLimit,
       const started = clock.now();
       let dropped = false;
       try {
-        const result = await next(ex);
+        const result = await next(at);
         dropped = result.failure === 'timeout' || result.status === 503 || result.status === 429;
         // What the proxy or the client caused says nothing about the upstream's latency.
         if (result.failure === 'local' || result.failure === 'connect-failure') permit.release();
-        else permit.release({ latencyMs: (ex.respondedAt > started ? ex.respondedAt : clock.now()) - started, dropped });
+        else permit.release({ latencyMs: (at.respondedAt > started ? at.respondedAt : clock.now()) - started, dropped });
         return result;
       } catch (err) {
         permit.release();

@@ -11,14 +11,14 @@ import type { Stage } from '../stage.js';
 export function balanceStage(upstream: UpstreamRuntime): Stage {
   return {
     name: 'balance',
-    async handle(ex, next) {
-      const ep = upstream.pick(ex.tried);
+    async handle(at, next) {
+      const ep = upstream.pick(at.ex.tried);
       if (ep === null) throw new ProxyError('no_endpoint', `upstream ${upstream.name} has no endpoints`);
-      ex.endpoint = ep;
+      at.endpoint = ep;
       ep.inFlight++;
       try {
-        const result = await next(ex);
-        upstream.recordEndpoint(ep, outcomeOf(ex, result));
+        const result = await next(at);
+        upstream.recordEndpoint(ep, outcomeOf(at, result));
         return result;
       } finally {
         ep.inFlight--;

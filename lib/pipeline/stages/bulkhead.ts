@@ -2,20 +2,19 @@
  * Bulkhead: caps concurrent requests to the upstream and queues a bounded few. The permit
  * is held until the response stream ends or errors (the stage resolves only then).
  */
-import type { Clock } from '../../core/clock.js';
 import { ProxyError } from '../../core/errors.js';
 import type { Bulkhead, Permit } from '../../resilience/bulkhead.js';
 import type { Exchange } from '../exchange.js';
 import type { Stage } from '../stage.js';
 
 /** Admits up to `maxConcurrent` in flight, queues `maxQueued`, refuses the rest with 503. */
-export function bulkheadStage(bulkhead: Bulkhead, clock: Clock): Stage {
+export function bulkheadStage(bulkhead: Bulkhead): Stage {
   return {
     name: 'bulkhead',
-    async handle(ex, next) {
-      const permit = bulkhead.tryAcquire() ?? (await queue(bulkhead, ex, clock));
+    async handle(at, next) {
+      const permit = bulkhead.tryAcquire() ?? (await queue(bulkhead, at.ex));
       try {
-        return await next(ex);
+        return await next(at);
       } finally {
         permit.release();
       }
@@ -24,11 +23,11 @@ export function bulkheadStage(bulkhead: Bulkhead, clock: Clock): Stage {
 }
 
 /** Waits in the queue; a wait cut short by the route deadline is that deadline's 504. */
-async function queue(bulkhead: Bulkhead, ex: Exchange, clock: Clock): Promise<Permit> {
+async function queue(bulkhead: Bulkhead, ex: Exchange): Promise<Permit> {
   try {
-    return await bulkhead.acquire(ex.cancel, ex.deadline);
+    return await bulkhead.acquire(ex.cancel, ex.deadline.at);
   } catch (err) {
-    if (err instanceof ProxyError && err.code === 'bulkhead_full' && clock.now() >= ex.deadline) {
+    if (err instanceof ProxyError && err.code === 'bulkhead_full' && ex.deadline.passed) {
       throw new ProxyError('upstream_timeout', `no response within the route timeout of ${ex.route.policy.timeoutMs}ms (queued in the bulkhead)`);
     }
     throw err;

@@ -19,18 +19,19 @@ import type { Stage } from '../stage.js';
 export function faultStage(routeName: string, policy: FaultPolicy, clock: Clock, random: Random, events: ProxyEvents): Stage {
   return {
     name: 'fault',
-    async handle(ex, next) {
+    async handle(at, next) {
+      const ex = at.ex;
       const asked = policy.header === null ? undefined : headerValue(ex.req.headers[policy.header]);
       // The fault header is for this hop: a sidecar further on must not inject it again.
       if (asked !== undefined && policy.header !== null) dropHeader(ex, policy.header);
       const decision = decideFault(policy, asked, random);
-      if (decision === NO_FAULT) return next(ex);
+      if (decision === NO_FAULT) return next(at);
       if (decision.delayMs > 0) {
         ex.fault = 'delay';
         events.faultInjected(routeName, 'delay');
-        await sleep(clock, Math.min(decision.delayMs, Math.max(0, ex.deadline - clock.now())), ex.cancel);
+        await sleep(clock, Math.min(decision.delayMs, ex.deadline.left()), ex.cancel);
         if (ex.cancel.reason !== null) throw ex.cancel.reason;
-        if (clock.now() >= ex.deadline) {
+        if (ex.deadline.passed) {
           throw new ProxyError('upstream_timeout', `an injected delay of ${decision.delayMs}ms reached the route timeout of ${ex.route.policy.timeoutMs}ms`);
         }
       }
@@ -39,7 +40,7 @@ export function faultStage(routeName: string, policy: FaultPolicy, clock: Clock,
         events.faultInjected(routeName, 'abort');
         throw new ProxyError('fault_injected', `route ${routeName} injected a fault`, null, null, decision.abortStatus);
       }
-      return next(ex);
+      return next(at);
     },
   };
 }

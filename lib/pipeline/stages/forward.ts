@@ -1,17 +1,17 @@
 /**
- * Forward: the terminal call. Sends the request to the picked endpoint's pool with undici's
- * lowest-level API (a handler object, no intermediate streams) and streams the response to
- * the client with backpressure. Before committing a response it asks the retry gate, so a
- * response that will be retried never reaches the client.
+ * Forward: the terminal call. Sends the try to its endpoint's pool with undici's lowest-level
+ * API (a handler object, no intermediate streams) and streams the response to the client with
+ * backpressure. Before committing a response it runs the try's head hooks (attempt.ts), so a
+ * response that a stage withholds never reaches the client, and it claims the client's
+ * response, so of two tries in flight (a hedge) only one ever writes.
  */
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import { ClientClosedError, ProxyError, type ErrorCode } from '../../core/errors.js';
-import { cleanResponseHeaders, headerValue } from '../../http/headers.js';
+import { ClientClosedError, ProxyError, SupersededError, type ErrorCode } from '../../core/errors.js';
+import { cleanResponseHeaders } from '../../http/headers.js';
 import type { Clock } from '../../core/clock.js';
-import { parseRetryAfter } from '../../resilience/backoff.js';
-import { classifyStatus, type FailureKind } from '../../resilience/outcome.js';
-import type { AttemptResult, Exchange } from '../exchange.js';
+import type { FailureKind } from '../../resilience/outcome.js';
+import type { Attempt, AttemptResult } from '../attempt.js';
 import type { Next } from '../stage.js';
 
 const CONNECT_FAILURES: ReadonlySet<string> = new Set([
@@ -54,6 +54,7 @@ const FAILURE_OF_CODE: Partial<Record<ErrorCode, FailureKind>> = {
 export function classifyTransportError(err: Error, upstream: string): { failure: FailureKind; error: ProxyError } {
   if (err instanceof ProxyError) return { failure: FAILURE_OF_CODE[err.code] ?? 'local', error: err };
   if (err instanceof ClientClosedError) return { failure: 'local', error: new ProxyError('bad_request', err.message) };
+  if (err instanceof SupersededError) return { failure: 'local', error: new ProxyError('upstream_reset', err.message) };
   const code = (err as NodeJS.ErrnoException).code ?? '';
   if (UNSENDABLE.has(code)) return { failure: 'local', error: new ProxyError('bad_request', `request cannot be forwarded: ${err.message}`) };
   if (EXHAUSTED.has(code)) return { failure: 'local', error: new ProxyError('proxy_overloaded', `proxy out of local resources: ${code}`, 1) };
@@ -67,9 +68,8 @@ export function classifyTransportError(err: Error, upstream: string): { failure:
 }
 
 /** One try's dispatch handler: lives for one attempt. */
-class Attempt implements Dispatcher.DispatchHandler {
+class TryHandler implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | null = null;
-  private abortReason: Error | null = null;
   private withheld = false;
   private committed = false;
   private settled = false;
@@ -77,35 +77,40 @@ class Attempt implements Dispatcher.DispatchHandler {
   resolve: (result: AttemptResult) => void = noop;
 
   constructor(
-    private readonly ex: Exchange,
+    private readonly at: Attempt,
     private readonly upstream: string,
     private readonly clock: Clock,
   ) {}
 
   readonly abort = (reason: Error): void => {
-    if (this.controller) this.controller.abort(reason);
-    else this.abortReason = reason;
+    this.controller?.abort(reason);
   };
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
-    if (this.abortReason) controller.abort(this.abortReason);
+    const reason = this.at.abortReason;
+    if (reason !== null) controller.abort(reason);
   }
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
-    if (statusCode < 200) return; // interim responses stay on this hop
-    const ex = this.ex;
+    if (statusCode < 200 || this.settled) return; // interim responses stay on this hop
+    const at = this.at;
+    const ex = at.ex;
     this.status = statusCode;
-    const retryAfterMs = responseArrived(ex, statusCode, headers, this.clock);
-    if (retryAfterMs !== NO_RETRY) {
-      // Discard this response (reading it out keeps the connection reusable) and retry.
+    if (at.headArrived(statusCode, headers, this.clock.now())) {
+      // A stage withholds it (a retry, or a hedge still racing): read it out, which keeps the
+      // connection reusable, and let the stage go on.
       this.withheld = true;
-      this.settle({ status: statusCode, failure: null, committed: false, retryAfterMs, error: null });
+      this.settle({ status: statusCode, failure: null, committed: false, error: null });
       return;
     }
     const res = ex.res;
     if (res.destroyed) {
       controller.abort(new ClientClosedError());
+      return;
+    }
+    if (!ex.claim(at)) {
+      controller.abort(new SupersededError());
       return;
     }
     try {
@@ -125,13 +130,14 @@ class Attempt implements Dispatcher.DispatchHandler {
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.withheld) return;
-    const res = this.ex.res;
-    this.ex.bytesOut += chunk.length;
+    const ex = this.at.ex;
+    const res = ex.res;
+    ex.bytesOut += chunk.length;
     if (!res.write(chunk)) {
       controller.pause();
       // Only while the client is not reading does its socket get an inactivity timeout: the
       // listener cuts a client that reads nothing for writeIdleMs (and counts it).
-      res.socket?.setTimeout(this.ex.writeIdleMs);
+      res.socket?.setTimeout(ex.writeIdleMs);
       res.once('drain', () => {
         res.socket?.setTimeout(0);
         controller.resume();
@@ -141,12 +147,13 @@ class Attempt implements Dispatcher.DispatchHandler {
 
   onResponseEnd(): void {
     if (this.withheld) return;
-    const res = this.ex.res;
+    const ex = this.at.ex;
+    const res = ex.res;
     res.end();
     // The last bytes may still wait for a client that stopped reading: it gets the same bound
     // (Node arms its keep-alive timeout instead once they are sent).
-    if (res.writableLength > 0) res.socket?.setTimeout(this.ex.writeIdleMs);
-    this.settle({ status: this.status, failure: null, committed: true, retryAfterMs: null, error: null });
+    if (res.writableLength > 0) res.socket?.setTimeout(ex.writeIdleMs);
+    this.settle({ status: this.status, failure: null, committed: true, error: null });
   }
 
   onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {
@@ -154,83 +161,52 @@ class Attempt implements Dispatcher.DispatchHandler {
     const { failure, error } = classifyTransportError(err instanceof ClientClosedError ? err : this.abortCause(err), this.upstream);
     if (this.committed) {
       // Bytes already reached the client: the only honest signal left is to cut it off.
-      this.ex.res.destroy();
-      this.settle({ status: this.status, failure, committed: true, retryAfterMs: null, error: null });
+      this.at.ex.res.destroy();
+      this.settle({ status: this.status, failure, committed: true, error: null });
       return;
     }
-    this.settle({ status: 0, failure, committed: false, retryAfterMs: null, error });
+    this.settle({ status: 0, failure, committed: false, error });
   }
 
   /** undici wraps some aborts; prefer the reason we gave it. */
   private abortCause(err: Error): Error {
-    return this.controller?.reason ?? this.abortReason ?? err;
+    return this.controller?.reason ?? this.at.abortReason ?? err;
   }
 
   private settle(result: AttemptResult): void {
     if (this.settled) return;
     this.settled = true;
-    this.ex.abortAttempt = null;
-    stopTryTimer(this.ex);
+    this.at.settled();
     this.resolve(result);
   }
 }
 
 function noop(): void {}
 
-/** `responseArrived`'s answer when the response is to be relayed, not retried. */
-export const NO_RETRY = -1;
-
-/**
- * Response headers arrived for the try in flight: its timer stops, the breaker records the
- * status at once (a long body must not make a probe look hung), and the retry gate decides
- * before anything reaches the client. Returns the Retry-After in ms (0 when none) when the
- * response is to be discarded and retried, else NO_RETRY.
- */
-export function responseArrived(ex: Exchange, status: number, headers: IncomingHttpHeaders, clock: Clock): number {
-  ex.responded = true;
-  ex.respondedAt = clock.now();
-  stopTryTimer(ex);
-  const permit = ex.breakerPermit;
-  if (permit !== null) {
-    ex.breakerPermit = null;
-    permit.record(ex.route.upstream.forBreaker(ex.endpoint, classifyStatus(status)));
-  }
-  if (ex.retryGate === null) return NO_RETRY;
-  const retryAfterMs = status === 503 || status === 429 ? parseRetryAfter(headerValue(headers['retry-after']), clock.wallNow()) : null;
-  return ex.retryGate(ex, status, retryAfterMs) ? (retryAfterMs ?? 0) : NO_RETRY;
-}
-
-/** Cancels the per-try timer of the try in flight (its response headers came, or it ended). */
-export function stopTryTimer(ex: Exchange): void {
-  if (ex.tryTimer === null) return;
-  ex.tryTimer.cancel();
-  ex.tryTimer = null;
-}
-
 function uncork(res: ServerResponse): void {
   res.uncork();
 }
 
-/** The terminal `Next`: one try against `ex.endpoint`. */
+/** Fills the last request header, the placeholder for how long the upstream has left. */
+export function stampTimeLeft(at: Attempt, clock: Clock): void {
+  const left = Math.min(at.ex.deadline.at, at.deadline) - clock.now();
+  const h = at.ex.headers;
+  h[h.length - 1] = left === Infinity ? '' : String(Math.max(0, Math.floor(left)));
+}
+
+/** The terminal `Next`: one try against `at.endpoint`. */
 export function forward(upstream: string, clock: Clock): Next {
-  return (ex) => {
-    const ep = ex.endpoint;
-    if (ep === null) {
-      stopTryTimer(ex);
-      return Promise.reject(new ProxyError('no_endpoint', `upstream ${upstream} has no endpoints`));
-    }
-    ex.responded = false;
-    ex.attempts++;
-    // The upstream is told how long it has left (the last header is the placeholder for it).
-    const left = Math.min(ex.deadline, ex.tryDeadline) - clock.now();
-    ex.headers[ex.headers.length - 1] = left === Infinity ? '' : String(Math.max(0, Math.floor(left)));
-    if (ex.upgrade !== null) return ex.upgrade.forward(ex, ep);
-    const attempt = new Attempt(ex, upstream, clock);
-    ex.abortAttempt = attempt.abort;
+  return (at) => {
+    const ep = at.endpoint;
+    if (ep === null) return Promise.reject(new ProxyError('no_endpoint', `upstream ${upstream} has no endpoints`));
+    const ex = at.ex;
+    stampTimeLeft(at, clock);
+    if (ex.upgrade !== null) return ex.upgrade.forward(at, ep);
+    const handler = new TryHandler(at, upstream, clock);
     const promise = new Promise<AttemptResult>((resolve) => {
-      attempt.resolve = resolve;
+      handler.resolve = resolve;
     });
-    if (ex.cancel.cancelled) attempt.abort(ex.cancel.reason as Error);
+    at.dispatched(handler.abort);
     try {
       ep.pool.dispatch(
         {
@@ -241,11 +217,11 @@ export function forward(upstream: string, clock: Clock): Next {
           body: ex.body === null ? null : ex.body.forAttempt(),
           upgrade: null,
         },
-        attempt,
+        handler,
       );
     } catch (err) {
       // undici reports through the handler; a throw here is the proxy's own failure.
-      attempt.onResponseError(null, err instanceof Error ? err : new Error(String(err)));
+      handler.onResponseError(null, err instanceof Error ? err : new Error(String(err)));
     }
     return promise;
   };

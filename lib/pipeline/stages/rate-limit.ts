@@ -29,12 +29,12 @@ export function rateLimitKey(key: RateLimitKey, req: IncomingMessage): string {
 export function rateLimitStage(routeName: string, policy: RateLimitPolicy, limiter: RateLimiter, events: ProxyEvents): Stage {
   return {
     name: 'rate-limit',
-    handle(ex, next) {
-      const decision = limiter.take(rateLimitKey(policy.key, ex.req));
-      if (decision.allowed) return next(ex);
+    handle(at, next) {
+      const decision = limiter.take(rateLimitKey(policy.key, at.ex.req));
+      if (decision.allowed) return next(at);
       if (policy.shadow) {
         events.shadowReject('rate_limit', routeName);
-        return next(ex);
+        return next(at);
       }
       events.rateLimited(routeName);
       return Promise.reject(

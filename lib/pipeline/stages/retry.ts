@@ -2,83 +2,117 @@
  * Retry: the loop around the tries, with exponential backoff and full jitter; whether to retry
  * is the policy's (resilience/retry-policy.ts). It sits outside the breaker, bulkhead and
  * balancer so that each try is admitted, counted and balanced afresh (and may reach another
- * endpoint), and inside the deadline so that backoff sleeps count against it.
+ * endpoint), and inside the deadline so that backoff sleeps count against it. Each try is an
+ * attempt of its own, carrying this stage's gate: asked when the try's response headers
+ * arrive, it withholds a response that is to be retried before anything reaches the client.
  */
+import type { IncomingHttpHeaders } from 'node:http';
 import type { Clock } from '../../core/clock.js';
 import type { ProxyEvents } from '../../core/events.js';
 import type { Random } from '../../core/random.js';
 import { sleep } from '../../core/sleep.js';
+import { headerValue } from '../../http/headers.js';
 import type { RetryPolicy } from '../../policy/types.js';
+import { parseRetryAfter } from '../../resilience/backoff.js';
 import type { RetryBudget } from '../../resilience/retry-budget.js';
 import { RetryRules, type TryOutcome } from '../../resilience/retry-policy.js';
 import type { UpstreamRuntime } from '../../upstream/upstream-runtime.js';
-import type { AttemptResult, Exchange } from '../exchange.js';
+import type { Attempt, AttemptResult } from '../attempt.js';
+import type { Exchange } from '../exchange.js';
 import type { Next, Stage } from '../stage.js';
 
 /** Retries failed attempts within the attempts, the deadline and the upstream's budget. */
 export class RetryStage implements Stage {
   readonly name = 'retry';
   /** The upstream's budget for this route's settings (resolved once, not per request). */
-  private readonly budget: RetryBudget;
-  private readonly rules: RetryRules;
+  readonly budget: RetryBudget;
+  readonly rules: RetryRules;
 
   constructor(
-    private readonly routeName: string,
+    readonly routeName: string,
     private readonly policy: RetryPolicy,
-    private readonly upstream: UpstreamRuntime,
-    private readonly clock: Clock,
-    private readonly random: Random,
-    private readonly events: ProxyEvents,
+    readonly upstream: UpstreamRuntime,
+    readonly clock: Clock,
+    random: Random,
+    readonly events: ProxyEvents,
   ) {
     this.budget = upstream.budgetFor(policy);
     this.rules = new RetryRules(policy, this.budget, random);
   }
 
-  async handle(ex: Exchange, next: Next): Promise<AttemptResult> {
+  async handle(at: Attempt, next: Next): Promise<AttemptResult> {
+    const ex = at.ex;
     this.budget.recordRequest();
-    if (ex.body) await ex.body.bufferUpTo(this.policy.maxReplayBytes, ex.cancel, ex.deadline, this.clock);
-    ex.retryGate = this.gate;
+    if (ex.body) await ex.body.bufferUpTo(this.policy.maxReplayBytes, ex.cancel, ex.deadline.at, this.clock);
+    const run = new RetryRun(this, ex);
     for (;;) {
-      const result = await next(ex);
+      const attempt = at.fork();
+      attempt.onHead(run.gate);
+      run.tries++;
+      run.granted = false;
+      const result = await next(attempt);
       if (result.committed || ex.cancel.cancelled) return result;
-      // A withheld response was granted its retry by the gate; a transport failure asks now.
-      // The proxy's own failures (`local`) are never retried: another try would fail alike.
-      const granted = result.failure === null || (result.failure !== 'local' && this.grant(ex, { kind: result.failure }));
+      // The gate may have granted this retry already (it withheld the response); anything
+      // else is asked now: a transport failure, or a response a stage inside set aside. The
+      // proxy's own failures (`local`) are never retried: another try would fail alike.
+      const granted =
+        run.granted ||
+        (result.failure === null ? run.grant({ kind: 'status', status: result.status, retryAfterMs: null }) : result.failure !== 'local' && run.grant({ kind: result.failure }));
       if (!granted) return result;
-      const address = ex.endpoint?.spec.address;
+      const address = attempt.endpoint?.spec.address;
       if (address !== undefined) (ex.tried ??= new Set()).add(address);
-      const delay = ex.backoffMs;
-      if (delay > 0) {
-        this.events.backoff(this.upstream.name, delay);
-        await sleep(this.clock, delay, ex.cancel);
+      if (run.backoffMs > 0) {
+        this.events.backoff(this.upstream.name, run.backoffMs);
+        await sleep(this.clock, run.backoffMs, ex.cancel);
         if (ex.cancel.cancelled) return result;
       }
     }
   }
+}
 
-  /** Called by forward when response headers arrive: true = discard this response and retry. */
-  private readonly gate = (ex: Exchange, status: number, retryAfterMs: number | null): boolean =>
-    this.rules.retriesStatus(status) && this.grant(ex, { kind: 'status', status, retryAfterMs });
+/** One request's tries under the retry stage. */
+class RetryRun {
+  /** Tries started so far (hedges inside a try are not retries). */
+  tries = 0;
+  /** Backoff before the next try, decided when the retry was granted. */
+  backoffMs = 0;
+  /** True when the gate granted a retry of this try's response (it was withheld). */
+  granted = false;
 
-  /** Asks the policy; on yes, notes the backoff and the reason on the exchange. */
-  private grant(ex: Exchange, outcome: TryOutcome): boolean {
-    const breaker = this.upstream.breaker;
-    const decision = this.rules.decide(outcome, {
-      attempts: ex.attempts,
+  constructor(
+    private readonly stage: RetryStage,
+    private readonly ex: Exchange,
+  ) {}
+
+  /** A try's response headers: true = discard this response and retry. */
+  readonly gate = (_at: Attempt, status: number, headers: IncomingHttpHeaders): boolean => {
+    if (!this.stage.rules.retriesStatus(status)) return false;
+    const retryAfterMs = status === 503 || status === 429 ? parseRetryAfter(headerValue(headers['retry-after']), this.stage.clock.wallNow()) : null;
+    this.granted = this.grant({ kind: 'status', status, retryAfterMs });
+    return this.granted;
+  };
+
+  /** Asks the policy; on yes, notes the backoff and the reason. */
+  grant(outcome: TryOutcome): boolean {
+    const { stage, ex } = this;
+    const upstream = stage.upstream;
+    const breaker = upstream.breaker;
+    const decision = stage.rules.decide(outcome, {
+      attempts: this.tries,
       method: ex.req.method ?? 'GET',
       hasIdempotencyKey: ex.req.headers['idempotency-key'] !== undefined,
       replayable: ex.body === null || ex.body.replayable,
-      breakerOpen: breaker !== null && !this.upstream.policy.circuitBreaker?.shadow && breaker.state() === 'open',
-      now: this.clock.now(),
-      deadline: ex.deadline,
+      breakerOpen: breaker !== null && !upstream.policy.circuitBreaker?.shadow && breaker.state() === 'open',
+      now: stage.clock.now(),
+      deadline: ex.deadline.at,
     });
     if (!decision.retry) {
-      if (decision.refusal !== null) this.events.retryRefused(this.routeName, this.upstream.name, decision.refusal);
+      if (decision.refusal !== null) stage.events.retryRefused(stage.routeName, upstream.name, decision.refusal);
       return false;
     }
-    ex.backoffMs = decision.delayMs;
+    this.backoffMs = decision.delayMs;
     ex.note = decision.reason;
-    this.events.retried(this.routeName, this.upstream.name, decision.reason);
+    stage.events.retried(stage.routeName, upstream.name, decision.reason);
     return true;
   }
 }

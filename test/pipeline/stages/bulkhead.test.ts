@@ -1,9 +1,9 @@
 /** bulkhead stage alone: full → bulkhead_full; the permit is held until next settles, however it settles. */
 import t from 'tap';
-import type { AttemptResult } from '../../../lib/pipeline/exchange.js';
+import type { AttemptResult } from '../../../lib/pipeline/attempt.js';
 import { bulkheadStage } from '../../../lib/pipeline/stages/bulkhead.js';
 import { Bulkhead } from '../../../lib/resilience/bulkhead.js';
-import { committed, deferred, harness, routeOf, scriptedNext, settle, simplePolicy, type Harness } from '../harness.js';
+import { committed, deadlineIn, deferred, harness, routeOf, scriptedNext, settle, simplePolicy, type Harness } from '../harness.js';
 
 function setup(bulkhead: string): { h: Harness; bulkhead: Bulkhead; stage: ReturnType<typeof bulkheadStage>; rejected: string[] } {
   const h = harness();
@@ -11,17 +11,17 @@ function setup(bulkhead: string): { h: Harness; bulkhead: Bulkhead; stage: Retur
   if (!upstream.bulkhead) throw new Error('no bulkhead');
   const rejected: string[] = [];
   const b = new Bulkhead(upstream.bulkhead, h.clock, { rejected: (reason) => rejected.push(reason) });
-  return { h, bulkhead: b, stage: bulkheadStage(b, h.clock), rejected };
+  return { h, bulkhead: b, stage: bulkheadStage(b), rejected };
 }
 
 t.test('full with no queue: bulkhead_full, next not called', async (t) => {
   const { h, bulkhead, stage, rejected } = setup('{ maxConcurrent: 1 }');
   const first = deferred<AttemptResult>();
   const next = scriptedNext([() => first.promise], h.clock);
-  const p1 = stage.handle(h.exchange(), next.fn);
+  const p1 = stage.handle(h.attempt(), next.fn);
   await settle();
   t.equal(bulkhead.inFlight, 1);
-  await t.rejects(stage.handle(h.exchange(), next.fn), { code: 'bulkhead_full', status: 503 });
+  await t.rejects(stage.handle(h.attempt(), next.fn), { code: 'bulkhead_full', status: 503 });
   t.equal(next.calls.length, 1);
   t.same(rejected, ['full']);
   first.resolve(committed());
@@ -38,7 +38,7 @@ for (const c of endings) {
     const { h, bulkhead, stage } = setup('{ maxConcurrent: 1 }');
     const d = deferred<AttemptResult>();
     const next = scriptedNext([() => d.promise], h.clock);
-    const p = stage.handle(h.exchange(), next.fn);
+    const p = stage.handle(h.attempt(), next.fn);
     await settle();
     t.equal(bulkhead.inFlight, 1, 'held while next is in flight');
     c.settle(d);
@@ -52,10 +52,10 @@ t.test('queued: waits for a permit, then runs', async (t) => {
   const { h, bulkhead, stage } = setup('{ maxConcurrent: 1, maxQueued: 1, queueTimeout: 1s }');
   const first = deferred<AttemptResult>();
   const next = scriptedNext([() => first.promise, committed(201)], h.clock);
-  const ex2 = h.exchange();
-  ex2.deadline = h.clock.now() + 10_000;
-  const p1 = stage.handle(h.exchange(), next.fn);
-  const p2 = stage.handle(ex2, next.fn);
+  const at2 = h.attempt();
+  at2.ex.deadline = deadlineIn(h.clock, 10_000);
+  const p1 = stage.handle(h.attempt(), next.fn);
+  const p2 = stage.handle(at2, next.fn);
   await settle();
   t.equal(bulkhead.queued, 1);
   t.equal(next.calls.length, 1);
@@ -70,10 +70,10 @@ t.test('a queue wait cut by the route deadline is upstream_timeout', async (t) =
   const { h, stage } = setup('{ maxConcurrent: 1, maxQueued: 1, queueTimeout: 1s }');
   const first = deferred<AttemptResult>();
   const next = scriptedNext([() => first.promise], h.clock);
-  const p1 = stage.handle(h.exchange(), next.fn);
-  const ex2 = h.exchange();
-  ex2.deadline = h.clock.now() + 100;
-  const p2 = t.rejects(stage.handle(ex2, next.fn), { code: 'upstream_timeout' });
+  const p1 = stage.handle(h.attempt(), next.fn);
+  const at2 = h.attempt();
+  at2.ex.deadline = deadlineIn(h.clock, 100);
+  const p2 = t.rejects(stage.handle(at2, next.fn), { code: 'upstream_timeout' });
   await settle();
   h.clock.advance(100);
   await p2;
@@ -86,10 +86,10 @@ t.test('a queue wait past queueTimeout (before the deadline) stays bulkhead_full
   const { h, stage, rejected } = setup('{ maxConcurrent: 1, maxQueued: 1, queueTimeout: 50ms }');
   const first = deferred<AttemptResult>();
   const next = scriptedNext([() => first.promise], h.clock);
-  const p1 = stage.handle(h.exchange(), next.fn);
-  const ex2 = h.exchange();
-  ex2.deadline = h.clock.now() + 10_000;
-  const p2 = t.rejects(stage.handle(ex2, next.fn), { code: 'bulkhead_full' });
+  const p1 = stage.handle(h.attempt(), next.fn);
+  const at2 = h.attempt();
+  at2.ex.deadline = deadlineIn(h.clock, 10_000);
+  const p2 = t.rejects(stage.handle(at2, next.fn), { code: 'bulkhead_full' });
   await settle();
   h.clock.advance(50);
   await p2;

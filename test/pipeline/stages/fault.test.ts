@@ -3,7 +3,7 @@ import t from 'tap';
 import { ProxyError } from '../../../lib/core/errors.js';
 import { faultStage } from '../../../lib/pipeline/stages/fault.js';
 import type { RoutePolicy } from '../../../lib/policy/types.js';
-import { harness, ok, routeOf, scriptedNext, settle, simplePolicy, type Harness } from '../harness.js';
+import { deadlineIn, harness, ok, routeOf, scriptedNext, settle, simplePolicy, type Harness } from '../harness.js';
 
 function setup(fault: string, randoms: number[] = [0.5]): { h: Harness; route: RoutePolicy; stage: ReturnType<typeof faultStage> } {
   const h = harness(randoms);
@@ -20,11 +20,11 @@ const passes = [
 for (const c of passes) {
   t.test(`NO_FAULT (${c.name}) passes straight to next`, async (t) => {
     const { h, stage } = setup(c.fault, c.randoms);
-    const ex = h.exchange();
+    const at = h.attempt();
     const next = scriptedNext([ok()], h.clock);
-    t.equal((await stage.handle(ex, next.fn)).status, 200);
+    t.equal((await stage.handle(at, next.fn)).status, 200);
     t.equal(next.calls.length, 1);
-    t.equal(ex.fault, null);
+    t.equal(at.ex.fault, null);
     t.equal(h.clock.pendingTimers(), 0);
   });
 }
@@ -37,25 +37,25 @@ const aborts: { name: string; fault: string; headers: Record<string, string>; st
 for (const c of aborts) {
   t.test(`abort (${c.name}) throws fault_injected ${c.status} and never calls next`, async (t) => {
     const { h, stage, route } = setup(c.fault, c.randoms);
-    const ex = h.exchange({ headers: c.headers });
+    const at = h.attempt({ headers: c.headers });
     const next = scriptedNext([], h.clock);
-    const err = await stage.handle(ex, next.fn).catch((e: unknown) => e);
+    const err = await stage.handle(at, next.fn).catch((e: unknown) => e);
     t.ok(err instanceof ProxyError);
     t.match(err, { code: 'fault_injected', status: c.status });
     t.equal(next.calls.length, 0);
-    t.equal(ex.fault, 'abort');
+    t.equal(at.ex.fault, 'abort');
     t.same(h.named('faultInjected'), [[route.name, 'abort']]);
-    t.same(ex.headers, [], 'the fault header is not sent upstream');
+    t.same(at.ex.headers, [], 'the fault header is not sent upstream');
   });
 }
 
 t.test('delay sleeps on the clock, then calls next', async (t) => {
   const { h, stage, route } = setup('{ delay: { percent: 100, duration: 200ms } }');
-  const ex = h.exchange();
-  ex.deadline = h.clock.now() + 1_000;
+  const at = h.attempt();
+  at.ex.deadline = deadlineIn(h.clock, 1_000);
   const start = h.clock.now();
   const next = scriptedNext([ok()], h.clock);
-  const p = stage.handle(ex, next.fn);
+  const p = stage.handle(at, next.fn);
   await settle();
   t.equal(next.calls.length, 0, 'waiting');
   t.equal(h.clock.pendingTimers(), 1);
@@ -64,17 +64,17 @@ t.test('delay sleeps on the clock, then calls next', async (t) => {
   t.equal(next.calls.length, 0, 'still waiting 1ms before the delay ends');
   h.clock.advance(1);
   t.equal((await p).status, 200);
-  t.equal(next.calls[0]?.at, start + 200);
-  t.equal(ex.fault, 'delay');
+  t.equal(next.calls[0]?.time, start + 200);
+  t.equal(at.ex.fault, 'delay');
   t.same(h.named('faultInjected'), [[route.name, 'delay']]);
 });
 
 t.test('a delay cut by the route deadline throws upstream_timeout without calling next', async (t) => {
   const { h, stage } = setup('{ delay: { percent: 100, duration: 5s } }');
-  const ex = h.exchange();
-  ex.deadline = h.clock.now() + 100;
+  const at = h.attempt();
+  at.ex.deadline = deadlineIn(h.clock, 100);
   const next = scriptedNext([], h.clock);
-  const p = stage.handle(ex, next.fn);
+  const p = stage.handle(at, next.fn);
   const rejected = t.rejects(p, { code: 'upstream_timeout' });
   h.clock.advance(100);
   await rejected;
@@ -83,25 +83,25 @@ t.test('a delay cut by the route deadline throws upstream_timeout without callin
 
 t.test('delay then abort: waits, then answers the status', async (t) => {
   const { h, stage } = setup('{ header: x-fault }');
-  const ex = h.exchange({ headers: { 'x-fault': 'abort=503;delay=50ms' } });
-  ex.deadline = h.clock.now() + 1_000;
+  const at = h.attempt({ headers: { 'x-fault': 'abort=503;delay=50ms' } });
+  at.ex.deadline = deadlineIn(h.clock, 1_000);
   const next = scriptedNext([], h.clock);
-  const p = stage.handle(ex, next.fn);
+  const p = stage.handle(at, next.fn);
   const rejected = t.rejects(p, { code: 'fault_injected', status: 503 });
   h.clock.advance(50);
   await rejected;
-  t.equal(ex.fault, 'delay+abort');
+  t.equal(at.ex.fault, 'delay+abort');
   t.equal(next.calls.length, 0);
 });
 
 t.test('a client gone during the delay ends it with that reason', async (t) => {
   const { h, stage } = setup('{ delay: { percent: 100, duration: 1s } }');
-  const ex = h.exchange();
-  ex.deadline = h.clock.now() + 5_000;
+  const at = h.attempt();
+  at.ex.deadline = deadlineIn(h.clock, 5_000);
   const next = scriptedNext([], h.clock);
-  const p = stage.handle(ex, next.fn);
+  const p = stage.handle(at, next.fn);
   const gone = new Error('client gone');
-  ex.fail(gone);
+  at.ex.fail(gone);
   await t.rejects(p, gone);
   t.equal(next.calls.length, 0);
 });

@@ -1,97 +1,104 @@
-/** per-try-timeout stage alone: one timer per try, firing at the earlier of the try's and the request's deadline. */
+/** per-try-timeout stage alone: a timer per try only when the try's bound is before the request's; its hook cancels it. */
 import t from 'tap';
-import type { AttemptResult, Exchange } from '../../../lib/pipeline/exchange.js';
+import { compose } from '../../../lib/pipeline/stage.js';
+import { deadlineStage } from '../../../lib/pipeline/stages/deadline.js';
 import { perTryTimeoutStage } from '../../../lib/pipeline/stages/per-try-timeout.js';
-import { committed, deferred, harness, scriptedNext, settle, type Harness, type ExchangeOptions } from '../harness.js';
+import { committed, deadlineIn, harness, scriptedNext, settle, wire, type ExchangeOptions, type Harness } from '../harness.js';
 
-/**
- * An attempt in flight, as forward runs one: it installs `ex.abortAttempt`, and an abort ends
- * the attempt with the reason. `aborts` records each abort reason.
- */
-function inFlight(h: Harness, perTryMs: number, deadlineIn: number, opts: ExchangeOptions = {}) {
-  const ex = h.exchange({ timeoutMs: deadlineIn, ...opts });
-  ex.deadline = h.clock.now() + deadlineIn;
-  const aborts: Error[] = [];
-  const d = deferred<AttemptResult>();
-  const next = scriptedNext(
-    [
-      (e: Exchange) => {
-        e.abortAttempt = (reason) => {
-          aborts.push(reason);
-          d.reject(reason);
-        };
-        return d.promise;
-      },
-    ],
-    h.clock,
-  );
-  const p = perTryTimeoutStage(perTryMs, h.clock).handle(ex, next.fn);
-  p.catch(() => {}); // observed by the tests below
-  return { ex, aborts, d, next, p };
+/** A try in flight under a per-try timeout of `perTryMs`, the request's deadline `deadlineIn` away. */
+function inFlight(h: Harness, perTryMs: number, deadlineMs: number, opts: ExchangeOptions = {}) {
+  const at = h.attempt({ timeoutMs: deadlineMs, ...opts });
+  at.ex.deadline = deadlineIn(h.clock, deadlineMs);
+  const w = wire(h.clock);
+  const next = scriptedNext([w.step], h.clock);
+  const p = perTryTimeoutStage(perTryMs, h.clock).handle(at, next.fn);
+  return { at, ex: at.ex, w, next, p };
 }
 
-t.test('arms one timer and sets ex.tryDeadline before calling next', async (t) => {
+t.test('sets at.deadline before calling next and arms one timer, cancelled when the try ends', async (t) => {
   const h = harness();
-  const { ex, next, d, p } = inFlight(h, 100, 1_000);
-  t.equal(ex.tryDeadline, h.clock.now() + 100);
-  t.equal(next.calls[0]?.tryDeadline, h.clock.now() + 100);
-  t.equal(next.calls[0]?.hasTryTimer, true);
+  const { at, ex, next, w, p } = inFlight(h, 100, 1_000);
+  await settle();
+  t.equal(at.deadline, h.clock.now() + 100);
+  t.equal(next.calls[0]?.tryDeadline, h.clock.now() + 100, 'seen by next');
+  t.equal(ex.deadline.at, h.clock.now() + 1_000, 'the request’s deadline untouched');
   t.equal(h.clock.pendingTimers(), 1);
-  d.resolve(committed());
+  w.resolve(committed());
+  await p;
+  t.equal(h.clock.pendingTimers(), 0);
+});
+
+t.test('the per-try timeout aborts the try, not the request', async (t) => {
+  const h = harness();
+  const { ex, w, p } = inFlight(h, 100, 1_000);
+  await settle();
+  h.clock.advance(99);
+  t.equal(w.attempt.abortReason, null, 'not yet');
+  h.clock.advance(1);
+  t.match(w.attempt.abortReason, { code: 'upstream_timeout', message: /perTryTimeout 100ms/ });
+  t.match(await p, { failure: 'timeout', committed: false, error: { code: 'upstream_timeout' } }, 'a retryable failure');
+  t.equal(ex.cancel.cancelled, false, 'the request lives on (retry may try again)');
+  t.equal(h.clock.pendingTimers(), 0);
+});
+
+t.test('a try bound at or after the request deadline arms nothing (the deadline’s timer covers it)', async (t) => {
+  const h = harness();
+  for (const [perTry, deadline] of [
+    [500, 100],
+    [100, 100],
+  ] as const) {
+    const { at, w, p } = inFlight(h, perTry, deadline);
+    await settle();
+    t.equal(at.deadline, h.clock.now() + perTry, `${perTry}ms: at.deadline still set (stamped on the request)`);
+    t.equal(h.clock.pendingTimers(), 0, `${perTry}ms against a ${deadline}ms deadline: no timer`);
+    h.clock.advance(perTry);
+    t.equal(w.attempt.abortReason, null, 'and nothing fires');
+    w.resolve(committed());
+    await p;
+  }
+});
+
+t.test('under the deadline stage: a request in flight costs one timer, the earlier one', async (t) => {
+  const cases = [
+    { perTry: 100, deadline: 1_000, fires: 100, code: 'upstream_timeout', cancelled: false, message: /perTryTimeout 100ms/ },
+    { perTry: 1_000, deadline: 100, fires: 100, code: 'upstream_timeout', cancelled: true, message: /route timeout of 100ms/ },
+  ];
+  for (const c of cases) {
+    const h = harness();
+    const at = h.attempt({ timeoutMs: c.deadline });
+    const w = wire(h.clock);
+    const chain = compose([deadlineStage(c.deadline, h.clock), perTryTimeoutStage(c.perTry, h.clock)], scriptedNext([w.step], h.clock).fn);
+    const p = chain(at);
+    await settle();
+    t.equal(h.clock.pendingTimers(), c.perTry < c.deadline ? 2 : 1, 'the deadline’s own, plus a per-try one only when earlier');
+    h.clock.advance(c.fires);
+    t.match(w.attempt.abortReason, { code: c.code, message: c.message });
+    t.equal(at.ex.cancel.cancelled, c.cancelled, c.cancelled ? 'the deadline fails the request' : 'the per-try timeout only the try');
+    await p;
+    t.equal(h.clock.pendingTimers(), 0, 'nothing left armed');
+  }
+});
+
+t.test('response headers: the hook cancels the per-try timer while the body still streams', async (t) => {
+  const h = harness();
+  const { ex, w, p } = inFlight(h, 100, 1_000);
+  await settle();
+  h.clock.advance(50);
+  t.equal(w.head(200), false, 'the hook lets the response through');
+  t.equal(h.clock.pendingTimers(), 0, 'cancelled by the hook, before the try ends');
+  h.clock.advance(2_000);
+  t.equal(w.attempt.abortReason, null);
+  t.equal(ex.cancel.cancelled, false);
+  w.resolve(committed());
   await p;
 });
 
-t.test('the per-try timeout aborts the attempt via ex.abortAttempt, not the request', async (t) => {
+t.test('a body stalled on the client: the per-try timer fails the request as request_timeout', async (t) => {
   const h = harness();
-  const { ex, aborts, p } = inFlight(h, 100, 1_000);
-  h.clock.advance(99);
+  const { ex, w, p } = inFlight(h, 100, 1_000, { body: { stalledOnClient: true } });
   await settle();
-  t.same(aborts, [], 'not yet');
-  h.clock.advance(1);
-  t.equal(aborts.length, 1);
-  t.match(aborts[0], { code: 'upstream_timeout', message: /perTryTimeout 100ms/ });
-  await t.rejects(p, { code: 'upstream_timeout' });
-  t.equal(ex.cancel.cancelled, false, 'the request lives on (retry may try again)');
-  t.equal(ex.tryTimer, null);
-});
-
-t.test('the route deadline, when earlier, fires ex.fail: request cancelled and attempt aborted', async (t) => {
-  const h = harness();
-  const { ex, aborts, p } = inFlight(h, 500, 100);
   h.clock.advance(100);
-  t.match(ex.cancel.reason, { code: 'upstream_timeout', message: /route timeout of 100ms/ });
-  t.equal(aborts.length, 1);
-  t.equal(aborts[0], ex.cancel.reason);
-  await t.rejects(p);
+  t.match(ex.cancel.reason, { code: 'request_timeout' });
+  t.equal(w.attempt.abortReason, ex.cancel.reason, 'the try is aborted with it');
+  t.match(await p, { failure: 'local' }, 'not the upstream’s failure');
 });
-
-const responded = [
-  { name: 'per-try timer', perTry: 100, deadline: 1_000 },
-  { name: 'deadline timer', perTry: 1_000, deadline: 100 },
-];
-for (const c of responded) {
-  t.test(`headers already arrived: the ${c.name} does nothing`, async (t) => {
-    const h = harness();
-    const { ex, aborts, d, p } = inFlight(h, c.perTry, c.deadline);
-    ex.responded = true;
-    h.clock.advance(2_000);
-    t.same(aborts, []);
-    t.equal(ex.cancel.cancelled, false);
-    d.resolve(committed());
-    await p;
-  });
-}
-
-const stalled = [
-  { name: 'per-try timer', perTry: 100, deadline: 1_000 },
-  { name: 'deadline timer', perTry: 1_000, deadline: 100 },
-];
-for (const c of stalled) {
-  t.test(`a body stalled on the client: the ${c.name} fails the request as request_timeout`, async (t) => {
-    const h = harness();
-    const { ex, aborts } = inFlight(h, c.perTry, c.deadline, { body: { stalledOnClient: true } });
-    h.clock.advance(Math.min(c.perTry, c.deadline));
-    t.match(ex.cancel.reason, { code: 'request_timeout' });
-    t.equal(aborts.length, 1);
-  });
-}

@@ -16,7 +16,7 @@ function setup(rateLimit: string): { h: Harness; stage: ReturnType<typeof rateLi
 t.test('an allowed request passes through to next, untouched', async (t) => {
   const { h, stage } = setup('{ rate: 1/s, burst: 2 }');
   const next = scriptedNext([ok(201)], h.clock);
-  const result = await stage.handle(h.exchange(), next.fn);
+  const result = await stage.handle(h.attempt(), next.fn);
   t.equal(result.status, 201);
   t.equal(next.calls.length, 1);
   t.same(h.log, [], 'no event for an admitted request');
@@ -25,8 +25,8 @@ t.test('an allowed request passes through to next, untouched', async (t) => {
 t.test('a refused request throws 429 rate_limited with Retry-After and RateLimit headers, never calling next', async (t) => {
   const { h, stage, name } = setup('{ rate: 1/s, burst: 1 }');
   const next = scriptedNext([ok()], h.clock);
-  await stage.handle(h.exchange(), next.fn);
-  const err = await stage.handle(h.exchange(), next.fn).then(
+  await stage.handle(h.attempt(), next.fn);
+  const err = await stage.handle(h.attempt(), next.fn).then(
     () => null,
     (e: unknown) => e,
   );
@@ -43,18 +43,18 @@ t.test('a refused request throws 429 rate_limited with Retry-After and RateLimit
 t.test('the bucket refills on the clock', async (t) => {
   const { h, stage } = setup('{ rate: 1/s, burst: 1 }');
   const next = scriptedNext([ok(), ok()], h.clock);
-  await stage.handle(h.exchange(), next.fn);
-  await t.rejects(stage.handle(h.exchange(), next.fn), { code: 'rate_limited' });
+  await stage.handle(h.attempt(), next.fn);
+  await t.rejects(stage.handle(h.attempt(), next.fn), { code: 'rate_limited' });
   h.clock.advance(1_000);
-  t.equal((await stage.handle(h.exchange(), next.fn)).status, 200);
+  t.equal((await stage.handle(h.attempt(), next.fn)).status, 200);
   t.equal(next.calls.length, 2);
 });
 
 t.test('shadow mode lets a refused request through and counts it', async (t) => {
   const { h, stage, name } = setup('{ rate: 1/s, burst: 1, shadow: true }');
   const next = scriptedNext([ok(), ok()], h.clock);
-  await stage.handle(h.exchange(), next.fn);
-  t.equal((await stage.handle(h.exchange(), next.fn)).status, 200, 'over the limit, yet passed');
+  await stage.handle(h.attempt(), next.fn);
+  t.equal((await stage.handle(h.attempt(), next.fn)).status, 200, 'over the limit, yet passed');
   t.equal(next.calls.length, 2);
   t.same(h.named('shadowReject'), [['rate_limit', name]]);
   t.same(h.named('rateLimited'), [], 'not counted as refused');
@@ -68,9 +68,9 @@ for (const c of keyed) {
   t.test(`key ${c.key}: one bucket per key`, async (t) => {
     const { h, stage, limiter } = setup(`{ rate: 1/s, burst: 1, key: '${c.key}' }`);
     const next = scriptedNext([ok(), ok()], h.clock);
-    await stage.handle(h.exchange(c.a), next.fn);
-    await t.rejects(stage.handle(h.exchange(c.a), next.fn), { code: 'rate_limited' }, 'same key: refused');
-    t.equal((await stage.handle(h.exchange(c.b), next.fn)).status, 200, 'another key: its own bucket');
+    await stage.handle(h.attempt(c.a), next.fn);
+    await t.rejects(stage.handle(h.attempt(c.a), next.fn), { code: 'rate_limited' }, 'same key: refused');
+    t.equal((await stage.handle(h.attempt(c.b), next.fn)).status, 200, 'another key: its own bucket');
     t.equal(limiter.keys(), 2);
   });
 }

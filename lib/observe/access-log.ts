@@ -30,6 +30,8 @@ export interface AccessRecord {
   retry: string | null;
   /** What fault injection did (`delay`, `abort`, `delay+abort`), or null. */
   fault: string | null;
+  /** What hedging did (`sent`, `won`: the hedge answered), or null. */
+  hedge: string | null;
 }
 
 /** A JSON string literal, or null. */
@@ -46,7 +48,7 @@ export function toJsonLine(r: AccessRecord): string {
     `{"time":${q(r.time)},"requestId":${q(r.requestId)},"method":${q(r.method)},"authority":${q(r.authority)},` +
     `"path":${q(r.path)},"route":${q(r.route)},"upstream":${q(r.upstream)},"endpoint":${q(r.endpoint)},` +
     `"status":${r.status},"durationMs":${r.durationMs},"bytesIn":${r.bytesIn},"bytesOut":${r.bytesOut},` +
-    `"attempts":${r.attempts},"error":${q(r.error)},"retry":${q(r.retry)},"fault":${q(r.fault)}}`
+    `"attempts":${r.attempts},"error":${q(r.error)},"retry":${q(r.retry)},"fault":${q(r.fault)},"hedge":${q(r.hedge)}}`
   );
 }
 

@@ -20,6 +20,7 @@ export function withDecisionLog(events: ProxyEvents, logger: Logger): ProxyEvent
     bulkheadRejected: (upstream, reason) => events.bulkheadRejected(upstream, reason),
     rateLimited: (route) => events.rateLimited(route),
     faultInjected: (route, kind) => events.faultInjected(route, kind),
+    hedge: (route, upstream, what) => events.hedge(route, upstream, what),
     ejected(upstream, address) {
       events.ejected(upstream, address);
       logger.log('warn', 'endpoint ejected', { upstream, endpoint: address });

@@ -5,7 +5,7 @@
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { RequestFamilies, type RequestMetrics } from './request-metrics.js';
-import type { FaultKind, ProxyEvents, RetryRefusal, ShadowLimit } from '../core/events.js';
+import type { FaultKind, HedgeEvent, ProxyEvents, RetryRefusal, ShadowLimit } from '../core/events.js';
 import type { BreakerState } from '../resilience/circuit-breaker.js';
 import type { UpstreamRuntime } from '../upstream/upstream-runtime.js';
 
@@ -41,6 +41,7 @@ export class Metrics implements ProxyEvents {
   private readonly bulkheadRejections: Counter<'upstream' | 'reason'>;
   private readonly rateLimitedTotal: Counter<'route'>;
   private readonly faults: Counter<'route' | 'kind'>;
+  private readonly hedges: Counter<'route' | 'upstream' | 'outcome'>;
   private readonly ejections: Counter<'upstream'>;
   private readonly panics: Counter<'upstream'>;
   private readonly discoveryUpdates: Counter<'upstream' | 'source'>;
@@ -83,6 +84,12 @@ export class Metrics implements ProxyEvents {
       name: 'pilotfish_faults_injected_total',
       help: 'Requests a route fault-injection policy delayed or aborted, by kind (delay, abort).',
       labelNames: ['route', 'kind'],
+      registers,
+    });
+    this.hedges = new Counter({
+      name: 'pilotfish_hedges_total',
+      help: 'Hedged requests, by outcome: sent (a second try started), won (it answered first), budget (none sent: maxExtra spent).',
+      labelNames: ['route', 'upstream', 'outcome'],
       registers,
     });
     this.proxyErrors = new Counter({
@@ -309,6 +316,9 @@ export class Metrics implements ProxyEvents {
   }
   faultInjected(route: string, kind: FaultKind): void {
     this.faults.labels(route, kind).inc();
+  }
+  hedge(route: string, upstream: string, what: HedgeEvent): void {
+    this.hedges.labels(route, upstream, what).inc();
   }
   ejected(upstream: string): void {
     this.ejections.labels(upstream).inc();

@@ -28,6 +28,7 @@ import {
   parseDuration as ms,
   parseHostPort,
   parseRate,
+  parseHedgeAfter,
   parseRatio,
   parseRouteHost,
   parseSize,
@@ -226,12 +227,13 @@ function compileRoute(r: RouteWire, index: number, defaults: PolicyWire['default
     rateLimit: r.rateLimit ? compileRateLimit(r.rateLimit) : null,
   };
   // Name and index are identity, not settings: moving a route does not reset its buckets.
-  // Nor are fault injection and the upgrade allow-list: they keep no state.
+  // Nor are fault injection, hedging and the upgrade allow-list: they keep no state a reload must reset.
   return {
     name: r.name ?? `route-${index}`,
     index,
     ...settings,
     fault: r.fault ? compileFault(r.fault) : null,
+    hedge: r.hedge ? { ...parseHedgeAfter(r.hedge.after), maxExtra: parseRatio(r.hedge.maxExtra) } : null,
     upgrade: new Set(r.upgrade),
     fingerprint: fingerprint(settings),
   };

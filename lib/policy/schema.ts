@@ -9,6 +9,7 @@ import {
   EXPECTED,
   UnitError,
   parseDuration,
+  parseHedgeAfter,
   parseHostPort,
   parseRate,
   parseRouteHost,
@@ -272,6 +273,12 @@ const route = fields({
     abort: fields({ percent: between(0, 100, 'a percentage from 0 to 100'), status: between(400, 599, 'a status from 400 to 599', true) }).describe('answer this share of requests with status').optional(),
     header: pattern(TOKEN, 'an HTTP header name').describe('a request carrying it sets its own fault: abort=503;delay=50ms').optional(),
   }).describe('fault injection, for chaos tests of the callers; off unless present').optional(),
+  hedge: fields({
+    after: unit(z.string(expecting(EXPECTED.hedgeAfter)), parseHedgeAfter, EXPECTED.hedgeAfter)
+      .describe("a quantile of the route's observed latency (p95) or a fixed delay (50ms)")
+      .default('p95'),
+    maxExtra: ratio().describe("hedges add at most this share of the route's requests").default('10%'),
+  }).describe('hedged requests (idempotent only): a second try to another endpoint when the first is slow; first response wins').optional(),
   upgrade: z.array(z.literal('websocket', expecting('websocket (the one upgrade protocol tunnelled; others are served as plain HTTP/1.1)')), expecting('a list of upgrade protocols'))
     .describe('upgrade protocols this route tunnels; any other Upgrade is served as a plain HTTP/1.1 request')
     .default(['websocket']),

@@ -144,6 +144,16 @@ export interface RouteMatch {
   readonly headers: readonly (readonly [string, string])[];
 }
 
+/** `routes[].hedge`: when to send a second try, and how many extra tries the route may add. */
+export interface HedgePolicy {
+  /** Hedge after this fixed delay (ms); null when `quantile` decides. */
+  readonly afterMs: number | null;
+  /** Hedge after the route's observed latency at this quantile (0.95 for `p95`); null when fixed. */
+  readonly quantile: number | null;
+  /** Hedges may add at most this share of the route's requests (0–1). */
+  readonly maxExtra: number;
+}
+
 export interface RoutePolicy {
   /** `name` from the policy, else `route-<index>`; a metrics label. */
   readonly name: string;
@@ -156,6 +166,8 @@ export interface RoutePolicy {
   readonly rateLimit: RateLimitPolicy | null;
   /** Fault injection (chaos tests of the callers); null: off. */
   readonly fault: FaultPolicy | null;
+  /** Hedged requests (a second try racing a slow first one); null: off. */
+  readonly hedge: HedgePolicy | null;
   /** Upgrade protocols this route tunnels (lower-case); any other Upgrade is served as plain HTTP. */
   readonly upgrade: ReadonlySet<string>;
   /** Stable digest of this route's own settings (rate-limit state survives while unchanged). */

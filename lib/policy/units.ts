@@ -14,6 +14,7 @@ export const EXPECTED = Object.freeze({
   size: 'a size in bytes like 65536, 64KiB or 1MiB',
   hostPort: 'host:port like 127.0.0.1:8080 or [::1]:8080',
   routeHost: 'a host name like orders or [::1] (a port is ignored)',
+  hedgeAfter: 'a latency quantile like p95 (p50 to p99.9) or a duration like 50ms',
 });
 
 /** A unit that does not parse; the message is fit to show the user as is. */
@@ -67,6 +68,23 @@ export function parseRate(text: string): Rate {
   if (tokens <= 0) fail(EXPECTED.rate, text, 'must be more than zero');
   const windowSeconds = RATE_SECONDS[m[2]!]!;
   return { perMs: tokens / (windowSeconds * 1000), tokens, windowSeconds };
+}
+
+/** When to hedge: `p95` (a quantile of observed latency) or a fixed duration. */
+export type HedgeAfter = { readonly quantile: number; readonly afterMs: null } | { readonly quantile: null; readonly afterMs: number };
+
+/** `"p95"` → quantile 0.95; `"50ms"` → a fixed 50 ms. */
+export function parseHedgeAfter(text: string): HedgeAfter {
+  const m = /^p(\d{2}(?:\.\d+)?)$/.exec(text);
+  if (m) {
+    const q = Number(m[1]) / 100;
+    if (!(q >= 0.5 && q <= 0.999)) fail(EXPECTED.hedgeAfter, text, 'the quantile must be from p50 to p99.9');
+    return { quantile: q, afterMs: null };
+  }
+  if (!new RegExp(`^${NUMBER}(ms|s|m|h)$`).test(text)) fail(EXPECTED.hedgeAfter, text);
+  const afterMs = parseDuration(text);
+  if (afterMs === 0) fail(EXPECTED.hedgeAfter, text, 'a fixed delay must be above zero');
+  return { quantile: null, afterMs };
 }
 
 /** `"50%"` or a number in [0, 1] → a ratio in [0, 1]. */

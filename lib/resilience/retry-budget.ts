@@ -33,9 +33,14 @@ export class RetryBudget {
     this.window.add(DEPOSITS);
   }
 
+  /** True while at least one retry is left (nothing is taken). */
+  canWithdraw(): boolean {
+    return this.balance() + EPSILON >= 1;
+  }
+
   /** Takes one retry from the budget; false when it is spent (the original failure is returned). */
   tryWithdraw(): boolean {
-    if (this.balance() + EPSILON < 1) return false;
+    if (!this.canWithdraw()) return false;
     this.window.add(WITHDRAWALS);
     return true;
   }

@@ -13,7 +13,8 @@
 // Environment:
 //   BENCH_POLICY=basic|full   basic (default): the catch-all route with the built-in defaults.
 //                             full: every mechanism on (rate limit, bulkhead, retries with budget, circuit
-//                             breaker, outlier detection, health checks), sized never to reject.
+//                             breaker, outlier detection, health checks, hedging, fault injection), sized never
+//                             to reject or trigger.
 //   ADMIN_PORT                admin listener port [PORT + 1000]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -99,6 +100,9 @@ routes:
   - match: { pathPrefix: / }
     upstream: bench
     rateLimit: { rate: 10000000/s, burst: 1000000 }
+    # Configured but never triggering on a healthy origin: a hedge after 1 s, fault injection by header only.
+    hedge: { after: 1s, maxExtra: 10% }
+    fault: { abort: { percent: 0, status: 503 }, header: x-pilotfish-fault }
 `;
 }
 

@@ -34,9 +34,13 @@ export interface AccessRecord {
   hedge: string | null;
 }
 
-/** A JSON string literal, or null. */
+/** Characters a JSON string literal must escape (and non-ASCII, left to JSON.stringify). */
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\u007f-\uffff]/;
+
+/** A JSON string literal, or null. Most values need no escaping: quoting them is ~2× cheaper. */
 function q(value: string | null): string {
-  return value === null ? 'null' : JSON.stringify(value);
+  if (value === null) return 'null';
+  return NEEDS_ESCAPE.test(value) ? JSON.stringify(value) : `"${value}"`;
 }
 
 /**

@@ -1,10 +1,10 @@
 /**
  * A request's overall deadline: the route's timeout, covering every try and every wait
  * (backoff, bulkhead queue, injected delay) until response headers are committed. The
- * deadline stage creates it and owns its timer; every wait inside reads `left()` to bound
- * itself, so none outlives it.
+ * deadline stage creates it and owns its timer (head-timer.ts); every wait inside reads
+ * `left()` to bound itself, so none outlives it.
  */
-import type { Clock, Timer } from '../core/clock.js';
+import type { Clock } from '../core/clock.js';
 import { ProxyError } from '../core/errors.js';
 import type { Exchange } from './exchange.js';
 
@@ -28,11 +28,6 @@ export class Deadline {
   /** True once the deadline has passed. */
   get passed(): boolean {
     return this.left() === 0;
-  }
-
-  /** Arms `fn` to run when the deadline passes (nothing for none). */
-  arm(fn: () => void): Timer | null {
-    return this.at === Infinity || this.clock === null ? null : this.clock.setTimer(fn, this.left());
   }
 }
 

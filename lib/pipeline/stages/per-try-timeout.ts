@@ -4,9 +4,10 @@
  * a timer only when the try's bound comes before the request's deadline (whose own timer
  * covers the rest), and its hook cancels the timer as soon as headers arrive.
  */
-import type { Clock, Timer } from '../../core/clock.js';
+import type { Clock } from '../../core/clock.js';
 import type { Attempt } from '../attempt.js';
 import { timeoutError } from '../deadline.js';
+import { HeadTimer } from '../head-timer.js';
 import type { Stage } from '../stage.js';
 
 /** Aborts the try in flight with `upstream_timeout` when it runs long (a retryable failure). */
@@ -16,9 +17,8 @@ export function perTryTimeoutStage(perTryTimeoutMs: number, clock: Clock): Stage
     async handle(at, next) {
       at.deadline = clock.now() + perTryTimeoutMs;
       if (at.deadline >= at.ex.deadline.at) return next(at);
-      const timer = new TryTimer(at, perTryTimeoutMs);
-      timer.timer = clock.setTimer(timer.expire, perTryTimeoutMs);
-      at.onHead(timer.responded);
+      const timer = new HeadTimer(clock, perTryTimeoutMs, () => expire(at, perTryTimeoutMs));
+      at.onHead(timer.onHead);
       try {
         return await next(at);
       } finally {
@@ -28,29 +28,9 @@ export function perTryTimeoutStage(perTryTimeoutMs: number, clock: Clock): Stage
   };
 }
 
-/** One try's timer. */
-class TryTimer {
-  timer: Timer | null = null;
-  constructor(
-    private readonly at: Attempt,
-    private readonly ms: number,
-  ) {}
-
-  readonly expire = (): void => {
-    this.timer = null;
-    const err = timeoutError(this.at.ex, `no response headers within perTryTimeout ${this.ms}ms`);
-    // A client that stalls its own upload fails the whole request; a slow upstream, the try.
-    if (err.code === 'request_timeout') this.at.ex.fail(err);
-    else this.at.abort(err);
-  };
-
-  readonly responded = (): boolean => {
-    this.cancel();
-    return false;
-  };
-
-  cancel(): void {
-    this.timer?.cancel();
-    this.timer = null;
-  }
+/** A client that stalls its own upload fails the whole request; a slow upstream, the try. */
+function expire(at: Attempt, ms: number): void {
+  const err = timeoutError(at.ex, `no response headers within perTryTimeout ${ms}ms`);
+  if (err.code === 'request_timeout') at.ex.fail(err);
+  else at.abort(err);
 }

@@ -50,6 +50,18 @@ function request(s: Setup, wires: Wire[], opts: ExchangeOptions = {}): { at: Att
   return { at, next, p };
 }
 
+/** A request on `s` whose first try is still out at `after` (50ms): the hedge is out too. */
+async function racing(s: Setup): Promise<{ h: Harness; first: Wire; second: Wire; at: Attempt; next: ScriptedNext; p: Promise<AttemptResult> }> {
+  const { h } = s;
+  const first = wire(h.clock);
+  const second = wire(h.clock);
+  const { at, next, p } = request(s, [first, second]);
+  await settle();
+  h.clock.advance(50);
+  await settle();
+  return { h, first, second, at, next, p };
+}
+
 t.test('a fast first try: no hedge, and no timer left once its headers arrive', async (t) => {
   const s = setup();
   const { h } = s;
@@ -113,13 +125,8 @@ t.test('a slow first try: after `after`, a hedge to another endpoint; its head w
 
 t.test('a slow first try that still answers first: it wins, the hedge is superseded', async (t) => {
   const s = setup();
-  const { h, route } = s;
-  const first = wire(h.clock);
-  const second = wire(h.clock);
-  const { at, p } = request(s, [first, second]);
-  await settle();
-  h.clock.advance(50);
-  await settle();
+  const { route } = s;
+  const { h, first, second, at, p } = await racing(s);
   t.equal(second.started, true);
   h.clock.advance(5);
   t.equal(first.respond(200), false);
@@ -132,14 +139,7 @@ t.test('a slow first try that still answers first: it wins, the hedge is superse
 
 for (const failing of ['first', 'hedge'] as const) {
   t.test(`a 503 from the ${failing} while the other is out is withheld; the other’s 200 wins`, async (t) => {
-    const s = setup();
-    const { h } = s;
-    const first = wire(h.clock);
-    const second = wire(h.clock);
-    const { at, p } = request(s, [first, second]);
-    await settle();
-    h.clock.advance(50);
-    await settle();
+    const { first, second, at, p } = await racing(setup());
     const [bad, good] = failing === 'first' ? [first, second] : [second, first];
     t.equal(bad.respond(503), true, 'withheld: the other may still answer well');
     t.equal(at.ex.winner, null, 'nothing committed');
@@ -153,14 +153,7 @@ for (const failing of ['first', 'hedge'] as const) {
 }
 
 t.test('a 503 with no sibling left to wait for is let through', async (t) => {
-  const s = setup();
-  const { h } = s;
-  const first = wire(h.clock);
-  const second = wire(h.clock);
-  const { p } = request(s, [first, second]);
-  await settle();
-  h.clock.advance(50);
-  await settle();
+  const { first, second, p } = await racing(setup());
   first.resolve(failed('reset'));
   await settle();
   t.equal(second.respond(503), false, 'the only try left: its answer is the answer');
@@ -168,28 +161,14 @@ t.test('a 503 with no sibling left to wait for is let through', async (t) => {
 });
 
 t.test('a status the retry policy does not retry is not withheld, even with the other out', async (t) => {
-  const s = setup();
-  const { h } = s;
-  const first = wire(h.clock);
-  const second = wire(h.clock);
-  const { p } = request(s, [first, second]);
-  await settle();
-  h.clock.advance(50);
-  await settle();
+  const { first, second, p } = await racing(setup());
   t.equal(first.respond(404), false);
   t.ok(second.attempt.abortReason instanceof SupersededError);
   t.same(await p, committed(404));
 });
 
 t.test('a 503 set aside while the hedge was out, then the hedge refused by the proxy: upstream_error, judged by retry', async (t) => {
-  const s = setup();
-  const { h } = s;
-  const first = wire(h.clock);
-  const second = wire(h.clock);
-  const { p } = request(s, [first, second]);
-  await settle();
-  h.clock.advance(50);
-  await settle();
+  const { first, second, p } = await racing(setup());
   t.equal(first.respond(503), true, 'set aside: the hedge is still out');
   second.reject(new ProxyError('bulkhead_full', 'full'));
   const result = await p;
@@ -200,14 +179,7 @@ t.test('a 503 set aside while the hedge was out, then the hedge refused by the p
 });
 
 t.test('both tries fail: the result is the last to end', async (t) => {
-  const s = setup();
-  const { h } = s;
-  const first = wire(h.clock);
-  const second = wire(h.clock);
-  const { p } = request(s, [first, second]);
-  await settle();
-  h.clock.advance(50);
-  await settle();
+  const { first, second, p } = await racing(setup());
   second.resolve(failed('connect-failure'));
   await settle();
   first.resolve(failed('reset'));
@@ -215,14 +187,7 @@ t.test('both tries fail: the result is the last to end', async (t) => {
 });
 
 t.test('the request failing (its deadline, the client gone) aborts both tries', async (t) => {
-  const s = setup();
-  const { h } = s;
-  const first = wire(h.clock);
-  const second = wire(h.clock);
-  const { at, p } = request(s, [first, second]);
-  await settle();
-  h.clock.advance(50);
-  await settle();
+  const { first, second, at, p } = await racing(setup());
   const gone = new Error('client gone');
   at.ex.fail(gone);
   t.equal(first.attempt.abortReason, gone);

@@ -101,6 +101,41 @@ export function cleanResponseHeaders(headers: IncomingHttpHeaders): IncomingHttp
   return headers;
 }
 
+/**
+ * The upstream's raw response header list (undici hands it over as Buffers, name then value)
+ * as the flat list the client is sent: hop-by-hop fields and the fields Connection names
+ * dropped, Via appended. Bytes pass through as latin1, so a value arrives as it was sent; no
+ * object is built, and the common response (no extra Connection names) takes one pass.
+ */
+export function relayResponseHeaders(raw: readonly Buffer[]): string[] {
+  const out: string[] = [];
+  let connection: string | null = null;
+  let via: string | null = null;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = (raw[i] as Buffer).toString('latin1');
+    const value = (raw[i + 1] as Buffer).toString('latin1');
+    const lower = name.toLowerCase();
+    if (lower === 'connection') connection = connection === null ? value : `${connection},${value}`;
+    else if (lower === 'via') via = via === null ? value : `${via}, ${value}`;
+    else if (!HOP_BY_HOP.has(lower)) out.push(name, value);
+  }
+  const extra = connectionTokens(connection ?? undefined);
+  if (extra !== null) {
+    for (let i = out.length - 2; i >= 0; i -= 2) if (extra.has((out[i] as string).toLowerCase())) out.splice(i, 2);
+  }
+  out.push('via', via === null ? VIA : `${via}, ${VIA}`);
+  return out;
+}
+
+/** The first value of `name` (lower-case) in a raw header list, or undefined. */
+export function rawHeader(raw: readonly Buffer[], name: string): string | undefined {
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const field = raw[i] as Buffer;
+    if (field.length === name.length && field.toString('latin1').toLowerCase() === name) return (raw[i + 1] as Buffer).toString('latin1');
+  }
+  return undefined;
+}
+
 /** A header's single value (the first, if repeated). */
 export function headerValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;

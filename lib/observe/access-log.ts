@@ -35,6 +35,7 @@ export interface AccessRecord {
 }
 
 /** Characters a JSON string literal must escape (and non-ASCII, left to JSON.stringify). */
+// eslint-disable-next-line no-control-regex -- control characters are exactly what must be escaped
 const NEEDS_ESCAPE = /["\\\u0000-\u001f\u007f-\uffff]/;
 
 /** A JSON string literal, or null. Most values need no escaping: quoting them is ~2× cheaper. */

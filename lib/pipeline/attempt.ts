@@ -23,12 +23,28 @@ export interface AttemptResult {
   readonly error: ProxyError | null;
 }
 
+/** A response head as hooks read it: no object is built for it unless a hook asks. */
+export interface ResponseHead {
+  /** The first value of a header, by lower-case name. */
+  header(name: string): string | undefined;
+}
+
+/** A head over Node's parsed headers object (http-proxy hands the WebSocket refusals over so). */
+export function headOf(headers: IncomingHttpHeaders): ResponseHead {
+  return {
+    header(name) {
+      const v = headers[name];
+      return Array.isArray(v) ? v[0] : v;
+    },
+  };
+}
+
 /**
  * Runs when a try's response headers arrive, before they reach the client. Returning true
  * *withholds* the response (it is read out and discarded: a retry or a sibling try will
  * answer instead); hooks further out are then not asked.
  */
-export type HeadHook = (at: Attempt, status: number, headers: IncomingHttpHeaders) => boolean;
+export type HeadHook = (at: Attempt, status: number, head: ResponseHead) => boolean;
 
 /** One try: its endpoint, its bound, its hooks and how to abort it. */
 export class Attempt {
@@ -68,12 +84,12 @@ export class Attempt {
   }
 
   /** Response headers arrived: runs the hooks innermost first; true when one withheld it. */
-  headArrived(status: number, headers: IncomingHttpHeaders, now: number): boolean {
+  headArrived(status: number, head: ResponseHead, now: number): boolean {
     this.respondedAt = now;
     this.responded = true;
     const hooks = this.hooks;
     if (hooks === null) return false;
-    for (let i = hooks.length - 1; i >= 0; i--) if ((hooks[i] as HeadHook)(this, status, headers)) return true;
+    for (let i = hooks.length - 1; i >= 0; i--) if ((hooks[i] as HeadHook)(this, status, head)) return true;
     return false;
   }
 

@@ -13,7 +13,7 @@ import { pipeline, type Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import type { Clock } from '../core/clock.js';
 import { cleanResponseHeaders } from '../http/headers.js';
-import type { Attempt, AttemptResult } from '../pipeline/attempt.js';
+import { headOf, type Attempt, type AttemptResult } from '../pipeline/attempt.js';
 import type { Exchange } from '../pipeline/exchange.js';
 import { classifyTransportError } from '../pipeline/stages/forward.js';
 import { adopt } from '../server/sockets.js';
@@ -171,7 +171,7 @@ class WebSocketAttempt {
   private readonly refused = (res: IncomingMessage): void => {
     const ex = this.ex;
     const status = res.statusCode ?? 502;
-    if (this.at.headArrived(status, res.headers, this.clock.now())) {
+    if (this.at.headArrived(status, headOf(res.headers), this.clock.now())) {
       // Withheld (to be retried): read it out and let the retry go on.
       res.resume();
       this.releaseClient();
@@ -191,7 +191,7 @@ class WebSocketAttempt {
     this.releaseClient();
     adopt(upstreamSocket);
     const ex = this.ex;
-    this.at.headArrived(101, res.headers, this.clock.now());
+    this.at.headArrived(101, headOf(res.headers), this.clock.now());
     ex.claim(this.at);
     this.committed = true;
     ex.status = 101;

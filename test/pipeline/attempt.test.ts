@@ -2,7 +2,7 @@
 import t from 'tap';
 import { ManualClock } from '../../lib/core/clock.js';
 import { ClientClosedError } from '../../lib/core/errors.js';
-import { Attempt, type HeadHook } from '../../lib/pipeline/attempt.js';
+import { Attempt, headOf, type HeadHook } from '../../lib/pipeline/attempt.js';
 import { Deadline } from '../../lib/pipeline/deadline.js';
 import { stampTimeLeft } from '../../lib/pipeline/stages/forward.js';
 import { exchange } from './harness.js';
@@ -17,13 +17,13 @@ t.test('head hooks run innermost first; one that withholds stops the rest', asyn
   at.onHead(hook('outer', false));
   at.onHead(hook('inner', false));
   t.equal(at.responded, false);
-  t.equal(at.headArrived(200, {}, 5), false);
+  t.equal(at.headArrived(200, headOf({}), 5), false);
   t.same(ran, ['inner', 'outer']);
   t.equal(at.respondedAt, 5);
   t.equal(at.responded, true);
   at.onHead(hook('innermost', true));
   ran.length = 0;
-  t.equal(at.headArrived(503, {}, 6), true, 'withheld');
+  t.equal(at.headArrived(503, headOf({}), 6), true, 'withheld');
   t.same(ran, ['innermost'], 'the hooks further out are not asked');
 });
 
@@ -34,7 +34,7 @@ t.test('a fork carries the hooks registered so far, not those added after, and n
   const fork = base.fork();
   base.onHead(() => (ran.push('later on base'), false));
   fork.onHead(() => (ran.push('on fork'), false));
-  fork.headArrived(200, {}, 1);
+  fork.headArrived(200, headOf({}), 1);
   t.same(ran, ['on fork', 'outer']);
   t.equal(fork.ex, base.ex);
   t.equal(base.responded, false, 'the base did not respond');

@@ -23,7 +23,7 @@ import { SupersededError } from '../../lib/core/errors.js';
 import { noEvents, type ProxyEvents } from '../../lib/core/events.js';
 import { ScriptedRandom } from '../../lib/core/random.js';
 import type { DiscoverySource, EndpointSet } from '../../lib/discovery/types.js';
-import { Attempt, type AttemptResult } from '../../lib/pipeline/attempt.js';
+import { Attempt, headOf, type AttemptResult } from '../../lib/pipeline/attempt.js';
 import { Deadline } from '../../lib/pipeline/deadline.js';
 import { Exchange } from '../../lib/pipeline/exchange.js';
 import type { RequestBody } from '../../lib/pipeline/request-body.js';
@@ -71,7 +71,7 @@ export function abortedWith(reason: Error, upstream = 'u'): AttemptResult {
  * `committed` (a try that lost the claim to a sibling is aborted as superseded, as forward does).
  */
 export function respond(at: Attempt, clock: Clock, status: number, headers: IncomingHttpHeaders = {}): AttemptResult {
-  if (at.headArrived(status, headers, clock.now())) return ok(status);
+  if (at.headArrived(status, headOf(headers), clock.now())) return ok(status);
   if (!at.ex.claim(at)) {
     const reason = new SupersededError();
     at.abort(reason);
@@ -248,7 +248,7 @@ export function wire(clock: Clock): Wire {
     get ended() {
       return ended;
     },
-    head: (status = 200, headers = {}) => started().headArrived(status, headers, clock.now()),
+    head: (status = 200, headers = {}) => started().headArrived(status, headOf(headers), clock.now()),
     respond(status = 200, headers = {}) {
       const result = respond(started(), clock, status, headers);
       end(result);

@@ -2,12 +2,11 @@
  * Circuit breaker: inside retry, so every try asks it (a retry into an open breaker is
  * refused at once), and outside the bulkhead, so an open breaker sheds load before it queues.
  */
-import type { IncomingHttpHeaders } from 'node:http';
 import { ProxyError } from '../../core/errors.js';
 import type { BreakerPermit, CircuitBreaker } from '../../resilience/circuit-breaker.js';
 import { classifyStatus } from '../../resilience/outcome.js';
 import type { UpstreamRuntime } from '../../upstream/upstream-runtime.js';
-import type { Attempt } from '../attempt.js';
+import type { Attempt, ResponseHead } from '../attempt.js';
 import { outcomeOf } from '../outcome-of.js';
 import type { Stage } from '../stage.js';
 
@@ -48,7 +47,7 @@ class Recorder {
     private readonly permit: BreakerPermit,
   ) {}
 
-  readonly head = (at: Attempt, status: number, _headers: IncomingHttpHeaders): boolean => {
+  readonly head = (at: Attempt, status: number, _head: ResponseHead): boolean => {
     this.permit.record(this.upstream.forBreaker(at.endpoint, classifyStatus(status)));
     return false;
   };

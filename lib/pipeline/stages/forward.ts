@@ -5,13 +5,13 @@
  * response that a stage withholds never reaches the client, and it claims the client's
  * response, so of two tries in flight (a hedge) only one ever writes.
  */
-import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import type { ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { ClientClosedError, ProxyError, SupersededError, type ErrorCode } from '../../core/errors.js';
-import { cleanResponseHeaders } from '../../http/headers.js';
+import { rawHeader, relayResponseHeaders } from '../../http/headers.js';
 import type { Clock } from '../../core/clock.js';
 import type { FailureKind } from '../../resilience/outcome.js';
-import type { Attempt, AttemptResult } from '../attempt.js';
+import type { Attempt, AttemptResult, ResponseHead } from '../attempt.js';
 import type { Next } from '../stage.js';
 
 const CONNECT_FAILURES: ReadonlySet<string> = new Set([
@@ -67,9 +67,19 @@ export function classifyTransportError(err: Error, upstream: string): { failure:
   return { failure: 'reset', error: new ProxyError('upstream_reset', `upstream ${upstream} reset the connection${code ? `: ${code}` : ''}`) };
 }
 
-/** One try's dispatch handler: lives for one attempt. */
-class TryHandler implements Dispatcher.DispatchHandler {
-  private controller: Dispatcher.DispatchController | null = null;
+/**
+ * One try's dispatch handler: lives for one attempt. It speaks undici's own handler protocol
+ * (`onConnect`, `onHeaders` with the raw header list, `onData`, `onComplete`, `onError`), the
+ * one undici's `request` and `stream` use inside; the newer controller protocol is an adapter
+ * over it that builds a headers object per response, which a proxy relaying the list as it
+ * came would only take apart again.
+ */
+class TryHandler implements Dispatcher.DispatchHandler, ResponseHead {
+  private abortFn: ((err?: Error) => void) | null = null;
+  /** What this handler aborted the request with (undici may report a wrapped error). */
+  private reason: Error | null = null;
+  private resume: (() => void) | null = null;
+  private raw: readonly Buffer[] = NO_HEADERS;
   private withheld = false;
   private committed = false;
   private settled = false;
@@ -83,42 +93,51 @@ class TryHandler implements Dispatcher.DispatchHandler {
   ) {}
 
   readonly abort = (reason: Error): void => {
-    this.controller?.abort(reason);
+    if (this.abortFn === null || this.settled) return; // before onConnect, at.abortReason is read there
+    this.reason ??= reason;
+    this.abortFn(reason);
   };
 
-  onRequestStart(controller: Dispatcher.DispatchController): void {
-    this.controller = controller;
-    const reason = this.at.abortReason;
-    if (reason !== null) controller.abort(reason);
+  /** The response head, for the attempt's hooks. */
+  header(name: string): string | undefined {
+    return rawHeader(this.raw, name);
   }
 
-  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
-    if (statusCode < 200 || this.settled) return; // interim responses stay on this hop
+  onConnect(abort: (err?: Error) => void): void {
+    this.abortFn = abort;
+    const reason = this.at.abortReason;
+    if (reason !== null) this.abort(reason);
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    if (statusCode < 200 || this.settled) return true; // interim responses stay on this hop
     const at = this.at;
     const ex = at.ex;
     this.status = statusCode;
-    if (at.headArrived(statusCode, headers, this.clock.now())) {
+    this.raw = rawHeaders;
+    this.resume = resume;
+    if (at.headArrived(statusCode, this, this.clock.now())) {
       // A stage withholds it (a retry, or a hedge still racing): read it out, which keeps the
       // connection reusable, and let the stage go on.
       this.withheld = true;
       this.settle({ status: statusCode, failure: null, committed: false, error: null });
-      return;
+      return true;
     }
     const res = ex.res;
     if (res.destroyed) {
-      controller.abort(new ClientClosedError());
-      return;
+      this.abort(new ClientClosedError());
+      return true;
     }
     if (!ex.claim(at)) {
-      controller.abort(new SupersededError());
-      return;
+      this.abort(new SupersededError());
+      return true;
     }
     try {
-      res.writeHead(statusCode, cleanResponseHeaders(headers));
+      res.writeHead(statusCode, relayResponseHeaders(rawHeaders));
     } catch (err) {
       // A head Node will not write (a malformed field from the upstream) is the upstream's fault.
-      controller.abort(new ProxyError('upstream_reset', `upstream sent a response head that cannot be relayed: ${String(err)}`));
-      return;
+      this.abort(new ProxyError('upstream_reset', `upstream sent a response head that cannot be relayed: ${String(err)}`));
+      return true;
     }
     ex.status = statusCode;
     // Hold the head until the first body bytes (and, for small bodies, the end) join it: one
@@ -126,26 +145,26 @@ class TryHandler implements Dispatcher.DispatchHandler {
     res.cork();
     process.nextTick(uncork, res);
     this.committed = true;
+    return true;
   }
 
-  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (this.withheld) return;
+  onData(chunk: Buffer): boolean {
+    if (this.withheld) return true;
     const ex = this.at.ex;
     const res = ex.res;
     ex.bytesOut += chunk.length;
-    if (!res.write(chunk)) {
-      controller.pause();
-      // Only while the client is not reading does its socket get an inactivity timeout: the
-      // listener cuts a client that reads nothing for writeIdleMs (and counts it).
-      res.socket?.setTimeout(ex.writeIdleMs);
-      res.once('drain', () => {
-        res.socket?.setTimeout(0);
-        controller.resume();
-      });
-    }
+    if (res.write(chunk)) return true;
+    // Only while the client is not reading does its socket get an inactivity timeout: the
+    // listener cuts a client that reads nothing for writeIdleMs (and counts it).
+    res.socket?.setTimeout(ex.writeIdleMs);
+    res.once('drain', () => {
+      res.socket?.setTimeout(0);
+      this.resume?.();
+    });
+    return false;
   }
 
-  onResponseEnd(): void {
+  onComplete(): void {
     if (this.withheld) return;
     const ex = this.at.ex;
     const res = ex.res;
@@ -156,9 +175,9 @@ class TryHandler implements Dispatcher.DispatchHandler {
     this.settle({ status: this.status, failure: null, committed: true, error: null });
   }
 
-  onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {
+  onError(err: Error): void {
     if (this.withheld) return;
-    const { failure, error } = classifyTransportError(err instanceof ClientClosedError ? err : this.abortCause(err), this.upstream);
+    const { failure, error } = classifyTransportError(err instanceof ClientClosedError ? err : (this.reason ?? this.at.abortReason ?? err), this.upstream);
     if (this.committed) {
       // Bytes already reached the client: the only honest signal left is to cut it off.
       this.at.ex.res.destroy();
@@ -168,11 +187,6 @@ class TryHandler implements Dispatcher.DispatchHandler {
     this.settle({ status: 0, failure, committed: false, error });
   }
 
-  /** undici wraps some aborts; prefer the reason we gave it. */
-  private abortCause(err: Error): Error {
-    return this.controller?.reason ?? this.at.abortReason ?? err;
-  }
-
   private settle(result: AttemptResult): void {
     if (this.settled) return;
     this.settled = true;
@@ -180,6 +194,8 @@ class TryHandler implements Dispatcher.DispatchHandler {
     this.resolve(result);
   }
 }
+
+const NO_HEADERS: readonly Buffer[] = Object.freeze([]);
 
 function noop(): void {}
 
@@ -221,7 +237,7 @@ export function forward(upstream: string, clock: Clock): Next {
       );
     } catch (err) {
       // undici reports through the handler; a throw here is the proxy's own failure.
-      handler.onResponseError(null, err instanceof Error ? err : new Error(String(err)));
+      handler.onError(err instanceof Error ? err : new Error(String(err)));
     }
     return promise;
   };

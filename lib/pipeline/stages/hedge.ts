@@ -12,7 +12,6 @@
  * other may still answer well. Only requests that can be sent twice at once are hedged: an
  * idempotent method (or an Idempotency-Key), no Upgrade, and no body or one already in memory.
  */
-import type { IncomingHttpHeaders } from 'node:http';
 import type { Clock, Timer } from '../../core/clock.js';
 import { ProxyError, SupersededError } from '../../core/errors.js';
 import type { ProxyEvents } from '../../core/events.js';
@@ -21,7 +20,7 @@ import { LatencyQuantile } from '../../resilience/latency-quantile.js';
 import { isIdempotent } from '../../resilience/replay.js';
 import { RetryBudget } from '../../resilience/retry-budget.js';
 import type { UpstreamRuntime } from '../../upstream/upstream-runtime.js';
-import type { Attempt, AttemptResult } from '../attempt.js';
+import type { Attempt, AttemptResult, ResponseHead } from '../attempt.js';
 import type { Exchange } from '../exchange.js';
 import type { Next, Stage } from '../stage.js';
 
@@ -150,7 +149,7 @@ class Race {
   };
 
   /** A try's response headers: the first good one wins; a failing one waits for its sibling. */
-  private readonly head = (at: Attempt, status: number, _headers: IncomingHttpHeaders): boolean => {
+  private readonly head = (at: Attempt, status: number, _head: ResponseHead): boolean => {
     const { stage } = this;
     if (at === this.first) stage.latency?.record(stage.clock.now() - this.startedAt);
     if (this.winner !== null) return true; // lost a photo finish

@@ -6,18 +6,16 @@
  * attempt of its own, carrying this stage's gate: asked when the try's response headers
  * arrive, it withholds a response that is to be retried before anything reaches the client.
  */
-import type { IncomingHttpHeaders } from 'node:http';
 import type { Clock } from '../../core/clock.js';
 import type { ProxyEvents } from '../../core/events.js';
 import type { Random } from '../../core/random.js';
 import { sleep } from '../../core/sleep.js';
-import { headerValue } from '../../http/headers.js';
 import type { RetryPolicy } from '../../policy/types.js';
 import { parseRetryAfter } from '../../resilience/backoff.js';
 import type { RetryBudget } from '../../resilience/retry-budget.js';
 import { RetryRules, type TryOutcome } from '../../resilience/retry-policy.js';
 import type { UpstreamRuntime } from '../../upstream/upstream-runtime.js';
-import type { Attempt, AttemptResult } from '../attempt.js';
+import type { Attempt, AttemptResult, ResponseHead } from '../attempt.js';
 import type { Exchange } from '../exchange.js';
 import type { Next, Stage } from '../stage.js';
 
@@ -85,9 +83,9 @@ class RetryRun {
   ) {}
 
   /** A try's response headers: true = discard this response and retry. */
-  readonly gate = (_at: Attempt, status: number, headers: IncomingHttpHeaders): boolean => {
+  readonly gate = (_at: Attempt, status: number, head: ResponseHead): boolean => {
     if (!this.stage.rules.retriesStatus(status)) return false;
-    const retryAfterMs = status === 503 || status === 429 ? parseRetryAfter(headerValue(headers['retry-after']), this.stage.clock.wallNow()) : null;
+    const retryAfterMs = status === 503 || status === 429 ? parseRetryAfter(head.header('retry-after'), this.stage.clock.wallNow()) : null;
     this.granted = this.grant({ kind: 'status', status, retryAfterMs });
     return this.granted;
   };

@@ -1,6 +1,6 @@
 /** adaptive-concurrency stage alone: over the limit → concurrency_limited; each permit released exactly once. */
 import t from 'tap';
-import type { AttemptResult } from '../../../lib/pipeline/attempt.js';
+import { headOf, type AttemptResult } from '../../../lib/pipeline/attempt.js';
 import { adaptiveConcurrencyStage } from '../../../lib/pipeline/stages/adaptive-concurrency.js';
 import type { AdaptiveLimit, AdaptiveOutcome } from '../../../lib/resilience/adaptive-limit.js';
 import { committed, deferred, failed, harness, ok, routeOf, scriptedNext, settle, simplePolicy, upstreamOf, type Harness, type Step } from '../harness.js';
@@ -41,7 +41,7 @@ t.test('over the limit: concurrency_limited (Retry-After 1), next not called', a
 function taking(ms: number, result: AttemptResult, h: Harness, bodyMs = 0): Step {
   return (at) => {
     h.clock.advance(ms);
-    at.headArrived(result.status, {}, h.clock.now());
+    at.headArrived(result.status, headOf({}), h.clock.now());
     h.clock.advance(bodyMs);
     return result;
   };

@@ -1,6 +1,6 @@
 /** retry stage alone: a fresh attempt per try carrying its gate, backoff on the clock, and what it never retries. */
 import t from 'tap';
-import type { Attempt } from '../../../lib/pipeline/attempt.js';
+import { headOf, type Attempt } from '../../../lib/pipeline/attempt.js';
 import { RetryStage } from '../../../lib/pipeline/stages/retry.js';
 import type { RoutePolicy } from '../../../lib/policy/types.js';
 import type { UpstreamRuntime } from '../../../lib/upstream/upstream-runtime.js';
@@ -76,7 +76,7 @@ t.test('a 503 the gate withholds at its headers is tried again; the 200 after it
   const next = scriptedNext(
     [
       (a) => {
-        t.equal(a.headArrived(503, {}, h.clock.now()), true, 'the gate grants a retry of a 503');
+        t.equal(a.headArrived(503, headOf({}), h.clock.now()), true, 'the gate grants a retry of a 503');
         return ok(503);
       },
       head(h.clock, 200),
@@ -96,7 +96,7 @@ t.test('the gate sits on the forks only: the attempt the stage received has no g
   const { h, stage } = setup();
   const at = attemptWithin(h);
   await stage.handle(at, scriptedNext([committed(200)], h.clock).fn);
-  t.equal(at.headArrived(503, {}, h.clock.now()), false, 'a 503 on the outer attempt is not withheld');
+  t.equal(at.headArrived(503, headOf({}), h.clock.now()), false, 'a 503 on the outer attempt is not withheld');
   t.same(h.named('retried'), []);
 });
 

@@ -89,31 +89,19 @@ export function upstreamRequestHeaders(rawHeaders: readonly string[], headers: I
 }
 
 /**
- * Strips hop-by-hop fields from an upstream response in place and appends Via.
- * undici hands us a fresh object per response, so mutating it costs no copy.
+ * An upstream response's raw header list (name, value, ...: undici's Buffers, or Node's
+ * strings for a WebSocket refusal) as the flat list the client is sent: hop-by-hop fields and
+ * the fields Connection names dropped, Via appended. Bytes pass through as latin1, so a value
+ * arrives as it was sent; no object is built, and the common response (no extra Connection
+ * names) takes one pass.
  */
-export function cleanResponseHeaders(headers: IncomingHttpHeaders): IncomingHttpHeaders {
-  const extra = connectionTokens(headers.connection);
-  if (extra !== null) for (const name of extra) delete headers[name];
-  for (const name of HOP_BY_HOP) if (headers[name] !== undefined) delete headers[name];
-  const via = headers.via;
-  headers.via = via ? `${Array.isArray(via) ? via.join(', ') : via}, ${VIA}` : VIA;
-  return headers;
-}
-
-/**
- * The upstream's raw response header list (undici hands it over as Buffers, name then value)
- * as the flat list the client is sent: hop-by-hop fields and the fields Connection names
- * dropped, Via appended. Bytes pass through as latin1, so a value arrives as it was sent; no
- * object is built, and the common response (no extra Connection names) takes one pass.
- */
-export function relayResponseHeaders(raw: readonly Buffer[]): string[] {
+export function relayResponseHeaders(raw: readonly (Buffer | string)[]): string[] {
   const out: string[] = [];
   let connection: string | null = null;
   let via: string | null = null;
   for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = (raw[i] as Buffer).toString('latin1');
-    const value = (raw[i + 1] as Buffer).toString('latin1');
+    const name = latin1(raw[i] as Buffer | string);
+    const value = latin1(raw[i + 1] as Buffer | string);
     const lower = name.toLowerCase();
     if (lower === 'connection') connection = connection === null ? value : `${connection},${value}`;
     else if (lower === 'via') via = via === null ? value : `${via}, ${value}`;
@@ -125,6 +113,10 @@ export function relayResponseHeaders(raw: readonly Buffer[]): string[] {
   }
   out.push('via', via === null ? VIA : `${via}, ${VIA}`);
   return out;
+}
+
+function latin1(field: Buffer | string): string {
+  return typeof field === 'string' ? field : field.toString('latin1');
 }
 
 /** The first value of `name` (lower-case) in a raw header list, or undefined. */

@@ -7,6 +7,7 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { ProxyError } from '../core/errors.js';
+import { headerValue } from '../http/headers.js';
 import type { FailureKind } from '../resilience/outcome.js';
 import type { EndpointRuntime } from '../upstream/upstream-runtime.js';
 import type { Exchange } from './exchange.js';
@@ -31,12 +32,7 @@ export interface ResponseHead {
 
 /** A head over Node's parsed headers object (http-proxy hands the WebSocket refusals over so). */
 export function headOf(headers: IncomingHttpHeaders): ResponseHead {
-  return {
-    header(name) {
-      const v = headers[name];
-      return Array.isArray(v) ? v[0] : v;
-    },
-  };
+  return { header: (name) => headerValue(headers[name]) };
 }
 
 /**

@@ -227,7 +227,7 @@ function compileRoute(r: RouteWire, index: number, defaults: PolicyWire['default
     rateLimit: r.rateLimit ? compileRateLimit(r.rateLimit) : null,
   };
   // Name and index are identity, not settings: moving a route does not reset its buckets.
-  // Nor are fault injection, hedging and the upgrade allow-list: they keep no state a reload must reset.
+  // Nor are fault injection, hedging and the upgrade allow-list: changing them resets nothing worth keeping (hedging re-learns its quantile in 50 requests).
   return {
     name: r.name ?? `route-${index}`,
     index,

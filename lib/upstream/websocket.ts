@@ -12,7 +12,7 @@ import type { Socket } from 'node:net';
 import { pipeline, type Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import type { Clock } from '../core/clock.js';
-import { cleanResponseHeaders } from '../http/headers.js';
+import { relayResponseHeaders } from '../http/headers.js';
 import { headOf, type Attempt, type AttemptResult } from '../pipeline/attempt.js';
 import type { Exchange } from '../pipeline/exchange.js';
 import { classifyTransportError } from '../pipeline/stages/forward.js';
@@ -182,7 +182,7 @@ class WebSocketAttempt {
     this.committed = true;
     this.releaseClient();
     ex.status = status;
-    ex.res.writeHead(status, cleanResponseHeaders(res.headers));
+    ex.res.writeHead(status, relayResponseHeaders(res.rawHeaders));
     pipeline(res, ex.res, (err) => this.settle({ status, failure: err ? 'reset' : null, committed: true, error: null }));
   };
 

@@ -32,3 +32,7 @@ t.test('rawHeader finds the first value by lower-case name', async (t) => {
   t.equal(rawHeader(list, 'etag'), undefined);
   t.equal(rawHeader([], 'retry-after'), undefined);
 });
+
+t.test("Node's string raw headers (a refused WebSocket handshake) follow the same rules", async (t) => {
+  t.same(relayResponseHeaders(['Content-Type', 'text/plain', 'Connection', 'close', 'Upgrade', 'websocket']), ['Content-Type', 'text/plain', 'via', '1.1 pilotfish']);
+});

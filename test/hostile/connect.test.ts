@@ -7,7 +7,7 @@
  *   one is closed after `limits.tunnelIdleTimeout`.
  */
 import t from 'tap';
-import { sleep } from '../support/hostile.js';
+import { checkTunnelIdleTimeout, sleep } from '../support/hostile.js';
 import { RawConnection, requestBytes, type RawResponse } from '../support/raw-http.js';
 import { spawnProxy, type SpawnedProxy, type Teardown } from '../support/spawn.js';
 import { stillServing } from '../support/survival.js';
@@ -203,21 +203,7 @@ t.test('CONNECT tunnels are bounded: limits.maxTunnels and limits.tunnelIdleTime
     const busy = await openTunnelAdmitted(t, proxy);
     t.equal(idle.res.status, 200, 'the idle tunnel is established');
     t.equal(busy.res.status, 200, 'the busy tunnel is established');
-    let served = 0;
-    const traffic = (async () => {
-      while (Date.now() - opened < 2_200 && !busy.conn.closed) {
-        if ((await inside(busy.conn, `/busy/${served}`)).status === 200) served++;
-        await sleep(250);
-      }
-    })().catch(() => {});
-    const closed = await idle.conn.waitClosed(3_000);
-    const after = (idle.conn.closedAt ?? Date.now()) - opened;
-    t.ok(closed, `the idle tunnel is closed by the proxy within 3 s (${closed ? `after ${after} ms` : 'still open'})`);
-    if (closed) t.ok(after >= 500, `not long before the 1 s idle timeout (after ${after} ms)`);
-    await traffic;
-    t.notOk(busy.conn.closed, `a tunnel with a request every 250 ms stays open past the idle timeout (${served} served)`);
-    idle.conn.destroy();
-    busy.conn.destroy();
+    await checkTunnelIdleTimeout(t, idle.conn, busy.conn, opened, async (n) => (await inside(busy.conn, `/busy/${n}`)).status === 200);
   });
 
   t.ok(proxy.running, `pid ${proxy.pid} still running`);

@@ -14,7 +14,7 @@
  */
 import net, { type AddressInfo } from 'node:net';
 import t from 'tap';
-import { accessRecords, eventually, metric, sleep } from '../support/hostile.js';
+import { accessRecords, checkTunnelIdleTimeout, eventually, metric, sleep } from '../support/hostile.js';
 import { RawConnection, requestBytes, type RawResponse } from '../support/raw-http.js';
 import { spawnProxy, type SpawnedProxy, type Teardown } from '../support/spawn.js';
 import { stillServing } from '../support/survival.js';
@@ -412,21 +412,7 @@ t.test('tunnels are bounded: limits.maxTunnels and limits.tunnelIdleTimeout', as
     const busy = await openWsAdmitted(t, proxy, 'ws', '/ws/busy');
     t.equal(idle.res.status, 101, 'the idle tunnel opens');
     t.equal(busy.res.status, 101, 'the busy tunnel opens');
-    let echoes = 0;
-    const traffic = (async () => {
-      while (Date.now() - opened < 2_200 && !busy.conn.closed) {
-        if ((await wsEcho(busy.conn, `ping ${echoes}`)) === `ping ${echoes}`) echoes++;
-        await sleep(250);
-      }
-    })().catch(() => {});
-    const closed = await idle.conn.waitClosed(3_000);
-    const after = (idle.conn.closedAt ?? Date.now()) - opened;
-    t.ok(closed, `the idle tunnel is closed by the proxy within 3 s (${closed ? `after ${after} ms` : 'still open'})`);
-    if (closed) t.ok(after >= 500, `not long before the 1 s idle timeout (after ${after} ms)`);
-    await traffic;
-    t.notOk(busy.conn.closed, `a tunnel with traffic every 250 ms stays open past the idle timeout (${echoes} echoes)`);
-    idle.conn.destroy();
-    busy.conn.destroy();
+    await checkTunnelIdleTimeout(t, idle.conn, busy.conn, opened, async (n) => (await wsEcho(busy.conn, `ping ${n}`)) === `ping ${n}`);
   });
 
   t.ok(proxy.running, `pid ${proxy.pid} still running`);

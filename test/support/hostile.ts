@@ -4,6 +4,7 @@
  * until told, and a plain "is it still serving?" probe over a raw socket.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Test } from 'tap';
 import { metricValue } from './metrics-text.js';
 import { RawConnection, rawExchange, requestBytes, type RawResponse } from './raw-http.js';
 import { jsonLines, type SpawnedProxy, type Teardown } from './spawn.js';
@@ -221,4 +222,33 @@ export function problemMismatches(res: RawResponse, status: number, code: string
   if (body.code !== code) wrong.push(`body.code ${JSON.stringify(body.code)}`);
   for (const member of ['type', 'title', 'detail']) if (typeof body[member] !== 'string') wrong.push(`no string body.${member}`);
   return wrong;
+}
+
+/**
+ * The tunnel idle-timeout check shared by CONNECT and WebSocket tunnels (tunnelIdleTimeout 1 s):
+ * `idle` (opened at `opened`) must be closed by the proxy within 3 s and not long before 1 s,
+ * while `busy`, given traffic every 250 ms by `ping` (true = answered) for 2.2 s, stays open.
+ */
+export async function checkTunnelIdleTimeout(
+  t: Test,
+  idle: RawConnection,
+  busy: RawConnection,
+  opened: number,
+  ping: (n: number) => Promise<boolean>,
+): Promise<void> {
+  let answered = 0;
+  const traffic = (async () => {
+    while (Date.now() - opened < 2_200 && !busy.closed) {
+      if (await ping(answered)) answered++;
+      await sleep(250);
+    }
+  })().catch(() => {});
+  const closed = await idle.waitClosed(3_000);
+  const after = (idle.closedAt ?? Date.now()) - opened;
+  t.ok(closed, `the idle tunnel is closed by the proxy within 3 s (${closed ? `after ${after} ms` : 'still open'})`);
+  if (closed) t.ok(after >= 500, `not long before the 1 s idle timeout (after ${after} ms)`);
+  await traffic;
+  t.notOk(busy.closed, `a tunnel with traffic every 250 ms stays open past the idle timeout (${answered} answered)`);
+  idle.destroy();
+  busy.destroy();
 }

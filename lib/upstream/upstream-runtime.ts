@@ -63,11 +63,8 @@ export class UpstreamRuntime {
     addresses: [],
     eligible: (address) => this.isHealthy(address) && !(this.outliers?.isEjected(address) ?? false),
   };
-  /** True once a successor was built from this runtime: its feeds are no longer offered. */
-  private handedOver = false;
-  /** Which feeds a successor took over (closing must leave those running). */
-  private keepFeed = false;
-  private keepHealth = false;
+  /** What a successor took over, once one was built from this runtime (null before). */
+  private successorTook: Feeds | null = null;
   private closed = false;
 
   /**
@@ -145,7 +142,7 @@ export class UpstreamRuntime {
    * stopped) or was already handed over (they have a new owner).
    */
   feedsForSuccessor(): OwnedFeeds | null {
-    return this.closed || this.handedOver ? null : { feed: this.feed, healthFeed: this.healthFeed };
+    return this.closed || this.successorTook !== null ? null : { feed: this.feed, healthFeed: this.healthFeed };
   }
 
   /**
@@ -153,9 +150,7 @@ export class UpstreamRuntime {
    * those (closing leaves them running), and no later successor is offered any feed.
    */
   releaseFeeds(taken: Feeds): void {
-    this.handedOver = true;
-    this.keepFeed = taken.feed === this.feed;
-    this.keepHealth = this.healthFeed !== null && taken.healthFeed === this.healthFeed;
+    this.successorTook = taken;
   }
 
   /** Stops discovery and gives back the pools (they close once their requests finish). */
@@ -165,7 +160,8 @@ export class UpstreamRuntime {
     this.membership.close();
     // A pick after close finds no endpoint, as before the first set.
     this.picker = new Picker(this.policy.balancer, NO_ENDPOINTS, this.deps.random, this.checks);
-    await Promise.all([this.keepFeed ? null : this.feed.close(), this.keepHealth ? null : this.health?.close()]);
+    const took = this.successorTook;
+    await Promise.all([took?.feed === this.feed ? null : this.feed.close(), took?.healthFeed === this.healthFeed ? null : this.health?.close()]);
   }
 
   /** Swaps in a new endpoint set: kept endpoints keep their pool and load counts. */

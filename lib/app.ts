@@ -19,7 +19,7 @@ import type { Policy, PolicyIssue } from './policy/types.js';
 import { watchPolicyFile } from './policy/watch.js';
 import { buildRuntime, type Runtime, type RuntimeDeps, type StateReport } from './runtime/runtime.js';
 import { createAdminServer } from './server/admin.js';
-import { createOutboundServer } from './server/outbound.js';
+import { createOutboundServer, type OutboundListener } from './server/outbound.js';
 import { PoolRegistry } from './upstream/pools.js';
 import { Tunnels } from './server/tunnels.js';
 import { WebSocketForwarder } from './upstream/websocket.js';
@@ -78,7 +78,7 @@ export class Pilotfish {
     private readonly pools: PoolRegistry,
     private readonly tunnels: Tunnels,
     private readonly websocket: WebSocketForwarder,
-    readonly outbound: Server,
+    readonly outbound: OutboundListener,
     readonly admin: Server,
     /** Requests in flight on the outbound listener (drain waits for zero). */
     readonly load: { inFlight: number },
@@ -156,7 +156,7 @@ export class Pilotfish {
     metrics.reloads.labels('success').inc();
     metrics.lastReloadSuccess.set(1);
     metrics.policyInfo.labels(policy.source.hash).set(1);
-    await Promise.all([listen(outbound, policy.listeners.outbound), listen(admin, policy.listeners.admin)]);
+    await Promise.all([outbound.listen(policy.listeners.outbound.port, policy.listeners.outbound.host), listen(admin, policy.listeners.admin)]);
     if (options.watch !== false) {
       const watcher = watchPolicyFile(options.policyFile, () => void app?.reload(), {
         clock,
@@ -168,7 +168,7 @@ export class Pilotfish {
     logger.log('info', 'pilotfish started', {
       policy: policy.source.file,
       hash: policy.source.hash,
-      outbound: address(outbound),
+      outbound: formatHostPort({ host: outbound.address().address, port: outbound.address().port }),
       admin: address(admin),
     });
     return app;
@@ -186,7 +186,7 @@ export class Pilotfish {
 
   /** Where the outbound listener listens (the real port when the policy said 0). */
   get outboundAddress(): AddressInfo {
-    return this.outbound.address() as AddressInfo;
+    return this.outbound.address();
   }
 
   /** Where the admin listener listens. */
@@ -311,7 +311,7 @@ export class Pilotfish {
     while (clock.now() < deadline) {
       this.outbound.closeIdleConnections();
       // With no quiet period (an immediate stop), open idle connections do not hold it up.
-      const open = quietPeriodMs > 0 ? await connections(this.outbound) : 0;
+      const open = quietPeriodMs > 0 ? await this.outbound.connections() : 0;
       const now = clock.now();
       if (this.load.inFlight > 0 || this.tunnels.size > 0 || open > 0) quietSince = null;
       else if (now - (quietSince ??= now) >= quietPeriodMs) break;
@@ -329,11 +329,6 @@ export class Pilotfish {
     this.admin.closeAllConnections();
     this.logger.log('info', 'stopped', { leftInFlight: this.load.inFlight });
   }
-}
-
-/** Client connections open on `server` now (tunnels included). */
-function connections(server: Server): Promise<number> {
-  return new Promise((resolve) => server.getConnections((err, count) => resolve(err ? 0 : count)));
 }
 
 /** True when what is fixed at start (listener addresses, client limits) is the same in both. */

@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'upstream_connect_failed'
   | 'upstream_reset'
   | 'upstream_timeout'
+  | 'client_deadline'
   | 'upstream_error'
   | 'bad_request'
   | 'request_timeout'
@@ -34,6 +35,7 @@ export const STATUS_OF: Readonly<Record<ErrorCode, number>> = Object.freeze({
   upstream_connect_failed: 502,
   upstream_reset: 502,
   upstream_timeout: 504,
+  client_deadline: 504,
   upstream_error: 502,
   bad_request: 400,
   request_timeout: 408,
@@ -56,6 +58,7 @@ export const TITLE_OF: Readonly<Record<ErrorCode, string>> = Object.freeze({
   upstream_connect_failed: 'Could not connect to the upstream',
   upstream_reset: 'Upstream reset the connection',
   upstream_timeout: 'Upstream did not answer in time',
+  client_deadline: "The client's own deadline passed first",
   upstream_error: 'Upstream answered with an error that could not be relayed',
   bad_request: 'Malformed or unsupported request',
   request_timeout: 'Request not received in time',

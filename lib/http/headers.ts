@@ -4,6 +4,7 @@
  * carries an id. Works on raw header arrays so HTTP/2 pseudo-headers can join later.
  */
 import type { IncomingHttpHeaders } from 'node:http';
+import { GRPC_TIMEOUT_HEADER } from './grpc.js';
 
 /** Tells the upstream how many milliseconds the proxy will still wait for its response headers. */
 export const TIMEOUT_HEADER = 'x-request-timeout-ms';
@@ -59,14 +60,16 @@ export interface ForwardedInfo {
   /** The authority the client addressed (Host, or the absolute-form URI's). */
   readonly authority: string;
   readonly requestId: string;
+  /** A gRPC call: its deadline travels as `grpc-timeout` (rewritten to the time left). */
+  readonly grpc: boolean;
 }
 
 /**
  * The header list sent upstream: Host set to the authority the client addressed (also for
  * absolute-form requests, RFC 9112 §3.2.2), the client's fields minus hop-by-hop ones, with
  * X-Forwarded-For appended to, X-Forwarded-Proto/-Host kept or set, Via appended, and
- * x-request-id set. The last value is a placeholder for the time left (TIMEOUT_HEADER), filled
- * in per try. Returns a flat [name, value, ...] array, the form undici sends fastest.
+ * x-request-id set. The last pair is a placeholder for the time left (TIMEOUT_HEADER, or
+ * `grpc-timeout` for a gRPC call), filled in per try. Returns a flat [name, value, ...] array, the form undici sends fastest.
  */
 export function upstreamRequestHeaders(rawHeaders: readonly string[], headers: IncomingHttpHeaders, info: ForwardedInfo): string[] {
   const extra = connectionTokens(headers.connection);
@@ -75,6 +78,9 @@ export function upstreamRequestHeaders(rawHeaders: readonly string[], headers: I
     const name = rawHeaders[i] as string;
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || REWRITTEN.has(lower) || (extra !== null && extra.has(lower))) continue;
+    if (info.grpc && lower === GRPC_TIMEOUT_HEADER) continue;
+    // HTTP/2 pseudo-headers (:method, :path, ...) are this hop's framing, not fields.
+    if (name.charCodeAt(0) === 58) continue;
     out.push(name, rawHeaders[i + 1] as string);
   }
   const xff = headers['x-forwarded-for'];
@@ -84,7 +90,7 @@ export function upstreamRequestHeaders(rawHeaders: readonly string[], headers: I
   const via = headers.via;
   out.push('via', via ? `${via}, ${VIA}` : VIA);
   out.push('x-request-id', info.requestId);
-  out.push(TIMEOUT_HEADER, '');
+  out.push(info.grpc ? GRPC_TIMEOUT_HEADER : TIMEOUT_HEADER, '');
   return out;
 }
 
@@ -120,12 +126,28 @@ function latin1(field: Buffer | string): string {
 }
 
 /** The first value of `name` (lower-case) in a raw header list, or undefined. */
-export function rawHeader(raw: readonly Buffer[], name: string): string | undefined {
+export function rawHeader(raw: readonly (Buffer | string)[], name: string): string | undefined {
   for (let i = 0; i + 1 < raw.length; i += 2) {
-    const field = raw[i] as Buffer;
-    if (field.length === name.length && field.toString('latin1').toLowerCase() === name) return (raw[i + 1] as Buffer).toString('latin1');
+    const field = raw[i] as Buffer | string;
+    if (field.length === name.length && latin1(field).toLowerCase() === name) return latin1(raw[i + 1] as Buffer | string);
   }
   return undefined;
+}
+
+/**
+ * Upstream trailers (a raw list) as the object Node's `addTrailers` takes: names lower-case,
+ * repeats joined, and the fields that may never be trailers (framing, routing) dropped.
+ */
+export function relayTrailers(raw: readonly (Buffer | string)[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = latin1(raw[i] as Buffer | string).toLowerCase();
+    if (HOP_BY_HOP.has(name) || name === 'content-length' || name === 'host' || name.startsWith(':')) continue;
+    const value = latin1(raw[i + 1] as Buffer | string);
+    const seen = out[name];
+    out[name] = seen === undefined ? value : `${seen}, ${value}`;
+  }
+  return out;
 }
 
 /** A header's single value (the first, if repeated). */

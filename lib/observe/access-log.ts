@@ -32,6 +32,10 @@ export interface AccessRecord {
   fault: string | null;
   /** What hedging did (`sent`, `won`: the hedge answered), or null. */
   hedge: string | null;
+  /** `HTTP/1.1`, `HTTP/2` (or `HTTP/1.0`). */
+  protocol: string;
+  /** The gRPC status name of a gRPC call, or null. */
+  grpcStatus: string | null;
 }
 
 /** Characters a JSON string literal must escape (and non-ASCII, left to JSON.stringify). */
@@ -53,7 +57,8 @@ export function toJsonLine(r: AccessRecord): string {
     `{"time":${q(r.time)},"requestId":${q(r.requestId)},"method":${q(r.method)},"authority":${q(r.authority)},` +
     `"path":${q(r.path)},"route":${q(r.route)},"upstream":${q(r.upstream)},"endpoint":${q(r.endpoint)},` +
     `"status":${r.status},"durationMs":${r.durationMs},"bytesIn":${r.bytesIn},"bytesOut":${r.bytesOut},` +
-    `"attempts":${r.attempts},"error":${q(r.error)},"retry":${q(r.retry)},"fault":${q(r.fault)},"hedge":${q(r.hedge)}}`
+    `"attempts":${r.attempts},"error":${q(r.error)},"retry":${q(r.retry)},"fault":${q(r.fault)},"hedge":${q(r.hedge)},` +
+    `"protocol":${q(r.protocol)},"grpcStatus":${q(r.grpcStatus)}}`
   );
 }
 

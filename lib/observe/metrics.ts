@@ -21,7 +21,7 @@ export interface LiveView {
 }
 
 /** Why the proxy closed a client connection on its own. */
-export type ConnectionCloseReason = 'max_connections' | 'write_idle' | 'body_idle' | 'pipelining' | 'tunnel_idle';
+export type ConnectionCloseReason = 'max_connections' | 'head_timeout' | 'write_idle' | 'body_idle' | 'pipelining' | 'tunnel_idle';
 
 /** The metric families, on their own registry. */
 export class Metrics implements ProxyEvents {

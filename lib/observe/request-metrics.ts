@@ -5,6 +5,7 @@
  * every call; on the hot path that cost as much as the rest of the proxy's own work.
  */
 import type { Registry } from 'prom-client';
+import { GRPC_CODE_NAMES } from '../http/grpc.js';
 
 /** Latency buckets (seconds): sub-millisecond loopback hops up to the 15 s default deadline. */
 export const LATENCY_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30];
@@ -13,11 +14,14 @@ const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TR
 const METHOD_INDEX: ReadonlyMap<string, number> = new Map(METHODS.map((m, i) => [m, i]));
 const OTHER = METHODS.length - 1;
 const STATUS_CLASSES = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;
+/** gRPC codes as label values: slot 0 for a request that is not a gRPC call (no label). */
+const GRPC_SLOTS = GRPC_CODE_NAMES.length + 1;
+const PER_METHOD = STATUS_CLASSES.length * GRPC_SLOTS;
 
 /** One route's counts and latency histogram. */
 export class RequestMetrics {
-  /** Requests by method × status class. */
-  readonly counts = new Float64Array(METHODS.length * STATUS_CLASSES.length);
+  /** Requests by method × status class × gRPC code. */
+  readonly counts = new Float64Array(METHODS.length * PER_METHOD);
   /** Observations per latency bucket (not cumulative), the last one +Inf. */
   readonly buckets = new Float64Array(LATENCY_BUCKETS.length + 1);
   sum = 0;
@@ -28,11 +32,13 @@ export class RequestMetrics {
     readonly upstream: string,
   ) {}
 
-  /** Records one finished request. */
-  observe(method: string, status: number, seconds: number): void {
+  /** Records one finished request; `grpcStatus` is -1 for anything but a gRPC call. */
+  observe(method: string, status: number, grpcStatus: number, seconds: number): void {
     const m = METHOD_INDEX.get(method) ?? OTHER;
     const cls = status >= 100 && status < 600 ? (status / 100) | 0 : 0;
-    const i = m * STATUS_CLASSES.length + cls;
+    // A code outside the spec counts as UNKNOWN (2), so the label stays bounded.
+    const g = grpcStatus < 0 ? 0 : grpcStatus < GRPC_CODE_NAMES.length ? grpcStatus + 1 : 3;
+    const i = m * PER_METHOD + cls * GRPC_SLOTS + g;
     this.counts[i] = (this.counts[i] as number) + 1;
     let b = 0;
     while (b < LATENCY_BUCKETS.length && seconds > (LATENCY_BUCKETS[b] as number)) b++;
@@ -63,14 +69,17 @@ export class RequestFamilies {
     });
     const register = registry.registerMetric.bind(registry) as (metric: unknown) => void;
     register(
-      family('pilotfish_requests_total', 'Requests answered, by route, upstream, method and status class (0xx: no response).', 'counter', () => {
+      family('pilotfish_requests_total', 'Requests answered, by route, upstream, method, status class (0xx: no response) and, for gRPC calls, gRPC status.', 'counter', () => {
         const out: Sample[] = [];
         for (const r of routes.values()) {
           r.counts.forEach((value, i) => {
             if (value === 0) return;
-            const method = METHODS[Math.floor(i / STATUS_CLASSES.length)] as string;
-            const cls = STATUS_CLASSES[i % STATUS_CLASSES.length] as string;
-            out.push({ labels: { route: r.route, upstream: r.upstream, method, status_class: cls }, value });
+            const method = METHODS[Math.floor(i / PER_METHOD)] as string;
+            const cls = STATUS_CLASSES[Math.floor(i / GRPC_SLOTS) % STATUS_CLASSES.length] as string;
+            const g = i % GRPC_SLOTS;
+            const labels: Record<string, string> = { route: r.route, upstream: r.upstream, method, status_class: cls };
+            if (g > 0) labels.grpc_code = GRPC_CODE_NAMES[g - 1] as string;
+            out.push({ labels, value });
           });
         }
         return out;

@@ -52,6 +52,8 @@ export class Attempt {
   respondedAt = 0;
   /** True once this try's response headers arrived. */
   responded = false;
+  /** The gRPC status in this try's response head (a trailers-only response), -1 when none. */
+  grpcStatus = -1;
   /** Why the try was aborted, once it was (null while it may run). */
   abortReason: Error | null = null;
   /** Set by the terminal call while the try is on the wire. */

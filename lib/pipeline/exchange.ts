@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Cancellation } from '../core/cancel.js';
 import type { ErrorCode } from '../core/errors.js';
+import type { ClientProtocol, ClientRequest, ClientResponse } from '../http/client.js';
 import type { RouteRuntime } from '../routing/route-runtime.js';
 import type { EndpointRuntime } from '../upstream/upstream-runtime.js';
 import type { Attempt, AttemptResult } from './attempt.js';
@@ -18,6 +19,9 @@ import type { RequestBody } from './request-body.js';
  * the terminal call that performs the handshake with the endpoint instead of a plain request.
  */
 export interface UpgradeContext {
+  /** The HTTP/1.1 request and response (Upgrade exists in HTTP/1.1 only). */
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
   readonly socket: Duplex;
   /** Bytes the client sent after its head; handed over once (the first try takes them). */
   head: Buffer;
@@ -54,14 +58,18 @@ export class Exchange {
   hedge: string | null = null;
   /** Set when this request is an admitted Upgrade: forward tunnels instead of dispatching. */
   upgrade: UpgradeContext | null = null;
+  /** The client's own deadline for the whole request (gRPC's `grpc-timeout`), Infinity when none. */
+  clientTimeoutMs = Infinity;
+  /** The gRPC status the call ended with (head or trailers), -1 when none was seen. */
+  grpcStatus = -1;
   /** The try on the wire, or the first of several (hedging); `more` holds the others. */
   private live: Attempt | null = null;
   private more: Attempt[] | null = null;
 
   constructor(
     readonly id: string,
-    readonly req: IncomingMessage,
-    readonly res: ServerResponse,
+    readonly req: ClientRequest,
+    readonly res: ClientResponse,
     readonly route: RouteRuntime,
     /** The path sent upstream (after rewrite). */
     readonly path: string,
@@ -70,6 +78,11 @@ export class Exchange {
     readonly headers: string[],
     readonly body: RequestBody | null,
     readonly startedAt: number,
+    readonly protocol: ClientProtocol,
+    /** A gRPC call (content-type application/grpc*): refusals are answered as gRPC errors. */
+    readonly grpc: boolean,
+    /** Arms (ms > 0) or clears (0) the bound on a client that stopped reading the response. */
+    readonly awaitReader: (res: ClientResponse, ms: number) => void,
   ) {}
 
   /** Cancels the whole request (client gone, deadline) and aborts every try in flight. */

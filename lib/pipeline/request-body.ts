@@ -6,39 +6,47 @@
  * `Expect: 100-continue` is told to send it only when the body is first needed, so a request
  * refused before that (no route, rate limit, open breaker) never uploads it.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import type { Cancellation } from '../core/cancel.js';
 import type { Clock } from '../core/clock.js';
 import { ProxyError } from '../core/errors.js';
+import type { ClientRequest, ClientResponse } from '../http/client.js';
 
 /** A request's body and whether another attempt can send it again. */
 export class RequestBody {
   private buffered: Buffer | null = null;
   private streamed = false;
   /** Set while the client waits for `100 Continue` before sending the body. */
-  private continueTo: ServerResponse | null = null;
+  private continueTo: ClientResponse | null = null;
   /** Body bytes received from the client (known once sent). */
   bytes = 0;
+  /**
+   * A body of unknown length (chunked, or an HTTP/2 stream such as a gRPC call) cannot be
+   * buffered before it is sent — a streaming call would never start — so it is recorded as it
+   * streams, up to this many bytes: once it has ended within them, a retry can replay it.
+   */
+  private recordUpTo = 0;
 
   constructor(
-    private readonly req: IncomingMessage,
+    private readonly req: ClientRequest,
     /** Declared Content-Length, or -1 when chunked. */
     private readonly length: number,
   ) {}
 
   /** The body of `req`, or null when it has none. */
-  static of(req: IncomingMessage): RequestBody | null {
+  static of(req: ClientRequest): RequestBody | null {
     const cl = req.headers['content-length'];
     if (cl !== undefined) {
       const n = Number(cl);
       return n > 0 ? new RequestBody(req, n) : null;
     }
-    return req.headers['transfer-encoding'] !== undefined ? new RequestBody(req, -1) : null;
+    if (req.headers['transfer-encoding'] !== undefined) return new RequestBody(req, -1);
+    // HTTP/2: a body follows unless the HEADERS frame ended the stream (a gRPC call has no length).
+    return 'stream' in req && !req.stream.endAfterHeaders ? new RequestBody(req, -1) : null;
   }
 
   /** The client sent `Expect: 100-continue`: answer it when the body is first read. */
-  expectContinue(res: ServerResponse): void {
+  expectContinue(res: ClientResponse): void {
     this.continueTo = res;
   }
 
@@ -53,6 +61,7 @@ export class RequestBody {
    * arrived by `deadline` (the client is slow: not the upstream's failure).
    */
   bufferUpTo(maxBytes: number, cancel: Cancellation, deadline: number, clock: Clock): Promise<void> {
+    if (this.length < 0) this.recordUpTo = maxBytes;
     if (this.buffered || this.streamed || this.length < 0 || this.length > maxBytes) return Promise.resolve();
     this.sendContinue();
     const req = this.req;
@@ -92,12 +101,12 @@ export class RequestBody {
     });
   }
 
-  /** True when a further attempt can send the body again. */
   /** True once the whole body is in memory (any number of tries may send it, even at once). */
   get inMemory(): boolean {
     return this.buffered !== null;
   }
 
+  /** True when a further attempt can send the body again. */
   get replayable(): boolean {
     return this.buffered !== null || !this.streamed;
   }
@@ -122,9 +131,16 @@ export class RequestBody {
   }
 
   private async *counted(): AsyncIterable<Buffer> {
+    let recorded: Buffer[] | null = this.recordUpTo > 0 ? [] : null;
     for await (const chunk of this.req) {
-      this.bytes += (chunk as Buffer).length;
-      yield chunk as Buffer;
+      const buf = chunk as Buffer;
+      this.bytes += buf.length;
+      if (recorded !== null) {
+        if (this.bytes <= this.recordUpTo) recorded.push(buf);
+        else recorded = null; // too long to replay: stop holding it
+      }
+      yield buf;
     }
+    if (recorded !== null) this.buffered = Buffer.concat(recorded, this.bytes);
   }
 }

@@ -8,6 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { parseCidr } from '../http/cidr.js';
 import { endpointHostProblem, formatHostPort } from '../http/host-port.js';
 import { compileFaultPolicy, type FaultPolicy } from '../resilience/fault.js';
+import { GRPC_RETRY_CONDITIONS, type GrpcRetryCondition } from '../http/grpc.js';
 import { fingerprint } from './digest.js';
 import type { PolicyWire, RetryOverrideWire, RetryWire, RouteWire, UpstreamWire } from './schema.js';
 import type {
@@ -94,6 +95,7 @@ function compileUpstream(name: string, u: UpstreamWire, dir: string, resolvers: 
     discovery: compileDiscovery(u.discovery, dir, resolvers),
     balancer: u.balancer,
     connectTimeoutMs: ms(u.connectTimeout),
+    protocol: u.protocol,
     maxConnectionsPerEndpoint: u.maxConnectionsPerEndpoint,
     adaptiveConcurrency:
       adaptive === undefined
@@ -166,8 +168,9 @@ function compileRetry(r: RetryWire): RetryPolicy {
     perTryTimeoutMs: ms(r.perTryTimeout),
     backoff: { baseMs: ms(r.backoff.base), maxMs: ms(r.backoff.max) },
     on: {
-      conditions: new Set(r.on.filter((x): x is RetryCondition => typeof x === 'string')),
+      conditions: new Set(r.on.filter((x): x is RetryCondition => x === 'connect-failure' || x === 'reset' || x === 'timeout')),
       statuses: new Set(r.on.filter((x): x is number => typeof x === 'number')),
+      grpc: new Set(r.on.flatMap((x) => (typeof x === 'string' && x in GRPC_RETRY_CONDITIONS ? [GRPC_RETRY_CONDITIONS[x as GrpcRetryCondition]] : []))),
     },
     budget: { ratio: parseRatio(r.budget.ratio), minPerSecond: r.budget.minPerSecond, windowMs: ms(r.budget.window) },
     maxReplayBytes: parseSize(r.maxReplayBytes),
@@ -223,6 +226,7 @@ function compileRoute(r: RouteWire, index: number, defaults: PolicyWire['default
     rewrite: r.rewrite ? { pathPrefix: r.rewrite.pathPrefix } : null,
     upstream: r.upstream,
     timeoutMs: ms(r.timeout ?? defaults.timeout),
+    idempotent: r.idempotent,
     retry: compileRetry(mergeRetry(defaults.retry, r.retry)),
     rateLimit: r.rateLimit ? compileRateLimit(r.rateLimit) : null,
   };

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { CidrError, EXPECTED_CIDR, LOOPBACK_CIDRS, parseCidr } from '../http/cidr.js';
+import { GRPC_RETRY_CONDITIONS, type GrpcRetryCondition } from '../http/grpc.js';
 import {
   EXPECTED,
   UnitError,
@@ -157,6 +158,9 @@ const upstream = fields({
     .enum(['round-robin', 'least-connections', 'random'], expecting('round-robin, least-connections or random'))
     .default('round-robin'),
   connectTimeout: duration().default('1s'),
+  protocol: z.enum(['http1', 'h2c'], expecting('http1 or h2c'))
+    .describe('how the proxy speaks to the endpoints: HTTP/1.1, or cleartext HTTP/2 with prior knowledge (gRPC servers)')
+    .default('http1'),
   maxConnectionsPerEndpoint: count(1).describe('connections the pool keeps to one endpoint; further requests wait for one').default(1024),
   bulkhead: fields({
     maxConcurrent: count(1),
@@ -197,10 +201,14 @@ const upstream = fields({
   }
 });
 
-const RETRY_ON = 'connect-failure, reset, timeout or a status from 400 to 599';
+const GRPC_RETRY_NAMES = Object.keys(GRPC_RETRY_CONDITIONS) as GrpcRetryCondition[];
+const RETRY_ON = 'connect-failure, reset, timeout, a status from 400 to 599, or a gRPC status (unavailable, resource-exhausted, deadline-exceeded, cancelled, internal)';
 const retryOn = () => {
   const e = expecting(RETRY_ON);
-  return z.array(z.union([z.enum(['connect-failure', 'reset', 'timeout'], e), z.int(e).min(400, e).max(599, e)], e), expecting(`a list of ${RETRY_ON}`));
+  return z.array(
+    z.union([z.enum(['connect-failure', 'reset', 'timeout', ...GRPC_RETRY_NAMES], e), z.int(e).min(400, e).max(599, e)], e),
+    expecting(`a list of ${RETRY_ON}`),
+  );
 };
 
 const retryDefaults = fields({
@@ -209,7 +217,7 @@ const retryDefaults = fields({
   backoff: fields({ base: duration(true).default('25ms'), max: duration(true).default('250ms') })
     .describe('full jitter: wait U(0, min(max, base * 2^(n-1)))')
     .prefault({}),
-  on: retryOn().default(['connect-failure', 'reset', 'timeout', 502, 503, 504]),
+  on: retryOn().default(['connect-failure', 'reset', 'timeout', 502, 503, 504, 'unavailable']),
   budget: fields({
     ratio: ratio().default('20%'),
     minPerSecond: perSecond().default(10),
@@ -260,6 +268,9 @@ const route = fields({
   rewrite: fields({ pathPrefix: urlPath() }).describe('replaces the matched pathPrefix').optional(),
   upstream: name(),
   timeout: duration().describe('overall deadline, all tries and backoff included; default defaults.timeout').optional(),
+  idempotent: flag()
+    .describe("the route's requests may be sent twice whatever their method (e.g. the gRPC methods it matches): retried after a reset, timeout or failing status, and hedged")
+    .default(false),
   retry: retryOverride.optional(),
   rateLimit: fields({
     rate: rate(),

@@ -87,6 +87,8 @@ export interface UpstreamPolicy {
   readonly discovery: DiscoveryPolicy;
   readonly balancer: BalancerKind;
   readonly connectTimeoutMs: number;
+  /** How the proxy speaks to the endpoints: HTTP/1.1, or cleartext HTTP/2 (prior knowledge). */
+  readonly protocol: 'http1' | 'h2c';
   /** Connections the pool keeps to one endpoint at most. */
   readonly maxConnectionsPerEndpoint: number;
   readonly bulkhead: BulkheadPolicy | null;
@@ -111,6 +113,8 @@ export interface RetryPolicy {
   readonly on: {
     readonly conditions: ReadonlySet<RetryCondition>;
     readonly statuses: ReadonlySet<number>;
+    /** gRPC status codes (of a trailers-only response) that are retried. */
+    readonly grpc: ReadonlySet<number>;
   };
   readonly budget: { readonly ratio: number; readonly minPerSecond: number; readonly windowMs: number };
   /** Request bodies up to this size are buffered so a retry can replay them. */
@@ -162,6 +166,8 @@ export interface RoutePolicy {
   readonly rewrite: { readonly pathPrefix: string } | null;
   readonly upstream: string;
   readonly timeoutMs: number;
+  /** The route's requests may be sent twice whatever their method (marked by the policy). */
+  readonly idempotent: boolean;
   readonly retry: RetryPolicy;
   readonly rateLimit: RateLimitPolicy | null;
   /** Fault injection (chaos tests of the callers); null: off. */

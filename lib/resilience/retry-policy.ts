@@ -6,6 +6,7 @@
 import type { Random } from '../core/random.js';
 import type { RetryRefusal } from '../core/events.js';
 import type { RetryCondition, RetryPolicy } from '../policy/types.js';
+import { grpcRetryName } from '../http/grpc.js';
 import { backoffDelay } from './backoff.js';
 import { mayReplay } from './replay.js';
 import type { RetryBudget } from './retry-budget.js';
@@ -13,6 +14,8 @@ import type { RetryBudget } from './retry-budget.js';
 /** How a try ended, as the retry policy judges it. */
 export type TryOutcome =
   | { readonly kind: 'status'; readonly status: number; readonly retryAfterMs: number | null }
+  /** A gRPC call's trailers-only response with a non-OK status. */
+  | { readonly kind: 'grpc'; readonly code: number }
   | { readonly kind: RetryCondition };
 
 /** Where the request stands when a try has ended. */
@@ -50,6 +53,11 @@ export class RetryRules {
     return this.policy.on.statuses.has(status);
   }
 
+  /** True when the policy retries this gRPC status at all. */
+  retriesGrpc(code: number): boolean {
+    return this.policy.on.grpc.has(code);
+  }
+
   /**
    * Whether another try may start: a retryable outcome, tries left, a request that may be sent
    * again, a breaker not open, time left after the backoff, and budget — withdrawn when it says
@@ -59,16 +67,35 @@ export class RetryRules {
   decide(outcome: TryOutcome, ctx: RetryContext): RetryDecision {
     const policy = this.policy;
     const isStatus = outcome.kind === 'status';
-    if (isStatus ? !policy.on.statuses.has(outcome.status) : !policy.on.conditions.has(outcome.kind)) return NOT_RETRYABLE;
+    const isResponse = isStatus || outcome.kind === 'grpc';
+    if (!listed(policy, outcome)) return NOT_RETRYABLE;
     if (ctx.attempts >= policy.attempts) return refuse('attempts');
-    if (!mayReplay(ctx.method, ctx.hasIdempotencyKey, isStatus ? 'status' : outcome.kind) || !ctx.replayable) return refuse('not_replayable');
+    if (!mayReplay(ctx.method, ctx.hasIdempotencyKey, isResponse ? 'status' : outcome.kind) || !ctx.replayable) return refuse('not_replayable');
     // A breaker this failure has just opened would refuse the retry: keep the real answer.
     if (ctx.breakerOpen) return refuse('circuit_open');
     const delayMs = Math.max(backoffDelay(ctx.attempts, policy.backoff, this.random), isStatus ? (outcome.retryAfterMs ?? 0) : 0);
     if (ctx.now + delayMs >= ctx.deadline) return refuse('deadline');
     if (outcome.kind !== 'connect-failure' && !this.budget.tryWithdraw()) return refuse('budget');
-    return { retry: true, delayMs, reason: isStatus ? String(outcome.status) : outcome.kind };
+    return { retry: true, delayMs, reason: reasonOf(outcome) };
   }
+}
+
+function listed(policy: RetryPolicy, outcome: TryOutcome): boolean {
+  switch (outcome.kind) {
+    case 'status':
+      return policy.on.statuses.has(outcome.status);
+    case 'grpc':
+      return policy.on.grpc.has(outcome.code);
+    default:
+      return policy.on.conditions.has(outcome.kind);
+  }
+}
+
+/** The reason a retry names (metrics label, access log): the status, gRPC code name or condition. */
+function reasonOf(outcome: TryOutcome): string {
+  if (outcome.kind === 'status') return String(outcome.status);
+  if (outcome.kind === 'grpc') return grpcRetryName(outcome.code);
+  return outcome.kind;
 }
 
 function refuse(refusal: RetryRefusal): RetryDecision {

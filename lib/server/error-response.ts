@@ -2,12 +2,14 @@
  * The one place a proxy refusal or failure becomes a response: a status, the stable code in
  * `pilotfish-error`, and RFC 9457 problem details (`application/problem+json`: type, title,
  * status, detail, instance, plus the members code, route, upstream, requestId). Every listener
- * (plain, CONNECT, upgrade) goes through here.
+ * (plain, CONNECT, upgrade) goes through here. A gRPC call is answered as a gRPC error
+ * instead (`sendGrpcError`): a JSON body is nothing its client could read.
  */
-import type { ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { STATUS_CODES } from 'node:http';
 import { TITLE_OF, type ProxyError } from '../core/errors.js';
+import { endWithHead, type ClientResponse } from '../http/client.js';
+import { encodeGrpcMessage, grpcStatusOfError } from '../http/grpc.js';
 
 /** Where the failure happened, for the body. */
 export interface ErrorContext {
@@ -55,7 +57,7 @@ function headers(err: ProxyError, ctx: ErrorContext, length: number): Record<str
  * Answers `res` with `err`, unless a response already started (then the connection is cut).
  * `close` ends the connection after it (a request body left unread).
  */
-export function sendError(res: ServerResponse, err: ProxyError, ctx: ErrorContext, close = false): void {
+export function sendError(res: ClientResponse, err: ProxyError, ctx: ErrorContext, close = false): void {
   if (res.headersSent || res.destroyed) {
     res.destroy();
     return;
@@ -77,4 +79,22 @@ export function sendSocketError(socket: Duplex, err: ProxyError, ctx: ErrorConte
   let head = `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? ''}\r\nconnection: close\r\n`;
   for (const [name, value] of Object.entries(headers(err, ctx, Buffer.byteLength(text)))) head += `${name}: ${value}\r\n`;
   socket.end(`${head}\r\n${text}`);
+}
+
+/**
+ * Answers a gRPC call with `err` as gRPC does: HTTP 200, a trailers-only response whose
+ * `grpc-status` says what happened (grpc.ts maps the codes) and `grpc-message` the detail;
+ * `pilotfish-error` carries the stable code as for any refusal. Returns the gRPC status.
+ */
+export function sendGrpcError(res: ClientResponse, err: ProxyError, ctx: ErrorContext): number {
+  const status = grpcStatusOfError(err.code);
+  if (res.headersSent || res.destroyed) {
+    res.destroy();
+    return status;
+  }
+  const head = ['content-type', 'application/grpc', 'grpc-status', String(status), 'grpc-message', encodeGrpcMessage(err.message), ERROR_HEADER, err.code];
+  if (ctx.requestId !== null) head.push('x-request-id', ctx.requestId);
+  if (err.retryAfterSeconds !== null) head.push('retry-after', String(Math.max(0, Math.ceil(err.retryAfterSeconds))));
+  endWithHead(res, 200, head);
+  return status;
 }

@@ -8,14 +8,20 @@
  * pipelined ahead of their answers, and tunnels. An Upgrade is tunnelled only when its route
  * allows the protocol (WebSocket), and then only behind the same pipeline as any request;
  * every other Upgrade is served as a plain HTTP/1.1 request — never a blind tunnel.
+ *
+ * The same port speaks cleartext HTTP/2 with prior knowledge (protocol-sniff.ts, h2c.ts): its
+ * requests take the same path from `serve` on, and a gRPC call's refusals are gRPC errors.
  */
 import { randomUUID } from 'node:crypto';
 import http, { ServerResponse, type IncomingMessage } from 'node:http';
-import type { Socket } from 'node:net';
+import { constants as h2, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+import net, { type AddressInfo, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Clock } from '../core/clock.js';
 import { ClientClosedError, ProxyError, type ErrorCode } from '../core/errors.js';
-import { acceptableRequestId, headWithoutUpgrade, repeatsHost, upgradeProtocol, upstreamRequestHeaders } from '../http/headers.js';
+import type { ClientProtocol, ClientRequest, ClientResponse } from '../http/client.js';
+import { grpcCodeName, isGrpcContentType, parseGrpcTimeout } from '../http/grpc.js';
+import { acceptableRequestId, headerValue, headWithoutUpgrade, repeatsHost, upgradeProtocol, upstreamRequestHeaders } from '../http/headers.js';
 import { parseAuthority } from '../http/host-port.js';
 import { parseTarget, type Target } from '../http/target.js';
 import { isoTime, type AccessLog } from '../observe/access-log.js';
@@ -28,7 +34,9 @@ import type { LimitsPolicy } from '../policy/types.js';
 import type { RouteRuntime } from '../routing/route-runtime.js';
 import type { Runtime } from '../runtime/runtime.js';
 import type { WebSocketForwarder } from '../upstream/websocket.js';
-import { sendError, sendSocketError } from './error-response.js';
+import { sendError, sendGrpcError, sendSocketError } from './error-response.js';
+import { H2cSessions } from './h2c.js';
+import { sniffProtocol } from './protocol-sniff.js';
 import { adopt } from './sockets.js';
 import type { Tunnels } from './tunnels.js';
 
@@ -67,8 +75,61 @@ interface ClientConnection {
 /** Node keeps the response being written on `_httpMessage` (null between requests). */
 type TrackedSocket = Socket & { [CONNECTION]?: ClientConnection; _httpMessage?: ServerResponse | null };
 
-/** Creates the outbound HTTP server (not yet listening). */
-export function createOutboundServer(deps: OutboundDeps): http.Server {
+/**
+ * The outbound listener: one TCP server whose connections go to the HTTP/1.1 server or, when
+ * they open with the HTTP/2 preface, to the HTTP/2 sessions.
+ */
+export class OutboundListener {
+  constructor(
+    private readonly front: net.Server,
+    private readonly http1: http.Server,
+    private readonly h2c: H2cSessions,
+  ) {}
+
+  listen(port: number, host: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.front.once('error', reject);
+      this.front.listen(port, host, () => {
+        this.front.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  get listening(): boolean {
+    return this.front.listening;
+  }
+
+  address(): AddressInfo {
+    return this.front.address() as AddressInfo;
+  }
+
+  /** Client connections open now (tunnels and HTTP/2 sessions included). */
+  connections(): Promise<number> {
+    return new Promise((resolve) => this.front.getConnections((err, count) => resolve(err ? 0 : count)));
+  }
+
+  /** Closes idle HTTP/1.1 keep-alives and sends GOAWAY on every HTTP/2 session (a drain). */
+  closeIdleConnections(): void {
+    this.http1.closeIdleConnections();
+    this.h2c.closeIdle();
+  }
+
+  /** Stops accepting; `done` runs once every connection is gone. */
+  close(done: () => void): void {
+    this.front.close(() => done());
+    // Stops the HTTP/1.1 server's connection checks (it never listened: no callback to wait for).
+    this.http1.close(ignore);
+  }
+
+  closeAllConnections(): void {
+    this.http1.closeAllConnections();
+    this.h2c.closeAll();
+  }
+}
+
+/** Creates the outbound listener (not yet listening). */
+export function createOutboundServer(deps: OutboundDeps): OutboundListener {
   const { clock, metrics, accessLog, limits } = deps;
   const server = http.createServer({
     // A body is bounded by bodyIdleTimeout (and the route deadline), not by a total.
@@ -79,13 +140,30 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
     keepAliveTimeout: 65_000,
     maxHeaderSize: limits.maxHeaderBytes,
   });
-  server.maxConnections = limits.maxConnections;
+  const h2c = new H2cSessions(limits, acceptH2);
+  const front = net.createServer((socket) => {
+    adopt(socket);
+    sniffProtocol(
+      socket,
+      limits.headerReadTimeoutMs,
+      (protocol) => {
+        if (protocol === 'h2c') return h2c.accept(socket);
+        server.emit('connection', socket);
+        socket.resume();
+      },
+      () => metrics.connectionClosed('head_timeout'),
+    );
+  });
+  // Node tracks an HTTP server's connections (closeIdleConnections, the head-timeout checks)
+  // from its 'listening' event; this one never listens itself (the front does), so say it.
+  server.emit('listening');
+  front.maxConnections = limits.maxConnections;
+  front.on('drop', () => metrics.connectionClosed('max_connections'));
 
   server.on('connection', (socket: TrackedSocket) => {
     adopt(socket);
     socket[CONNECTION] = { queued: 0, tunnelIdleMs: null };
   });
-  server.on('drop', () => metrics.connectionClosed('max_connections'));
   server.on('timeout', onSocketTimeout);
   server.on('request', (req: IncomingMessage, res: ServerResponse) => accept(req, res, false));
   // Answered 100 only when the body is first needed: a refused request never uploads it.
@@ -93,7 +171,7 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
   server.on('connect', onConnect);
   server.on('upgrade', onUpgrade);
   server.on('clientError', onClientError);
-  return server;
+  return new OutboundListener(front, server, h2c);
 
   /** A request head arrived; it is served once the client can read its answer. */
   function accept(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
@@ -125,14 +203,34 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
     });
   }
 
-  function serve(req: IncomingMessage, res: ServerResponse, expectContinue: boolean, started: number): void {
+  /** An HTTP/2 stream's request: no pipelining to wait behind, one stream per request. */
+  function acceptH2(req: Http2ServerRequest, res: Http2ServerResponse): void {
+    const started = clock.now();
+    const stream = req.stream;
+    // One inactivity timer per stream serves both bounds: a body that stops arriving, and a
+    // response the client stopped reading (armed only while one of them is possible).
+    stream.on('timeout', () => {
+      if (stream.writableLength > 0) {
+        metrics.connectionClosed('write_idle');
+        stream.close(h2.NGHTTP2_CANCEL);
+      } else if (!req.complete && req.readableLength === 0) {
+        metrics.connectionClosed('body_idle');
+        if (res.headersSent) stream.close(h2.NGHTTP2_CANCEL);
+        else (res as H2Tracked)[EXCHANGE]?.fail(new ProxyError('request_timeout', `request body idle for ${limits.bodyIdleTimeoutMs}ms`));
+      }
+    });
+    serve(req, res, false, started);
+  }
+
+  function serve(req: ClientRequest, res: ClientResponse, expectContinue: boolean, started: number): void {
     if (res.destroyed) return;
-    if (deps.draining()) res.setHeader('connection', 'close');
+    const h1 = req.httpVersionMajor === 1;
+    if (h1 && deps.draining()) res.setHeader('connection', 'close');
     const url = req.url ?? '';
-    const authority = req.headers.host ?? '';
+    const authority = authorityOf(req);
     const bad = headProblem(req);
     if (bad !== null) return refuse(req, res, started, bad, authority);
-    const target = parseTarget(url, req.headers.host);
+    const target = req.method === 'CONNECT' ? null : parseTarget(url, authority);
     if (target === null) return refuse(req, res, started, new ProxyError('bad_request', 'malformed request target or Host header'), authority);
     if (target.path === '*') return answerAsterisk(req, res, started, target.authority);
     const method = req.method ?? 'GET';
@@ -145,21 +243,40 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
   }
 
   /** What is wrong with a head Node's parser accepted: an over-long target, or two Hosts. */
-  function headProblem(req: IncomingMessage): ProxyError | null {
+  function headProblem(req: ClientRequest): ProxyError | null {
     const url = req.url ?? '';
     if (url.length > limits.maxUrlBytes) return new ProxyError('uri_too_long', `request target longer than ${limits.maxUrlBytes} bytes`);
     if (repeatsHost(req.rawHeaders)) return new ProxyError('bad_request', 'more than one Host header');
     return null;
   }
 
-  function newExchange(req: IncomingMessage, res: ServerResponse, target: Target, route: RouteRuntime, started: number): Exchange {
+  function newExchange(req: ClientRequest, res: ClientResponse, target: Target, route: RouteRuntime, started: number): Exchange {
     const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
+    const grpc = isGrpcContentType(headerValue(req.headers['content-type']));
     const headers = upstreamRequestHeaders(req.rawHeaders, req.headers, {
       clientIp: req.socket.remoteAddress ?? '',
       authority: target.authority,
       requestId,
+      grpc,
     });
-    return new Exchange(requestId, req, res, route, route.rewrite(target.path), target.authority, headers, RequestBody.of(req), started);
+    const h1 = req.httpVersionMajor === 1;
+    const ex = new Exchange(
+      requestId,
+      req,
+      res,
+      route,
+      route.rewrite(target.path),
+      target.authority,
+      headers,
+      RequestBody.of(req),
+      started,
+      protocolOf(req),
+      grpc,
+      h1 ? awaitHttp1Reader : awaitH2Reader,
+    );
+    if (grpc) ex.clientTimeoutMs = parseGrpcTimeout(headerValue(req.headers['grpc-timeout'])) ?? Infinity;
+    if (!h1) (res as H2Tracked)[EXCHANGE] = ex;
+    return ex;
   }
 
   function run(ex: Exchange): void {
@@ -168,7 +285,10 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
     res.on('close', () => {
       if (!res.writableFinished) ex.fail(new ClientClosedError());
     });
-    if (ex.body !== null) watchBody(ex);
+    if (ex.body !== null) {
+      if (ex.protocol === 'HTTP/2') watchH2Body(ex);
+      else watchBody(ex);
+    }
     ex.route.pipeline(ex).then(
       (result) => settled(ex, result),
       (err: unknown) => failed(ex, err),
@@ -180,7 +300,7 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
    * body that stops is the client's fault: 408 and close, never an upstream failure.
    */
   function watchBody(ex: Exchange): void {
-    const req = ex.req;
+    const req = ex.req as IncomingMessage;
     const socket = req.socket;
     socket.setTimeout(limits.bodyIdleTimeoutMs);
     req.once('end', () => socket.setTimeout(0));
@@ -191,6 +311,13 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
       if (ex.res.headersSent) socket.destroy();
       else ex.fail(new ProxyError('request_timeout', `request body idle for ${limits.bodyIdleTimeoutMs}ms`));
     });
+  }
+
+  /** The HTTP/2 counterpart: the stream's timer (acceptH2 says what its expiry means). */
+  function watchH2Body(ex: Exchange): void {
+    const req = ex.req as Http2ServerRequest;
+    req.stream.setTimeout(limits.bodyIdleTimeoutMs);
+    req.once('end', () => req.stream.setTimeout(0));
   }
 
   /**
@@ -247,7 +374,7 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
     const res = responseOn(req, socket);
     if (!deps.tunnels.tryAdd(socket, true)) return refuse(req, res, started, tunnelLimit(), target.authority);
     const ex = newExchange(req, res, target, route, started);
-    ex.upgrade = { socket, head, forward: deps.websocket.forward };
+    ex.upgrade = { req, res, socket, head, forward: deps.websocket.forward };
     run(ex);
   }
 
@@ -277,7 +404,7 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
   function finish(ex: Exchange): void {
     deps.load.inFlight--;
     const seconds = (clock.now() - ex.startedAt) / 1000;
-    ex.route.metrics.observe(ex.req.method ?? 'GET', ex.status, seconds);
+    ex.route.metrics.observe(ex.req.method ?? 'GET', ex.status, ex.grpcStatus, seconds);
     if (ex.errorCode !== null) metrics.proxyErrors.labels(ex.errorCode, ex.route.name, ex.route.upstream.name).inc();
     accessLog?.write({
       time: isoTime(clock.wallNow()),
@@ -297,15 +424,23 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
       retry: ex.note,
       fault: ex.fault,
       hedge: ex.hedge,
+      protocol: ex.protocol,
+      grpcStatus: ex.grpcStatus < 0 ? null : grpcCodeName(ex.grpcStatus),
     });
   }
 
   function answer(ex: Exchange, err: ProxyError): void {
     ex.errorCode = err.code;
+    const ctx = { route: ex.route.name, upstream: ex.route.upstream.name, requestId: ex.id };
+    if (ex.grpc) {
+      ex.status = 200;
+      ex.grpcStatus = sendGrpcError(ex.res, err, ctx);
+      return;
+    }
     ex.status = err.status;
     // A body left unread (a stalled upload, a refused Expect: 100-continue) ends the connection.
     const close = ex.body !== null && !ex.req.complete;
-    sendError(ex.res, err, { route: ex.route.name, upstream: ex.route.upstream.name, requestId: ex.id }, close);
+    sendError(ex.res, err, ctx, close);
   }
 
   function settled(ex: Exchange, result: AttemptResult): void {
@@ -330,29 +465,45 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
   }
 
   /** Refuses a request that never reached a pipeline (bad head, no route, no tunnel left). */
-  function refuse(req: IncomingMessage, res: ServerResponse, started: number, err: ProxyError, authority: string): void {
+  function refuse(req: ClientRequest, res: ClientResponse, started: number, err: ProxyError, authority: string): void {
     const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
-    const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
-    sendError(res, err, { route: null, upstream: null, requestId }, hasBody && !req.complete);
+    const ctx = { route: null, upstream: null, requestId };
     metrics.proxyErrors.labels(err.code, '', '').inc();
-    writeLog(requestId, req.method ?? '', authority, req.url ?? '', err.status, err.code, started);
+    if (isGrpcContentType(headerValue(req.headers['content-type']))) {
+      const code = sendGrpcError(res, err, ctx);
+      writeLog(requestId, req.method ?? '', authority, req.url ?? '', 200, err.code, started, protocolOf(req), grpcCodeName(code));
+      return;
+    }
+    const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
+    sendError(res, err, ctx, hasBody && !req.complete);
+    writeLog(requestId, req.method ?? '', authority, req.url ?? '', err.status, err.code, started, protocolOf(req));
   }
 
   /** `OPTIONS *` asks about the server, not a resource: the proxy answers it itself. */
-  function answerAsterisk(req: IncomingMessage, res: ServerResponse, started: number, authority: string): void {
+  function answerAsterisk(req: ClientRequest, res: ClientResponse, started: number, authority: string): void {
     if (req.method !== 'OPTIONS') return refuse(req, res, started, new ProxyError('bad_request', `${req.method} * is not a request for a resource`), authority);
     res.writeHead(200, { allow: ALLOW, 'content-length': 0 });
     res.end();
     logEdge(req, started, 200, null, authority);
   }
 
-  function logEdge(req: IncomingMessage, started: number, status: number, code: ErrorCode | null, authority: string): void {
+  function logEdge(req: ClientRequest, started: number, status: number, code: ErrorCode | null, authority: string): void {
     const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
-    writeLog(requestId, req.method ?? '', authority, req.url ?? '', status, code, started);
+    writeLog(requestId, req.method ?? '', authority, req.url ?? '', status, code, started, protocolOf(req));
   }
 
   /** An access log line for what never reached a route. */
-  function writeLog(requestId: string, method: string, authority: string, path: string | null, status: number, code: ErrorCode | null, started: number): void {
+  function writeLog(
+    requestId: string,
+    method: string,
+    authority: string,
+    path: string | null,
+    status: number,
+    code: ErrorCode | null,
+    started: number,
+    protocol: ClientProtocol = 'HTTP/1.1',
+    grpcStatus: string | null = null,
+  ): void {
     accessLog?.write({
       time: isoTime(clock.wallNow()),
       requestId,
@@ -371,6 +522,8 @@ export function createOutboundServer(deps: OutboundDeps): http.Server {
       retry: null,
       fault: null,
       hedge: null,
+      protocol,
+      grpcStatus,
     });
   }
 
@@ -391,6 +544,29 @@ function responseOn(req: IncomingMessage, socket: Duplex): ServerResponse {
   return res;
 }
 
+/** The authority a request addressed: HTTP/2's `:authority`, else Host. */
+function authorityOf(req: ClientRequest): string {
+  return req.httpVersionMajor === 2 ? ((req as Http2ServerRequest).authority ?? '') : (req.headers.host ?? '');
+}
+
+function protocolOf(req: ClientRequest): ClientProtocol {
+  return req.httpVersionMajor === 2 ? 'HTTP/2' : req.httpVersionMinor === 0 ? 'HTTP/1.0' : 'HTTP/1.1';
+}
+
+/** HTTP/1.1: a client that stops reading is bounded by its socket's inactivity timeout. */
+function awaitHttp1Reader(res: ClientResponse, ms: number): void {
+  (res as ServerResponse).socket?.setTimeout(ms);
+}
+
+/** HTTP/2: by its stream's (one stream stalls alone; the connection's other streams go on). */
+function awaitH2Reader(res: ClientResponse, ms: number): void {
+  (res as Http2ServerResponse).stream.setTimeout(ms);
+}
+
+/** The exchange an HTTP/2 response belongs to, for its stream's timer. */
+const EXCHANGE = Symbol('pilotfish.exchange');
+type H2Tracked = Http2ServerResponse & { [EXCHANGE]?: Exchange };
+
 const REQUEST_LINE_START = /^[A-Z]{3,20} /;
 
 /** The code for a head Node rejected: 408 when too slow, 414/431 when too large, else 400. */
@@ -404,6 +580,8 @@ function clientErrorCode(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, ma
   const lineEnd = raw.indexOf(10);
   return lineEnd < 0 || lineEnd > maxUrlBytes ? 'uri_too_long' : 'headers_too_large';
 }
+
+function ignore(): void {}
 
 function internal(message: string): ProxyError {
   return new ProxyError('internal_error', message);

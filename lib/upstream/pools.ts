@@ -1,19 +1,22 @@
 /**
- * Keep-alive connection pools, one undici Pool per endpoint, shared by every upstream
- * that names the endpoint and reused across policy reloads. A pool closes gracefully
- * (in-flight requests finish) once no upstream holds it any more.
+ * Keep-alive connection pools, one per endpoint (undici's Pool for HTTP/1.1, H2Pool for
+ * h2c), shared by every upstream that names the endpoint and reused across policy reloads.
+ * A pool closes gracefully (in-flight requests finish) once no upstream holds it any more.
  */
 import { Dispatcher, Pool } from 'undici';
+import { H2Pool } from './h2-pool.js';
 
 /** Settings that require a new pool when they change. */
 export interface PoolOptions {
+  /** HTTP/1.1 (undici's Pool) or cleartext HTTP/2 (H2Pool: multiplexed sessions). */
+  readonly protocol: 'http1' | 'h2c';
   readonly connectTimeoutMs: number;
   /** Connections kept to the endpoint at most (requests beyond wait in the pool's queue). */
   readonly maxConnections: number;
 }
 
 function keyOf(address: string, options: PoolOptions): string {
-  return `${address}|${options.connectTimeoutMs}|${options.maxConnections}`;
+  return `${address}|${options.protocol}|${options.connectTimeoutMs}|${options.maxConnections}`;
 }
 
 interface Entry {
@@ -62,6 +65,9 @@ export class PoolRegistry {
 
 function createPool(address: string, options: PoolOptions): Dispatcher {
   try {
+    // HTTP/2 multiplexes: a few sessions carry many streams each, and requests are balanced
+    // one by one over endpoints (never pinned to a connection, the gRPC-behind-L4 trap).
+    if (options.protocol === 'h2c') return new H2Pool(address, { connectTimeoutMs: options.connectTimeoutMs });
     return new Pool(`http://${address}`, {
       connect: { timeout: options.connectTimeoutMs },
       connections: options.maxConnections,

@@ -14,7 +14,7 @@ import httpProxy from 'http-proxy';
 import type { Clock } from '../core/clock.js';
 import { relayResponseHeaders } from '../http/headers.js';
 import { headOf, type Attempt, type AttemptResult } from '../pipeline/attempt.js';
-import type { Exchange } from '../pipeline/exchange.js';
+import type { Exchange, UpgradeContext } from '../pipeline/exchange.js';
 import { classifyTransportError } from '../pipeline/stages/forward.js';
 import { adopt } from '../server/sockets.js';
 import type { Tunnels } from '../server/tunnels.js';
@@ -45,20 +45,20 @@ export class WebSocketForwarder {
     const upgrade = ex.upgrade;
     if (upgrade === null) throw new Error('WebSocketForwarder.forward without an upgrade');
     const attempt = new WebSocketAttempt(at, ep.spec.address, this.clock, this.tunnels, ex.route.upstream.policy.connectTimeoutMs);
-    this.attempts.set(ex.req, attempt);
+    this.attempts.set(upgrade.req, attempt);
     const promise = new Promise<AttemptResult>((resolve) => (attempt.resolve = resolve));
     at.dispatched(attempt.abort);
     if (at.abortReason !== null) attempt.abort(at.abortReason);
     else {
       // http-proxy writes `req`'s headers upstream: give it the pipeline's, with this hop's
       // Connection and Upgrade (the only hop-by-hop fields a handshake must carry).
-      ex.req.url = ex.path;
-      ex.req.headers = handshakeHeaders(ex.headers);
+      upgrade.req.url = ex.path;
+      upgrade.req.headers = handshakeHeaders(ex.headers);
       // The bytes after the head go upstream once; a retry must not send them twice.
       const head = upgrade.head;
       upgrade.head = EMPTY;
       attempt.holdClientOpen();
-      this.proxy.ws(ex.req, upgrade.socket, head, { target: `http://${ep.spec.address}` }, (err) => attempt.failed(err));
+      this.proxy.ws(upgrade.req, upgrade.socket, head, { target: `http://${ep.spec.address}` }, (err) => attempt.failed(err));
     }
     return promise;
   };
@@ -182,8 +182,9 @@ class WebSocketAttempt {
     this.committed = true;
     this.releaseClient();
     ex.status = status;
-    ex.res.writeHead(status, relayResponseHeaders(res.rawHeaders));
-    pipeline(res, ex.res, (err) => this.settle({ status, failure: err ? 'reset' : null, committed: true, error: null }));
+    const clientRes = (ex.upgrade as UpgradeContext).res;
+    clientRes.writeHead(status, relayResponseHeaders(res.rawHeaders));
+    pipeline(res, clientRes, (err) => this.settle({ status, failure: err ? 'reset' : null, committed: true, error: null }));
   };
 
   /** `101`: the tunnel is open; the try settles when it closes. */

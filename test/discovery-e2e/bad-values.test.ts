@@ -83,7 +83,10 @@ routes:
 
 t.test('PoolRegistry.acquire never throws: an address undici refuses fails its requests as connect failures', async (t) => {
   const pools = new PoolRegistry();
-  const options = { connectTimeoutMs: 100, maxConnections: 8 };
+  const options = { protocol: 'http1' as const, connectTimeoutMs: 100, maxConnections: 8 };
+  const h2cOptions = { ...options, protocol: 'h2c' as const };
+  t.ok(pools.acquire('a/b:80', h2cOptions) instanceof UnusableEndpoint, 'an h2c pool refuses the same way');
+  pools.release('a/b:80', h2cOptions);
   let pool: Dispatcher | undefined;
   t.doesNotThrow(() => (pool = pools.acquire('a/b:80', options)), 'acquire does not throw');
   t.ok(pool instanceof UnusableEndpoint, 'a dispatcher that refuses, instead of an exception');

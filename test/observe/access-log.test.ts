@@ -22,6 +22,8 @@ const record = (i: number): AccessRecord => ({
   retry: null,
   fault: null,
   hedge: null,
+  protocol: 'HTTP/1.1',
+  grpcStatus: null,
 });
 
 const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));

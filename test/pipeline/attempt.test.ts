@@ -2,6 +2,8 @@
 import t from 'tap';
 import { ManualClock } from '../../lib/core/clock.js';
 import { ClientClosedError } from '../../lib/core/errors.js';
+import { GRPC_TIMEOUT_HEADER } from '../../lib/http/grpc.js';
+import { TIMEOUT_HEADER } from '../../lib/http/headers.js';
 import { Attempt, headOf, type HeadHook } from '../../lib/pipeline/attempt.js';
 import { Deadline } from '../../lib/pipeline/deadline.js';
 import { stampTimeLeft } from '../../lib/pipeline/stages/forward.js';
@@ -85,9 +87,12 @@ t.test('claim: the first try to claim the response keeps it', async (t) => {
 
 t.test('stampTimeLeft: the last header is what is left of the earlier of the try’s and the request’s bound', async (t) => {
   const clock = new ManualClock(1_000);
-  const at = new Attempt(exchange({ upstreamHeaders: ['x-timeout-ms', ''] }));
-  stampTimeLeft(at, clock);
-  t.equal(at.ex.headers[1], '', 'no bound: empty');
+  const unbounded = new Attempt(exchange({ upstreamHeaders: ['host', 'a', TIMEOUT_HEADER, ''] }));
+  stampTimeLeft(unbounded, clock);
+  t.same(unbounded.ex.headers, ['host', 'a'], 'no bound: the header is not sent');
+  stampTimeLeft(unbounded, clock);
+  t.same(unbounded.ex.headers, ['host', 'a'], 'and a later try leaves the other headers alone');
+  const at = new Attempt(exchange({ upstreamHeaders: [TIMEOUT_HEADER, ''] }));
   at.ex.deadline = new Deadline(1_500, clock);
   stampTimeLeft(at, clock);
   t.equal(at.ex.headers[1], '500');
@@ -97,4 +102,12 @@ t.test('stampTimeLeft: the last header is what is left of the earlier of the try
   clock.advance(400);
   stampTimeLeft(at, clock);
   t.equal(at.ex.headers[1], '0', 'never negative');
+});
+
+t.test('stampTimeLeft: a gRPC call is told its time left as grpc-timeout', async (t) => {
+  const clock = new ManualClock(1_000);
+  const at = new Attempt(exchange({ upstreamHeaders: ['host', 'a', GRPC_TIMEOUT_HEADER, ''], grpc: true }));
+  at.ex.deadline = new Deadline(1_250.9, clock);
+  stampTimeLeft(at, clock);
+  t.equal(at.ex.headers[3], '250m', 'whole milliseconds, unit m');
 });

@@ -17,7 +17,7 @@ function errno(code: string): Error {
   return Object.assign(new Error(code), { code });
 }
 
-const exchange = (): Exchange => new Exchange('id', { headers: {} } as IncomingMessage, {} as never, {} as RouteRuntime, '/', 'a', [], null, 0);
+const exchange = (): Exchange => new Exchange('id', { headers: {} } as IncomingMessage, {} as never, {} as RouteRuntime, '/', 'a', [], null, 0, 'HTTP/1.1', false, () => {});
 const attempt = (): Attempt => new Attempt(exchange());
 
 t.test('transport errors: the upstream’s, or local', async (t) => {

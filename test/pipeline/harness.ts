@@ -330,6 +330,8 @@ export interface ExchangeOptions {
   readonly headers?: Record<string, string | string[]>;
   /** Headers sent upstream (flat name/value list, as forward sends them). Default: from `headers`. */
   readonly upstreamHeaders?: string[];
+  /** A gRPC call. */
+  readonly grpc?: boolean;
   readonly method?: string;
   readonly remoteAddress?: string;
   /** The route's name (default `r`). */
@@ -373,7 +375,7 @@ export function exchange(opts: ExchangeOptions = {}): Exchange {
   const policy = opts.routePolicy ?? { name, timeoutMs: opts.timeoutMs ?? 15_000 };
   const route = { name, policy, upstream: opts.upstream ?? null, limiter: null } as unknown as RouteRuntime;
   const flat: string[] = opts.upstreamHeaders ?? Object.entries(headers).flatMap(([k, v]) => (Array.isArray(v) ? v.flatMap((x) => [k, x]) : [k, v]));
-  return new Exchange('test-1', req, res, route, '/', 'svc.local', flat, (opts.body ?? null) as unknown as RequestBody | null, opts.startedAt ?? 0);
+  return new Exchange('test-1', req, res, route, '/', 'svc.local', flat, (opts.body ?? null) as unknown as RequestBody | null, opts.startedAt ?? 0, 'HTTP/1.1', opts.grpc ?? false, () => {});
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ function compile(text: string): { policy: Policy; warnings: string[] } {
 
 /** A RetryPolicy with its Sets as sorted arrays, for deep comparison. */
 function plainRetry(r: RetryPolicy) {
-  return { ...r, on: { conditions: [...r.on.conditions].sort(), statuses: [...r.on.statuses].sort() } };
+  return { ...r, on: { conditions: [...r.on.conditions].sort(), statuses: [...r.on.statuses].sort(), grpc: [...r.on.grpc].sort() } };
 }
 
 const minimal = `version: 1
@@ -56,6 +56,7 @@ t.test('a minimal policy gets every default', async (t) => {
     discovery: { kind: 'static', endpoints: [{ address: '127.0.0.1:9001', host: '127.0.0.1', port: 9001, weight: 1, metadata: {} }] },
     balancer: 'round-robin',
     connectTimeoutMs: 1000,
+    protocol: 'http1',
     maxConnectionsPerEndpoint: 1024,
     bulkhead: null,
     adaptiveConcurrency: null,
@@ -72,13 +73,14 @@ t.test('a minimal policy gets every default', async (t) => {
   t.same({ ...route.match, methods: route.match.methods }, { host: null, pathPrefix: null, methods: null, headers: [] });
   t.equal(route.rewrite, null);
   t.equal(route.timeoutMs, 15_000);
+  t.equal(route.idempotent, false, 'only the methods RFC 9110 calls idempotent, unless the route says so');
   t.equal(route.rateLimit, null);
   t.same([...route.upgrade], ['websocket'], 'WebSocket is the one upgrade tunnelled, by default');
   t.same(plainRetry(route.retry), {
     attempts: 2,
     perTryTimeoutMs: 5000,
     backoff: { baseMs: 25, maxMs: 250 },
-    on: { conditions: ['connect-failure', 'reset', 'timeout'], statuses: [502, 503, 504] },
+    on: { conditions: ['connect-failure', 'reset', 'timeout'], statuses: [502, 503, 504], grpc: [14] },
     budget: { ratio: 0.2, minPerSecond: 10, windowMs: 10_000 },
     maxReplayBytes: 65_536,
   });
@@ -89,12 +91,12 @@ t.test('a minimal policy gets every default', async (t) => {
       timeout: '15s',
       retry: {
         attempts: 2, perTryTimeout: '5s', backoff: { base: '25ms', max: '250ms' },
-        on: ['connect-failure', 'reset', 'timeout', 502, 503, 504], budget: { ratio: '20%', minPerSecond: 10, window: '10s' },
+        on: ['connect-failure', 'reset', 'timeout', 502, 503, 504, 'unavailable'], budget: { ratio: '20%', minPerSecond: 10, window: '10s' },
         maxReplayBytes: '64KiB',
       },
     },
-    upstreams: { orders: { discovery: { static: ['127.0.0.1:9001'] }, balancer: 'round-robin', connectTimeout: '1s', maxConnectionsPerEndpoint: 1024 } },
-    routes: [{ match: {}, upstream: 'orders', upgrade: ['websocket'] }],
+    upstreams: { orders: { discovery: { static: ['127.0.0.1:9001'] }, balancer: 'round-robin', connectTimeout: '1s', protocol: 'http1', maxConnectionsPerEndpoint: 1024 } },
+    routes: [{ match: {}, upstream: 'orders', idempotent: false, upgrade: ['websocket'] }],
     accessLog: { enabled: true },
     shutdown: { drainTimeout: '20s', quietPeriod: '5s' },
     limits: {
@@ -155,6 +157,20 @@ routes:
   });
 });
 
+t.test('retry.on takes gRPC statuses by name', async (t) => {
+  const { policy } = compile(`version: 1
+upstreams:
+  pay: { discovery: { static: [127.0.0.1:9001] }, protocol: h2c }
+routes:
+  - { match: { pathPrefix: /shop.Payments/ }, upstream: pay, idempotent: true, retry: { on: [unavailable, resource-exhausted, deadline-exceeded, cancelled, internal, connect-failure] } }
+`);
+  const route = policy.routes[0]!;
+  t.same([...route.retry.on.grpc].sort((a, b) => a - b), [1, 4, 8, 13, 14]);
+  t.same([...route.retry.on.conditions], ['connect-failure']);
+  t.equal(route.idempotent, true);
+  t.equal(policy.upstreams.get('pay')?.protocol, 'h2c');
+});
+
 t.test('a route retry overrides only the fields it gives', async (t) => {
   const { policy } = compile(`version: 1
 defaults:
@@ -186,7 +202,7 @@ routes:
     attempts: 1,
     perTryTimeoutMs: 4000,
     backoff: { baseMs: 10, maxMs: 500 },
-    on: { conditions: ['connect-failure'], statuses: [503] },
+    on: { conditions: ['connect-failure'], statuses: [503], grpc: [] },
     budget: { ratio: 0.5, minPerSecond: 5, windowMs: 30_000 },
     maxReplayBytes: 1_048_576,
   }, 'attempts, backoff.max and budget.ratio from the route; the rest from defaults');
@@ -194,7 +210,7 @@ routes:
     attempts: 3,
     perTryTimeoutMs: 1000,
     backoff: { baseMs: 10, maxMs: 1000 },
-    on: { conditions: ['reset', 'timeout'], statuses: [429] },
+    on: { conditions: ['reset', 'timeout'], statuses: [429], grpc: [] },
     budget: { ratio: 0.1, minPerSecond: 5, windowMs: 30_000 },
     maxReplayBytes: 0,
   }, 'a list replaces the default list; a zero replaces the default too');
@@ -202,7 +218,7 @@ routes:
     attempts: 3,
     perTryTimeoutMs: 4000,
     backoff: { baseMs: 10, maxMs: 1000 },
-    on: { conditions: ['connect-failure'], statuses: [503] },
+    on: { conditions: ['connect-failure'], statuses: [503], grpc: [] },
     budget: { ratio: 0.1, minPerSecond: 5, windowMs: 30_000 },
     maxReplayBytes: 1_048_576,
   }, 'a route without retry inherits all of defaults.retry');

@@ -3,7 +3,8 @@
  * idempotent requests, never for a POST the upstream may have acted on (unless it carries an
  * Idempotency-Key), always for a connect failure; Retry-After is honoured within the deadline
  * and refused past it; nothing is retried once response bytes reached the client; a small
- * POST body is replayed byte for byte, a streamed one is not replayed at all. Also: a retry
+ * POST body is replayed byte for byte, a streamed (chunked) one only when it ended within
+ * maxReplayBytes (it is recorded as it streams). Also: a retry
  * avoids the endpoint that just failed; a reset is retried for GET only; a per-try timeout
  * aborts the try and retries; the route timeout bounds all tries (504); backoff is capped
  * full-jitter exponential.
@@ -70,7 +71,7 @@ routes:
   - { name: ra-within, match: { host: ra-within }, upstream: ra-within, timeout: 5s, retry: { perTryTimeout: 2s } }
   - { name: ra-past, match: { host: ra-past }, upstream: ra-past, timeout: 5s, retry: { perTryTimeout: 2s } }
   - { name: cut, match: { host: cut }, upstream: cut }
-  - { name: streamed, match: { host: streamed }, upstream: streamed }
+  - { name: streamed, match: { host: streamed }, upstream: streamed, retry: { maxReplayBytes: 16B } }
   - { name: heavy, match: { host: heavy }, upstream: heavy }
   - { name: resets, match: { host: resets }, upstream: resets }
   - { name: resets-post, match: { host: resets-post }, upstream: resets-post }
@@ -220,7 +221,7 @@ routes:
     t.equal((await logOf(proxy, id))?.attempts, 1, 'the access log shows one attempt');
   });
 
-  await t.test('a streamed (chunked) body cannot be replayed, Idempotency-Key or not', async (t) => {
+  await t.test('a streamed (chunked) body longer than maxReplayBytes cannot be replayed, Idempotency-Key or not', async (t) => {
     const id = 'streamed-1';
     await aimAt(proxy, agent, 'streamed', bad, good1);
     async function* chunks(): AsyncIterable<Buffer> {
@@ -233,6 +234,19 @@ routes:
     t.equal(hits(good1, id), 0, 'not replayed');
     t.equal(await refused({ route: 'streamed', reason: 'not_replayable' }), 1);
     t.equal(bad.bodies.at(-1)?.toString(), 'part one, part two', 'the one try carried the whole streamed body');
+  });
+
+  await t.test('a streamed (chunked) body that ended within maxReplayBytes was recorded and is replayed', async (t) => {
+    const id = 'streamed-2';
+    await aimAt(proxy, agent, 'streamed', bad, good1);
+    async function* chunks(): AsyncIterable<Buffer> {
+      yield Buffer.from('tiny ');
+      yield Buffer.from('body');
+    }
+    const r = await send(proxy, agent, 'streamed', { method: 'POST', headers: { 'x-request-id': id, 'idempotency-key': id }, body: Readable.from(chunks()) });
+    t.equal(r.status, 200, 'the retry answered');
+    t.equal(hits(good1, id), 1, 'replayed once');
+    t.equal(good1.bodies.at(-1)?.toString(), 'tiny body', 'the same bytes');
   });
 
   await t.test('a retry prefers an endpoint not yet tried', async (t) => {

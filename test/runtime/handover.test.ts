@@ -38,6 +38,7 @@ function upstream(fingerprint: string, discovery: DiscoveryPolicy, healthCheck: 
   return {
     name: 'orders',
     discovery,
+    protocol: 'http1',
     balancer: 'round-robin',
     connectTimeoutMs: 1000,
     maxConnectionsPerEndpoint: 10,

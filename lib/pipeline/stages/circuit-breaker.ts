@@ -4,10 +4,9 @@
  */
 import { ProxyError } from '../../core/errors.js';
 import type { BreakerPermit, CircuitBreaker } from '../../resilience/circuit-breaker.js';
-import { classifyStatus } from '../../resilience/outcome.js';
 import type { UpstreamRuntime } from '../../upstream/upstream-runtime.js';
 import type { Attempt, ResponseHead } from '../attempt.js';
-import { outcomeOf } from '../outcome-of.js';
+import { outcomeOf, responseOutcome } from '../outcome-of.js';
 import type { Stage } from '../stage.js';
 
 /**
@@ -48,7 +47,7 @@ class Recorder {
   ) {}
 
   readonly head = (at: Attempt, status: number, _head: ResponseHead): boolean => {
-    this.permit.record(this.upstream.forBreaker(at.endpoint, classifyStatus(status)));
+    this.permit.record(this.upstream.forBreaker(at.endpoint, responseOutcome(at, status)));
     return false;
   };
 }

@@ -5,10 +5,11 @@
  * response that a stage withholds never reaches the client, and it claims the client's
  * response, so of two tries in flight (a hedge) only one ever writes.
  */
-import type { ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { ClientClosedError, ProxyError, SupersededError, type ErrorCode } from '../../core/errors.js';
-import { rawHeader, relayResponseHeaders } from '../../http/headers.js';
+import { endWithHead, type ClientResponse } from '../../http/client.js';
+import { formatGrpcTimeout, GRPC_TIMEOUT_HEADER, parseGrpcStatus } from '../../http/grpc.js';
+import { rawHeader, relayResponseHeaders, relayTrailers, TIMEOUT_HEADER } from '../../http/headers.js';
 import type { Clock } from '../../core/clock.js';
 import type { FailureKind } from '../../resilience/outcome.js';
 import type { Attempt, AttemptResult, ResponseHead } from '../attempt.js';
@@ -36,8 +37,11 @@ const UNSENDABLE: ReadonlySet<string> = new Set([
   'ERR_HTTP_INVALID_HEADER_VALUE',
 ]);
 
-/** The proxy's own host running out of something: not the upstream's failure (503). */
-const EXHAUSTED: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']);
+/**
+ * The proxy's own host running out of something (or its HTTP/2 pool's bounded queue): not the
+ * upstream's failure (503).
+ */
+const EXHAUSTED: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'PILOTFISH_H2_QUEUE_FULL']);
 
 /** The failure kind of the proxy's own abort reasons: only upstream codes are the upstream's. */
 const FAILURE_OF_CODE: Partial<Record<ErrorCode, FailureKind>> = {
@@ -81,6 +85,8 @@ class TryHandler implements Dispatcher.DispatchHandler, ResponseHead {
   private resume: (() => void) | null = null;
   private raw: readonly Buffer[] = NO_HEADERS;
   private withheld = false;
+  /** A gRPC trailers-only head, held until the response ends (then sent as one frame). */
+  private trailersOnly: string[] | null = null;
   private committed = false;
   private settled = false;
   private status = 0;
@@ -116,6 +122,8 @@ class TryHandler implements Dispatcher.DispatchHandler, ResponseHead {
     this.status = statusCode;
     this.raw = rawHeaders;
     this.resume = resume;
+    // A trailers-only gRPC response carries its status in the head: the hooks judge it.
+    if (ex.grpc) at.grpcStatus = parseGrpcStatus(this.header('grpc-status')) ?? -1;
     if (at.headArrived(statusCode, this, this.clock.now())) {
       // A stage withholds it (a retry, or a hedge still racing): read it out, which keeps the
       // connection reusable, and let the stage go on.
@@ -132,6 +140,15 @@ class TryHandler implements Dispatcher.DispatchHandler, ResponseHead {
       this.abort(new SupersededError());
       return true;
     }
+    ex.status = statusCode;
+    ex.grpcStatus = at.grpcStatus;
+    if (at.grpcStatus >= 0) {
+      // gRPC's trailers-only response: sent whole when it ends, so the client gets one HEADERS
+      // frame that ends the stream (a head sent now would leave the status without trailers).
+      this.trailersOnly = relayResponseHeaders(rawHeaders);
+      this.committed = true;
+      return true;
+    }
     try {
       res.writeHead(statusCode, relayResponseHeaders(rawHeaders));
     } catch (err) {
@@ -139,7 +156,6 @@ class TryHandler implements Dispatcher.DispatchHandler, ResponseHead {
       this.abort(new ProxyError('upstream_reset', `upstream sent a response head that cannot be relayed: ${String(err)}`));
       return true;
     }
-    ex.status = statusCode;
     // Hold the head until the first body bytes (and, for small bodies, the end) join it: one
     // write instead of several.
     res.cork();
@@ -152,26 +168,41 @@ class TryHandler implements Dispatcher.DispatchHandler, ResponseHead {
     if (this.withheld) return true;
     const ex = this.at.ex;
     const res = ex.res;
+    if (this.trailersOnly !== null) {
+      // Not trailers-only after all (a body follows a status in the head): relay it as it is.
+      res.writeHead(this.status, this.trailersOnly);
+      this.trailersOnly = null;
+    }
     ex.bytesOut += chunk.length;
     if (res.write(chunk)) return true;
-    // Only while the client is not reading does its socket get an inactivity timeout: the
-    // listener cuts a client that reads nothing for writeIdleMs (and counts it).
-    res.socket?.setTimeout(ex.writeIdleMs);
+    // Only while the client is not reading is it given an inactivity bound: the listener cuts
+    // a client that reads nothing for writeIdleMs (and counts it).
+    ex.awaitReader(res, ex.writeIdleMs);
     res.once('drain', () => {
-      res.socket?.setTimeout(0);
+      ex.awaitReader(res, 0);
       this.resume?.();
     });
     return false;
   }
 
-  onComplete(): void {
+  onComplete(trailers: readonly (Buffer | string)[] | null): void {
     if (this.withheld) return;
     const ex = this.at.ex;
     const res = ex.res;
+    if (this.trailersOnly !== null) {
+      endWithHead(res, this.status, this.trailersOnly);
+      this.settle({ status: this.status, failure: null, committed: true, error: null });
+      return;
+    }
+    if (trailers !== null && trailers.length > 0) {
+      if (ex.grpc) ex.grpcStatus = parseGrpcStatus(rawHeader(trailers, 'grpc-status')) ?? ex.grpcStatus;
+      // HTTP/2 always carries trailers; HTTP/1.1 only in a chunked response (Node drops them otherwise).
+      res.addTrailers(relayTrailers(trailers));
+    }
     res.end();
     // The last bytes may still wait for a client that stopped reading: it gets the same bound
     // (Node arms its keep-alive timeout instead once they are sent).
-    if (res.writableLength > 0) res.socket?.setTimeout(ex.writeIdleMs);
+    if (res.writableLength > 0) ex.awaitReader(res, ex.writeIdleMs);
     this.settle({ status: this.status, failure: null, committed: true, error: null });
   }
 
@@ -199,15 +230,23 @@ const NO_HEADERS: readonly Buffer[] = Object.freeze([]);
 
 function noop(): void {}
 
-function uncork(res: ServerResponse): void {
+function uncork(res: ClientResponse): void {
   res.uncork();
 }
 
-/** Fills the last request header, the placeholder for how long the upstream has left. */
+/**
+ * Fills the last request header, the placeholder for how long the upstream has left: in
+ * milliseconds, or for a gRPC call as its `grpc-timeout`. With no bound at all the pair is
+ * dropped (an empty `grpc-timeout` would fail the call).
+ */
 export function stampTimeLeft(at: Attempt, clock: Clock): void {
-  const left = Math.min(at.ex.deadline.at, at.deadline) - clock.now();
-  const h = at.ex.headers;
-  h[h.length - 1] = left === Infinity ? '' : String(Math.max(0, Math.floor(left)));
+  const ex = at.ex;
+  const h = ex.headers;
+  const name = h[h.length - 2];
+  if (name !== TIMEOUT_HEADER && name !== GRPC_TIMEOUT_HEADER) return;
+  const left = Math.min(ex.deadline.at, at.deadline) - clock.now();
+  if (left === Infinity) h.length -= 2;
+  else h[h.length - 1] = ex.grpc ? formatGrpcTimeout(left) : String(Math.max(0, Math.floor(left)));
 }
 
 /** The terminal `Next`: one try against `at.endpoint`. */

@@ -82,7 +82,7 @@ export class HedgeStage implements Stage {
 function hedgeable(ex: Exchange): boolean {
   if (ex.upgrade !== null) return false;
   if (ex.body !== null && !ex.body.inMemory) return false;
-  return isIdempotent(ex.req.method ?? 'GET') || ex.req.headers['idempotency-key'] !== undefined;
+  return ex.route.policy.idempotent || isIdempotent(ex.req.method ?? 'GET') || ex.req.headers['idempotency-key'] !== undefined;
 }
 
 /** One request's tries under hedging: the first, and at most one hedge. */

@@ -1,6 +1,6 @@
 /** Rate limit: outermost, so a refused request costs nothing downstream. */
 import { createHash } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import type { ClientRequest } from '../../http/client.js';
 import { ProxyError } from '../../core/errors.js';
 import type { ProxyEvents } from '../../core/events.js';
 import { headerValue } from '../../http/headers.js';
@@ -12,7 +12,7 @@ import type { Stage } from '../stage.js';
 export const MAX_KEY_LENGTH = 64;
 
 /** The bucket key of a request under `key` ('' when unkeyed or the header is absent). */
-export function rateLimitKey(key: RateLimitKey, req: IncomingMessage): string {
+export function rateLimitKey(key: RateLimitKey, req: ClientRequest): string {
   switch (key.kind) {
     case 'none':
       return '';

@@ -83,7 +83,12 @@ class RetryRun {
   ) {}
 
   /** A try's response headers: true = discard this response and retry. */
-  readonly gate = (_at: Attempt, status: number, head: ResponseHead): boolean => {
+  readonly gate = (at: Attempt, status: number, head: ResponseHead): boolean => {
+    if (at.grpcStatus > 0) {
+      if (!this.stage.rules.retriesGrpc(at.grpcStatus)) return false;
+      this.granted = this.grant({ kind: 'grpc', code: at.grpcStatus });
+      return this.granted;
+    }
     if (!this.stage.rules.retriesStatus(status)) return false;
     const retryAfterMs = status === 503 || status === 429 ? parseRetryAfter(head.header('retry-after'), this.stage.clock.wallNow()) : null;
     this.granted = this.grant({ kind: 'status', status, retryAfterMs });
@@ -98,7 +103,7 @@ class RetryRun {
     const decision = stage.rules.decide(outcome, {
       attempts: this.tries,
       method: ex.req.method ?? 'GET',
-      hasIdempotencyKey: ex.req.headers['idempotency-key'] !== undefined,
+      hasIdempotencyKey: ex.route.policy.idempotent || ex.req.headers['idempotency-key'] !== undefined,
       replayable: ex.body === null || ex.body.replayable,
       breakerOpen: breaker !== null && !upstream.policy.circuitBreaker?.shadow && breaker.state() === 'open',
       now: stage.clock.now(),

@@ -8,6 +8,7 @@ import t from 'tap';
 import { Dispatcher } from 'undici';
 import { ManualClock } from '../../../lib/core/clock.js';
 import { SupersededError } from '../../../lib/core/errors.js';
+import { TIMEOUT_HEADER } from '../../../lib/http/headers.js';
 import { Attempt, type AttemptResult } from '../../../lib/pipeline/attempt.js';
 import { Exchange } from '../../../lib/pipeline/exchange.js';
 import { forward } from '../../../lib/pipeline/stages/forward.js';
@@ -53,8 +54,9 @@ class ScriptedUpstream extends Dispatcher {
 }
 
 /** A client response that records what was written to it; `full` makes writes report backpressure. */
-function recordingResponse(): { res: ServerResponse; written: string[]; heads: [number, string[]][]; ended: () => boolean; full: (v: boolean) => void; drain: () => void } {
+function recordingResponse(): { res: ServerResponse; idle: number[]; written: string[]; heads: [number, string[]][]; ended: () => boolean; full: (v: boolean) => void; drain: () => void } {
   const written: string[] = [];
+  const idle: number[] = [];
   const heads: [number, string[]][] = [];
   let ended = false;
   let full = false;
@@ -83,6 +85,7 @@ function recordingResponse(): { res: ServerResponse; written: string[]; heads: [
   };
   return {
     res: res as unknown as ServerResponse,
+    idle,
     written,
     heads,
     ended: () => ended,
@@ -97,7 +100,7 @@ function setup(): { clock: ManualClock; up: ScriptedUpstream; ex: Exchange; clie
   const client = recordingResponse();
   const req = { headers: {}, method: 'GET', url: '/', socket: { remoteAddress: '127.0.0.1' } } as unknown as IncomingMessage;
   const route = { name: 'r', policy: { name: 'r', timeoutMs: 1000 } } as unknown as RouteRuntime;
-  const ex = new Exchange('id-1', req, client.res, route, '/', 'svc', ['host', 'svc', 'x-timeout', ''], null, clock.now());
+  const ex = new Exchange('id-1', req, client.res, route, '/', 'svc', ['host', 'svc', TIMEOUT_HEADER, ''], null, clock.now(), 'HTTP/1.1', false, (_res, ms) => client.idle.push(ms));
   const endpoint = new EndpointRuntime({ address: '10.0.0.1:80', host: '10.0.0.1', port: 80, weight: 1, metadata: {} }, up);
   const terminal = forward('u', clock);
   return {

@@ -1,0 +1,77 @@
+/**
+ * The HTTP/2 side of the outbound listener: sessions the protocol sniffer hands over, each
+ * bounded (concurrent streams, header list size, session memory, idle time) and tracked so a
+ * drain can send GOAWAY — streams in flight finish, new ones go to a fresh connection, the
+ * HTTP/2 counterpart of `Connection: close`. Requests arrive through Node's compatibility API
+ * and meet the same routes and pipeline as HTTP/1.1 ones.
+ */
+import http2, { type Http2ServerRequest, type Http2ServerResponse, type Http2Session, type ServerHttp2Stream } from 'node:http2';
+import type { Socket } from 'node:net';
+import type { LimitsPolicy } from '../policy/types.js';
+import { adopt } from './sockets.js';
+
+/** Streams one client connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS). */
+export const MAX_CONCURRENT_STREAMS = 256;
+/** Per-session memory nghttp2 may hold (MB) before it refuses new streams. */
+const MAX_SESSION_MEMORY_MB = 16;
+/** An HTTP/2 connection with no stream open this long is closed (as HTTP/1.1's keep-alive). */
+const SESSION_IDLE_MS = 65_000;
+
+/** Cleartext HTTP/2 sessions, fed one socket at a time. */
+export class H2cSessions {
+  private readonly server: http2.Http2Server;
+  private readonly sessions = new Set<Http2Session>();
+
+  constructor(limits: LimitsPolicy, onRequest: (req: Http2ServerRequest, res: Http2ServerResponse) => void) {
+    this.server = http2.createServer({
+      maxSessionMemory: MAX_SESSION_MEMORY_MB,
+      maxHeaderListPairs: 256,
+      settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: limits.maxHeaderBytes },
+    });
+    this.server.on('request', onRequest);
+    // Every stream gets its error path before anything else (a client RST_STREAM, a protocol error).
+    this.server.on('stream', (stream: ServerHttp2Stream) => {
+      adopt(stream);
+      const session = stream.session as CountedSession | undefined;
+      if (session === undefined) return;
+      session[OPEN] = (session[OPEN] ?? 0) + 1;
+      stream.once('close', () => session[OPEN]--);
+    });
+    this.server.on('session', (session: Http2Session) => {
+      session.on('error', ignore);
+      this.sessions.add(session);
+      session.once('close', () => this.sessions.delete(session));
+      // Silence alone is not idleness: a stream may wait quietly on a slow upstream.
+      session.setTimeout(SESSION_IDLE_MS, () => {
+        if (((session as CountedSession)[OPEN] ?? 0) === 0) session.close();
+      });
+    });
+  }
+
+  /** Starts HTTP/2 on `socket` (its preface already given back to it). */
+  accept(socket: Socket): void {
+    adopt(socket);
+    this.server.emit('connection', socket);
+  }
+
+  /** Sessions open now. */
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  /** GOAWAY to every session: streams in flight finish, the client opens a new connection for more. */
+  closeIdle(): void {
+    for (const session of this.sessions) if (!session.closed) session.close();
+  }
+
+  /** Ends every session now. */
+  closeAll(): void {
+    for (const session of this.sessions) session.destroy();
+  }
+}
+
+/** Streams open on a session, kept on it (no map to grow). */
+const OPEN = Symbol('pilotfish.openStreams');
+type CountedSession = Http2Session & { [OPEN]: number };
+
+function ignore(): void {}

@@ -65,10 +65,10 @@ export function isGrpcContentType(value: string | undefined): boolean {
 
 /** The `grpc-status` of a head or trailers, or null when absent or not a number. */
 export function parseGrpcStatus(value: string | undefined): number | null {
-  if (value === undefined) return null;
-  const n = Number(value);
-  return Number.isInteger(n) && n >= 0 ? n : null;
+  return value !== undefined && GRPC_STATUS.test(value) ? Number(value) : null;
 }
+
+const GRPC_STATUS = /^\d{1,3}$/;
 
 /**
  * The HTTP status a gRPC code stands for (as gRPC-gateway and Envoy map them), so the breaker

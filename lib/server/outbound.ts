@@ -546,7 +546,8 @@ function responseOn(req: IncomingMessage, socket: Duplex): ServerResponse {
 
 /** The authority a request addressed: HTTP/2's `:authority`, else Host. */
 function authorityOf(req: ClientRequest): string {
-  return req.httpVersionMajor === 2 ? ((req as Http2ServerRequest).authority ?? '') : (req.headers.host ?? '');
+  // HTTP/2 lets a client send Host instead of :authority (RFC 9113 §8.3.1).
+  return (req.httpVersionMajor === 2 ? (req as Http2ServerRequest).authority : undefined) ?? req.headers.host ?? '';
 }
 
 function protocolOf(req: ClientRequest): ClientProtocol {

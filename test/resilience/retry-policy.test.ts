@@ -63,3 +63,15 @@ t.test('the budget: withdrawn per retry, except after a connect failure', async 
   t.equal(r.decide(connect, ctx()).retry, true, 'a connect failure still goes elsewhere, free of the budget');
   t.equal(r.decide(connect, ctx()).retry, true, 'however many');
 });
+
+t.test('gRPC statuses: listed by name, retried only where the call may be sent twice', async (t) => {
+  const { rules: r, budget } = rules('{ attempts: 3, on: [unavailable, connect-failure], backoff: { base: 100ms, max: 1s }, budget: { ratio: 20%, minPerSecond: 0 } }');
+  for (let i = 0; i < 10; i++) budget.recordRequest();
+  const unavailable: TryOutcome = { kind: 'grpc', code: 14 };
+  t.equal(r.retriesGrpc(14), true);
+  t.equal(r.retriesGrpc(13), false, 'internal is not listed');
+  t.same(r.decide({ kind: 'grpc', code: 13 }, ctx({ method: 'POST' })), { retry: false, refusal: null }, 'an unlisted gRPC status: no retry, nothing refused');
+  t.same(r.decide(unavailable, ctx({ method: 'POST' })), { retry: false, refusal: 'not_replayable' }, 'a gRPC call is a POST: not replayed unless marked idempotent');
+  t.same(r.decide(unavailable, ctx({ method: 'POST', hasIdempotencyKey: true })), { retry: true, delayMs: 50, reason: 'unavailable' }, 'marked (route idempotent): retried, the reason is the status name');
+  t.equal(r.retriesStatus(503), false, 'naming a gRPC status does not list its HTTP twin');
+});

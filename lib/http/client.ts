@@ -17,6 +17,7 @@ export type ClientRequest = IncomingMessage | Http2ServerRequest;
 export interface ClientResponse {
   readonly headersSent: boolean;
   readonly destroyed: boolean;
+  readonly writableEnded: boolean;
   readonly writableFinished: boolean;
   readonly writableLength: number;
   statusCode: number;

@@ -5,6 +5,7 @@
  * (plain, CONNECT, upgrade) goes through here. A gRPC call is answered as a gRPC error
  * instead (`sendGrpcError`): a JSON body is nothing its client could read.
  */
+import { constants as h2constants, Http2ServerResponse } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { STATUS_CODES } from 'node:http';
 import { TITLE_OF, type ProxyError } from '../core/errors.js';
@@ -64,9 +65,14 @@ export function sendError(res: ClientResponse, err: ProxyError, ctx: ErrorContex
   }
   const text = body(err, ctx);
   const h = headers(err, ctx, Buffer.byteLength(text));
-  if (close || err.code === 'request_timeout') h.connection = 'close';
+  close ||= err.code === 'request_timeout';
+  const h2 = res instanceof Http2ServerResponse;
+  if (close && !h2) h.connection = 'close';
   res.writeHead(err.status, h);
   res.end(text);
+  // HTTP/2 has no Connection: close; the stream is ended instead (RFC 9113 §8.1: a response may
+  // end the stream before the request did), once the answer queued ahead of it is sent.
+  if (close && h2) res.stream.close(h2constants.NGHTTP2_NO_ERROR);
 }
 
 /** Answers a raw socket (CONNECT, Upgrade) with `err` in HTTP/1.1 and closes it. */

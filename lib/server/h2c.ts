@@ -7,6 +7,7 @@
  */
 import http2, { type Http2ServerRequest, type Http2ServerResponse, type Http2Session, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
+import type { Clock } from '../core/clock.js';
 import type { LimitsPolicy } from '../policy/types.js';
 import { adopt } from './sockets.js';
 
@@ -22,7 +23,13 @@ export class H2cSessions {
   private readonly server: http2.Http2Server;
   private readonly sessions = new Set<Http2Session>();
 
-  constructor(limits: LimitsPolicy, onRequest: (req: Http2ServerRequest, res: Http2ServerResponse) => void) {
+  constructor(
+    limits: LimitsPolicy,
+    clock: Clock,
+    onRequest: (req: Http2ServerRequest, res: Http2ServerResponse) => void,
+    /** A session closed for sending no complete request within headerReadTimeout. */
+    onHeadTimeout: () => void,
+  ) {
     this.server = http2.createServer({
       maxSessionMemory: MAX_SESSION_MEMORY_MB,
       maxHeaderListPairs: 256,
@@ -40,7 +47,17 @@ export class H2cSessions {
     this.server.on('session', (session: Http2Session) => {
       session.on('error', ignore);
       this.sessions.add(session);
-      session.once('close', () => this.sessions.delete(session));
+      // Its first request's head must arrive within headerReadTimeout, as on HTTP/1.1 (a client
+      // that sends the preface, or half a HEADERS block, and then nothing holds a connection).
+      const head = clock.setTimer(() => {
+        onHeadTimeout();
+        session.destroy();
+      }, limits.headerReadTimeoutMs);
+      session.once('stream', () => head.cancel());
+      session.once('close', () => {
+        head.cancel();
+        this.sessions.delete(session);
+      });
       // Silence alone is not idleness: a stream may wait quietly on a slow upstream.
       session.setTimeout(SESSION_IDLE_MS, () => {
         if (((session as CountedSession)[OPEN] ?? 0) === 0) session.close();

@@ -140,7 +140,7 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
     keepAliveTimeout: 65_000,
     maxHeaderSize: limits.maxHeaderBytes,
   });
-  const h2c = new H2cSessions(limits, acceptH2);
+  const h2c = new H2cSessions(limits, clock, acceptH2, () => metrics.connectionClosed('head_timeout'));
   const front = net.createServer((socket) => {
     adopt(socket);
     sniffProtocol(
@@ -214,6 +214,7 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
         metrics.connectionClosed('write_idle');
         stream.close(h2.NGHTTP2_CANCEL);
       } else if (!req.complete && req.readableLength === 0) {
+        stream.setTimeout(0);
         metrics.connectionClosed('body_idle');
         if (res.headersSent) stream.close(h2.NGHTTP2_CANCEL);
         else (res as H2Tracked)[EXCHANGE]?.fail(new ProxyError('request_timeout', `request body idle for ${limits.bodyIdleTimeoutMs}ms`));
@@ -283,7 +284,9 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
     deps.load.inFlight++;
     const res = ex.res;
     res.on('close', () => {
-      if (!res.writableFinished) ex.fail(new ClientClosedError());
+      // Not ended by us, or not all sent: the client went away. (A reset HTTP/2 stream counts
+      // as "finished" though nothing was ended, hence both.)
+      if (!res.writableEnded || !res.writableFinished) ex.fail(new ClientClosedError());
     });
     if (ex.body !== null) {
       if (ex.protocol === 'HTTP/2') watchH2Body(ex);

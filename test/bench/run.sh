@@ -6,6 +6,7 @@
 #   BENCH_POLICY=full npm run bench                      # ... + pilotfish-full instead (every mechanism on)
 #   BENCH_POLICY=both TARGETS="direct undici-forwarder" npm run bench   # both, each in its own harness run
 #   ROUNDS=1 DURATION=5 TARGETS=direct npm run bench     # a quick smoke run
+#   BENCH_MODE=h2c npm run bench                         # h2c → h2c with h2load instead: test/bench/h2c.sh
 #
 # Knobs: BENCH_POLICY=basic|full|both [basic]; PROXY_PORT [18090] (admin on PROXY_PORT+1000);
 # PEERS_DIR [/tmp/peers] (the harness's copy); SHARED_BENCH [<repo>/../shared/bench]. Everything else
@@ -18,6 +19,12 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# The h2c mode is its own small script: the harness speaks HTTP/1.1 (wrk) only.
+case ${BENCH_MODE:-http1} in
+  http1) ;;
+  h2c) exec bash "$REPO/test/bench/h2c.sh" ;;
+  *) echo "BENCH_MODE must be http1 or h2c (got '$BENCH_MODE')" >&2; exit 2 ;;
+esac
 SHARED_BENCH=${SHARED_BENCH:-$REPO/../shared/bench}
 PEERS_DIR=${PEERS_DIR:-/tmp/peers}
 BENCH_POLICY=${BENCH_POLICY:-basic}

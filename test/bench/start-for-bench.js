@@ -15,6 +15,8 @@
 //                             full: every mechanism on (rate limit, bulkhead, retries with budget, circuit
 //                             breaker, outlier detection, health checks, hedging, fault injection), sized never
 //                             to reject or trigger.
+//                             h2c: basic with `protocol: h2c` on the upstream (test/bench/h2c.sh: origins that speak
+//                             cleartext HTTP/2 with prior knowledge).
 //   ADMIN_PORT                admin listener port [PORT + 1000]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -52,8 +54,11 @@ function endpoint(url) {
 /** The policy text: plain YAML with only contract fields (see /work/shared/policy-contract.yaml). */
 export function benchPolicy({ port: listenPort, adminPort, endpoints, mode }) {
   const list = endpoints.join(', ');
-  if (mode === 'basic') {
-    return `# Pilotfish bench policy (basic): one catch-all route, built-in defaults.
+  if (mode === 'basic' || mode === 'h2c') {
+    // h2c differs from basic in the upstream protocol alone, so the two figures compare the protocols.
+    const what = mode === 'h2c' ? 'h2c: basic, the origins spoken to over cleartext HTTP/2' : 'basic';
+    const protocol = mode === 'h2c' ? '\n    protocol: h2c' : '';
+    return `# Pilotfish bench policy (${what}): one catch-all route, built-in defaults.
 version: 1
 listeners:
   outbound: { address: 127.0.0.1:${listenPort} }
@@ -61,7 +66,7 @@ listeners:
 upstreams:
   bench:
     discovery: { static: [${list}] }
-    balancer: round-robin
+    balancer: round-robin${protocol}
 routes:
   - match: { pathPrefix: / }
     upstream: bench
@@ -113,7 +118,7 @@ function policyFromEnv(env) {
   const urls = (env.UPSTREAMS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   if (urls.length === 0) fail('UPSTREAMS is required (comma-separated http://host:port origins)');
   const mode = env.BENCH_POLICY || 'basic';
-  if (mode !== 'basic' && mode !== 'full') fail(`BENCH_POLICY must be basic or full, got ${JSON.stringify(mode)}`);
+  if (!['basic', 'full', 'h2c'].includes(mode)) fail(`BENCH_POLICY must be basic or full (or h2c), got ${JSON.stringify(mode)}`);
   return benchPolicy({ port: listenPort, adminPort, endpoints: urls.map(endpoint), mode });
 }
 

@@ -104,10 +104,16 @@ t.test('stampTimeLeft: the last header is what is left of the earlier of the try
   t.equal(at.ex.headers[1], '0', 'never negative');
 });
 
-t.test('stampTimeLeft: a gRPC call is told its time left as grpc-timeout', async (t) => {
+t.test("stampTimeLeft: a gRPC call's grpc-timeout is what is left of the client's own deadline", async (t) => {
   const clock = new ManualClock(1_000);
-  const at = new Attempt(exchange({ upstreamHeaders: ['host', 'a', GRPC_TIMEOUT_HEADER, ''], grpc: true }));
-  at.ex.deadline = new Deadline(1_250.9, clock);
+  const at = new Attempt(exchange({ upstreamHeaders: ['host', 'a', GRPC_TIMEOUT_HEADER, ''], grpc: true, startedAt: 900 }));
+  at.ex.clientTimeoutMs = 350.9;
+  at.ex.deadline = new Deadline(1_100, clock);
+  at.deadline = 1_050;
   stampTimeLeft(at, clock);
-  t.equal(at.ex.headers[3], '250m', 'whole milliseconds, unit m');
+  t.equal(at.ex.headers[3], '250m', "the client's deadline (not the proxy's header bounds: a stream outlives them), whole ms");
+  const none = new Attempt(exchange({ upstreamHeaders: ['host', 'a', GRPC_TIMEOUT_HEADER, ''], grpc: true }));
+  none.ex.deadline = new Deadline(1_100, clock);
+  stampTimeLeft(none, clock);
+  t.same(none.ex.headers, ['host', 'a'], 'no client deadline: no grpc-timeout');
 });

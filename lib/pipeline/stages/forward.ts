@@ -236,15 +236,18 @@ function uncork(res: ClientResponse): void {
 
 /**
  * Fills the last request header, the placeholder for how long the upstream has left: in
- * milliseconds, or for a gRPC call as its `grpc-timeout`. With no bound at all the pair is
- * dropped (an empty `grpc-timeout` would fail the call).
+ * milliseconds, the proxy's own bound on this try's response headers; for a gRPC call, its
+ * `grpc-timeout`, which bounds the whole call (a stream lives past its headers), so it is what
+ * is left of the client's own deadline, and absent when the client set none. With no bound the
+ * pair is dropped (an empty `grpc-timeout` would fail the call).
  */
 export function stampTimeLeft(at: Attempt, clock: Clock): void {
   const ex = at.ex;
   const h = ex.headers;
   const name = h[h.length - 2];
   if (name !== TIMEOUT_HEADER && name !== GRPC_TIMEOUT_HEADER) return;
-  const left = Math.min(ex.deadline.at, at.deadline) - clock.now();
+  const now = clock.now();
+  const left = ex.grpc ? ex.startedAt + ex.clientTimeoutMs - now : Math.min(ex.deadline.at, at.deadline) - now;
   if (left === Infinity) h.length -= 2;
   else h[h.length - 1] = ex.grpc ? formatGrpcTimeout(left) : String(Math.max(0, Math.floor(left)));
 }

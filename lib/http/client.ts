@@ -1,18 +1,17 @@
 /**
- * The app's side of an exchange, over either protocol. Node's HTTP/2 compatibility API gives
- * an HTTP/2 stream the shape of an HTTP/1.1 request and response, so the pipeline reads and
- * writes both alike; what differs per connection (timeouts, framing, CONNECT and Upgrade)
- * stays in the listeners.
+ * The app's side of an exchange, over either protocol: Node's HTTP/1.1 request and response,
+ * or an HTTP/2 stream seen in the same shape (h2-messages.ts), so the pipeline reads and writes
+ * both alike; what differs per connection (timeouts, framing, CONNECT and Upgrade) stays in the
+ * listeners.
  */
 import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
-import type { Http2ServerRequest } from 'node:http2';
+import type { H2Request } from './h2-messages.js';
 
-export type ClientRequest = IncomingMessage | Http2ServerRequest;
+export type ClientRequest = IncomingMessage | H2Request;
 
 /**
- * What the pipeline does to a response: `ServerResponse` and `Http2ServerResponse` both are
- * one (both take a flat [name, value, ...] list in `writeHead`, though Node's HTTP/2 typings
- * only name the object form).
+ * What the pipeline does to a response: `ServerResponse` is one, and so is `H2Response`
+ * (both take a flat [name, value, ...] list in `writeHead`).
  */
 export interface ClientResponse {
   readonly headersSent: boolean;

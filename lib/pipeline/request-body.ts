@@ -27,11 +27,16 @@ export class RequestBody {
    */
   private recordUpTo = 0;
 
+  /** Where the body's bytes arrive: the HTTP/1.1 message, or the HTTP/2 stream. */
+  private readonly source: Readable;
+
   constructor(
     private readonly req: ClientRequest,
     /** Declared Content-Length, or -1 when chunked. */
     private readonly length: number,
-  ) {}
+  ) {
+    this.source = 'stream' in req ? req.stream : req;
+  }
 
   /** The body of `req`, or null when it has none. */
   static of(req: ClientRequest): RequestBody | null {
@@ -64,7 +69,8 @@ export class RequestBody {
     if (this.length < 0) this.recordUpTo = maxBytes;
     if (this.buffered || this.streamed || this.length < 0 || this.length > maxBytes) return Promise.resolve();
     this.sendContinue();
-    const req = this.req;
+    const req = this.source;
+    const complete = this.req.complete;
     return new Promise<void>((resolve, reject) => {
       const chunks: Buffer[] = [];
       let size = 0;
@@ -81,7 +87,7 @@ export class RequestBody {
       // The body was cut short: the cancellation (client closed) says why; this is the fallback.
       const onClose = (): void => done(new ProxyError('bad_request', 'request body ended before its Content-Length'));
       const left = deadline - clock.now();
-      const timer = left === Infinity || req.complete ? null : clock.setTimer(() => done(new ProxyError('request_timeout', 'request body not received within the route timeout')), Math.max(0, left));
+      const timer = left === Infinity || complete ? null : clock.setTimer(() => done(new ProxyError('request_timeout', 'request body not received within the route timeout')), Math.max(0, left));
       const offCancel = cancel.onCancel((reason) => done(reason));
       function done(err: Error | null): void {
         req.off('data', onData);
@@ -116,9 +122,11 @@ export class RequestBody {
     if (this.buffered) return this.buffered;
     this.sendContinue();
     this.streamed = true;
-    if (this.length >= 0) {
+    // An HTTP/1.1 body of known length goes as it is. An HTTP/2 stream never does: it is also
+    // the response's way out, and the upstream client destroys a body it gives up on.
+    if (this.length >= 0 && this.source === this.req) {
       this.bytes = this.length;
-      return this.req;
+      return this.source;
     }
     return Readable.from(this.counted(), { objectMode: false });
   }
@@ -132,7 +140,7 @@ export class RequestBody {
 
   private async *counted(): AsyncIterable<Buffer> {
     let recorded: Buffer[] | null = this.recordUpTo > 0 ? [] : null;
-    for await (const chunk of this.req) {
+    for await (const chunk of this.source) {
       const buf = chunk as Buffer;
       this.bytes += buf.length;
       if (recorded !== null) {

@@ -5,11 +5,12 @@
  * (plain, CONNECT, upgrade) goes through here. A gRPC call is answered as a gRPC error
  * instead (`sendGrpcError`): a JSON body is nothing its client could read.
  */
-import { constants as h2constants, Http2ServerResponse } from 'node:http2';
+import { constants as h2constants } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { STATUS_CODES } from 'node:http';
 import { TITLE_OF, type ProxyError } from '../core/errors.js';
 import { endWithHead, type ClientResponse } from '../http/client.js';
+import { H2Response } from '../http/h2-messages.js';
 import { encodeGrpcMessage, grpcStatusOfError } from '../http/grpc.js';
 
 /** Where the failure happened, for the body. */
@@ -66,7 +67,7 @@ export function sendError(res: ClientResponse, err: ProxyError, ctx: ErrorContex
   const text = body(err, ctx);
   const h = headers(err, ctx, Buffer.byteLength(text));
   close ||= err.code === 'request_timeout';
-  const h2 = res instanceof Http2ServerResponse;
+  const h2 = res instanceof H2Response;
   if (close && !h2) h.connection = 'close';
   res.writeHead(err.status, h);
   res.end(text);

@@ -2,12 +2,13 @@
  * The HTTP/2 side of the outbound listener: sessions the protocol sniffer hands over, each
  * bounded (concurrent streams, header list size, session memory, idle time) and tracked so a
  * drain can send GOAWAY — streams in flight finish, new ones go to a fresh connection, the
- * HTTP/2 counterpart of `Connection: close`. Requests arrive through Node's compatibility API
- * and meet the same routes and pipeline as HTTP/1.1 ones.
+ * HTTP/2 counterpart of `Connection: close`. Each stream becomes a request and response in the
+ * pipeline's shape (http/h2-messages.ts) and meets the same routes and pipeline as HTTP/1.1.
  */
-import http2, { type Http2ServerRequest, type Http2ServerResponse, type Http2Session, type ServerHttp2Stream } from 'node:http2';
+import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Clock } from '../core/clock.js';
+import { H2Request, H2Response } from '../http/h2-messages.js';
 import type { LimitsPolicy } from '../policy/types.js';
 import { adopt } from './sockets.js';
 
@@ -26,7 +27,7 @@ export class H2cSessions {
   constructor(
     limits: LimitsPolicy,
     clock: Clock,
-    onRequest: (req: Http2ServerRequest, res: Http2ServerResponse) => void,
+    onRequest: (req: H2Request, res: H2Response) => void,
     /** A session closed for sending no complete request within headerReadTimeout. */
     onHeadTimeout: () => void,
   ) {
@@ -35,14 +36,14 @@ export class H2cSessions {
       maxHeaderListPairs: 256,
       settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: limits.maxHeaderBytes },
     });
-    this.server.on('request', onRequest);
     // Every stream gets its error path before anything else (a client RST_STREAM, a protocol error).
-    this.server.on('stream', (stream: ServerHttp2Stream) => {
+    this.server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
       adopt(stream);
       const session = stream.session as CountedSession | undefined;
       if (session === undefined) return;
       session[OPEN] = (session[OPEN] ?? 0) + 1;
       stream.once('close', () => session[OPEN]--);
+      onRequest(new H2Request(stream, headers, rawHeaders), new H2Response(stream));
     });
     this.server.on('session', (session: Http2Session) => {
       session.on('error', ignore);

@@ -14,12 +14,13 @@
  */
 import { randomUUID } from 'node:crypto';
 import http, { ServerResponse, type IncomingMessage } from 'node:http';
-import { constants as h2, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+import { constants as h2 } from 'node:http2';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Clock } from '../core/clock.js';
 import { ClientClosedError, ProxyError, type ErrorCode } from '../core/errors.js';
 import type { ClientProtocol, ClientRequest, ClientResponse } from '../http/client.js';
+import { H2Request, type H2Response } from '../http/h2-messages.js';
 import { grpcCodeName, isGrpcContentType, parseGrpcTimeout } from '../http/grpc.js';
 import { acceptableRequestId, headerValue, headWithoutUpgrade, repeatsHost, upgradeProtocol, upstreamRequestHeaders } from '../http/headers.js';
 import { parseAuthority } from '../http/host-port.js';
@@ -204,7 +205,7 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
   }
 
   /** An HTTP/2 stream's request: no pipelining to wait behind, one stream per request. */
-  function acceptH2(req: Http2ServerRequest, res: Http2ServerResponse): void {
+  function acceptH2(req: H2Request, res: H2Response): void {
     const started = clock.now();
     const stream = req.stream;
     // One inactivity timer per stream serves both bounds: a body that stops arriving, and a
@@ -318,9 +319,9 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
 
   /** The HTTP/2 counterpart: the stream's timer (acceptH2 says what its expiry means). */
   function watchH2Body(ex: Exchange): void {
-    const req = ex.req as Http2ServerRequest;
-    req.stream.setTimeout(limits.bodyIdleTimeoutMs);
-    req.once('end', () => req.stream.setTimeout(0));
+    const stream = (ex.req as H2Request).stream;
+    stream.setTimeout(limits.bodyIdleTimeoutMs);
+    stream.once('end', () => stream.setTimeout(0));
   }
 
   /**
@@ -549,8 +550,7 @@ function responseOn(req: IncomingMessage, socket: Duplex): ServerResponse {
 
 /** The authority a request addressed: HTTP/2's `:authority`, else Host. */
 function authorityOf(req: ClientRequest): string {
-  // HTTP/2 lets a client send Host instead of :authority (RFC 9113 §8.3.1).
-  return (req.httpVersionMajor === 2 ? (req as Http2ServerRequest).authority : undefined) ?? req.headers.host ?? '';
+  return req instanceof H2Request ? req.authority : (req.headers.host ?? '');
 }
 
 function protocolOf(req: ClientRequest): ClientProtocol {
@@ -564,12 +564,12 @@ function awaitHttp1Reader(res: ClientResponse, ms: number): void {
 
 /** HTTP/2: by its stream's (one stream stalls alone; the connection's other streams go on). */
 function awaitH2Reader(res: ClientResponse, ms: number): void {
-  (res as Http2ServerResponse).stream.setTimeout(ms);
+  (res as H2Response).stream.setTimeout(ms);
 }
 
 /** The exchange an HTTP/2 response belongs to, for its stream's timer. */
 const EXCHANGE = Symbol('pilotfish.exchange');
-type H2Tracked = Http2ServerResponse & { [EXCHANGE]?: Exchange };
+type H2Tracked = H2Response & { [EXCHANGE]?: Exchange };
 
 const REQUEST_LINE_START = /^[A-Z]{3,20} /;
 

@@ -58,7 +58,15 @@ export class H2Response implements ClientResponse {
   /** True once this side ended the response (Node marks a stream the client reset as ended too). */
   private ended = false;
 
-  constructor(readonly stream: ServerHttp2Stream) {}
+  constructor(
+    readonly stream: ServerHttp2Stream,
+    /**
+     * The client sent `TE: trailers` (every gRPC client does): only then does a response wait
+     * for trailers, which costs a frame per response; to anyone else an upstream's trailers are
+     * dropped, as RFC 9110 §6.5.1 allows.
+     */
+    private readonly acceptsTrailers: boolean,
+  ) {}
 
   get headersSent(): boolean {
     return this.stream.headersSent;
@@ -94,12 +102,12 @@ export class H2Response implements ClientResponse {
     this.statusCode = statusCode;
     if (headers !== undefined) this.merge(headers);
     // Trailers may still come (an upstream's, gRPC's status): the stream waits for them.
-    this.respond(WAIT_FOR_TRAILERS);
+    this.respond(this.acceptsTrailers ? WAIT_FOR_TRAILERS : NO_TRAILERS);
     return this;
   }
 
   write(chunk: Buffer): boolean {
-    if (!this.stream.headersSent) this.respond(WAIT_FOR_TRAILERS);
+    if (!this.stream.headersSent) this.respond(this.acceptsTrailers ? WAIT_FOR_TRAILERS : NO_TRAILERS);
     return this.stream.write(chunk);
   }
 

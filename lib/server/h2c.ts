@@ -43,7 +43,7 @@ export class H2cSessions {
       if (session === undefined) return;
       session[OPEN] = (session[OPEN] ?? 0) + 1;
       stream.once('close', () => session[OPEN]--);
-      onRequest(new H2Request(stream, headers, rawHeaders), new H2Response(stream));
+      onRequest(new H2Request(stream, headers, rawHeaders), new H2Response(stream, headers.te === 'trailers'));
     });
     this.server.on('session', (session: Http2Session) => {
       session.on('error', ignore);

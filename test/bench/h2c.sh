@@ -7,6 +7,7 @@
 # knowledge on H2_UP1/H2_UP2 and HTTP/1.1 on H1_UP1/H1_UP2. Targets, measured in ROUNDS interleaved rounds:
 #   direct-h2c     h2load -c1 -m$STREAMS straight to the h2c origin
 #   pilotfish-h2c  h2load -c1 -m$STREAMS to Pilotfish, upstream `protocol: h2c` over the two h2c origins
+#   floor-h2c      h2load -c1 -m$STREAMS to test/bench/h2-floor.js: node:http2 alone, no policy logic (the floor)
 #   direct-h1      wrk -t1 -c$H1_CONNS straight to the HTTP/1.1 origin
 #   pilotfish-h1   wrk -t1 -c$H1_CONNS to Pilotfish with the basic bench policy over the HTTP/1.1 origins
 # Pinned like the harness: load generator and origin on CPU 0, Pilotfish on CPU 1. Per run: requests/s,
@@ -15,6 +16,7 @@
 # Knobs: ROUNDS [5] DURATION [10] WARMUP [2] STREAMS [100] H1_CONNS [64] TARGETS [all four]
 #   LOAD_CPU/UPSTREAM_CPU [0] PROXY_CPU [1]  H2_UP1_PORT/H2_UP2_PORT [19101/19102]
 #   H1_UP1_PORT/H1_UP2_PORT [19103/19104]  H2C_PROXY_PORT [18093] H1_PROXY_PORT [18094] (admin: +1000)
+#   FLOOR_PORT [18095]
 #   FOREIGN_MAX_PCT [8] MAX_REDO [3] (a run during which other processes used more than FOREIGN_MAX_PCT % of
 #   a core is redone, up to MAX_REDO times, then kept and flagged)
 #   OUTDIR [/tmp/pilotfish-h2c-bench/results/<timestamp>]
@@ -37,13 +39,14 @@ H1_UP1_PORT=${H1_UP1_PORT:-19103}
 H1_UP2_PORT=${H1_UP2_PORT:-19104}
 H2C_PROXY_PORT=${H2C_PROXY_PORT:-18093}
 H1_PROXY_PORT=${H1_PROXY_PORT:-18094}
+FLOOR_PORT=${FLOOR_PORT:-18095}
 FOREIGN_MAX_PCT=${FOREIGN_MAX_PCT:-8}
 MAX_REDO=${MAX_REDO:-3}
-TARGETS=${TARGETS:-"direct-h2c pilotfish-h2c direct-h1 pilotfish-h1"}
+TARGETS=${TARGETS:-"direct-h2c floor-h2c pilotfish-h2c direct-h1 pilotfish-h1"}
 OUTDIR=${OUTDIR:-$RUN/results/$(date +%Y%m%dT%H%M%S)}
 CLK_TCK=$(getconf CLK_TCK)
 
-declare -A TPORT=([direct-h2c]=$H2_UP1_PORT [pilotfish-h2c]=$H2C_PROXY_PORT [direct-h1]=$H1_UP1_PORT [pilotfish-h1]=$H1_PROXY_PORT)
+declare -A TPORT=([direct-h2c]=$H2_UP1_PORT [floor-h2c]=$FLOOR_PORT [pilotfish-h2c]=$H2C_PROXY_PORT [direct-h1]=$H1_UP1_PORT [pilotfish-h1]=$H1_PROXY_PORT)
 for t in $TARGETS; do [[ -n ${TPORT[$t]:-} ]] || { echo "unknown target $t (known: ${!TPORT[*]})" >&2; exit 2; }; done
 
 # ---------------------------------------------------------------- tools (apt, only what is missing)
@@ -131,7 +134,7 @@ quiet_gate() {  # wait (at most 60 s) for the box to be quiet: other workloads m
 }
 
 # ---------------------------------------------------------------- origin: nginx, h2c and HTTP/1.1
-for p in "$H2_UP1_PORT" "$H2_UP2_PORT" "$H1_UP1_PORT" "$H1_UP2_PORT" "$H2C_PROXY_PORT" "$H1_PROXY_PORT"; do
+for p in "$H2_UP1_PORT" "$H2_UP2_PORT" "$H1_UP1_PORT" "$H1_UP2_PORT" "$H2C_PROXY_PORT" "$H1_PROXY_PORT" "$FLOOR_PORT"; do
   port_busy "$p" && { echo "port $p already in use; not touching it (set the *_PORT knobs)" >&2; exit 1; }
 done
 # The harness's body: the 36 characters a–z0–9 repeated, cut at 1024 bytes.
@@ -179,6 +182,11 @@ start_pilotfish() {  # start_pilotfish TARGET BENCH_POLICY PORT UP1 UP2 h1|h2
 }
 start_pilotfish pilotfish-h2c h2c "$H2C_PROXY_PORT" "$H2_UP1_PORT" "$H2_UP2_PORT" h2
 start_pilotfish pilotfish-h1 basic "$H1_PROXY_PORT" "$H1_UP1_PORT" "$H1_UP2_PORT" h1
+if [[ " $TARGETS " == *" floor-h2c "* ]]; then
+  start floor-h2c "$PROXY_CPU" env PORT="$FLOOR_PORT" UPSTREAMS="http://127.0.0.1:$H2_UP1_PORT,http://127.0.0.1:$H2_UP2_PORT" \
+    node "$REPO/test/bench/h2-floor.js"
+  wait_port floor-h2c "$FLOOR_PORT" h2
+fi
 
 # ---------------------------------------------------------------- validate: 200, 1024 bytes, both endpoints
 for t in $TARGETS; do
@@ -215,7 +223,7 @@ TIMEFORMAT='%U %S'
 measure_once() {  # measure_once ROUND TARGET -> M_JSON, M_LINE, M_FOREIGN
   local r=$1 t=$2 f="$OUTDIR/$2-r$1.txt" pid=${PID[$2]} proxy=false
   local b0 b1 p0=0 p1=0 o0 o1 rps n bad lticks pticks=0 foreign hwm=0
-  [[ $t == pilotfish-* ]] && proxy=true
+  [[ $t == pilotfish-* || $t == floor-* ]] && proxy=true
   load "$t" "$WARMUP" >/dev/null 2>&1 || true
   quiet_gate
   $proxy && hwm_reset "$pid"
@@ -276,7 +284,7 @@ const med = {};
 console.log('| target | requests/s | proxy CPU µs/request | peak RSS MiB | errors | disturbed runs |');
 console.log('|---|---:|---:|---:|---:|---:|');
 for (const [t, rs] of by) {
-  const proxy = t.startsWith('pilotfish');
+  const proxy = t.startsWith('pilotfish') || t.startsWith('floor');
   med[t] = { rps: median(rs.map((r) => r.rps)), us: proxy ? median(rs.map(us)) : null };
   console.log(`| ${t} | ${cell(rs.map((r) => r.rps), k)} | ${proxy ? cell(rs.map(us), (x) => x.toFixed(1)) : '–'} | ` +
     `${proxy ? cell(rs.map((r) => r.proxy_hwm_kb / 1024), (x) => x.toFixed(0)) : '–'} | ${rs.reduce((s, r) => s + r.errors, 0)} | ` +
@@ -285,6 +293,9 @@ for (const [t, rs] of by) {
 const h2 = med['pilotfish-h2c'], h1 = med['pilotfish-h1'];
 if (h2 && med['direct-h2c']) console.log(`\npilotfish-h2c / direct-h2c requests/s: ${(h2.rps / med['direct-h2c'].rps).toFixed(3)}`);
 if (h1 && med['direct-h1']) console.log(`pilotfish-h1 / direct-h1 requests/s: ${(h1.rps / med['direct-h1'].rps).toFixed(3)}`);
+const floor = med['floor-h2c'];
+if (h2 && floor) console.log(`pilotfish-h2c / floor-h2c (node:http2 alone) CPU per request: ${(h2.us / floor.us).toFixed(2)}×`);
+if (floor && h1) console.log(`floor-h2c's own per-request efficiency vs Pilotfish HTTP/1.1: ${(h1.us / floor.us).toFixed(2)}×`);
 if (h2 && h1) {
   console.log(`h2c per-request efficiency vs HTTP/1.1 (HTTP/1.1 µs/request ÷ h2c µs/request): ${(h1.us / h2.us).toFixed(2)}× (target ≥ 0.8×)`);
 }

@@ -4,17 +4,8 @@
  * through-proxy tests rely on exactly these behaviours, so they are pinned here first.
  */
 import t from 'tap';
-import { grpc, grpcClient, grpcCode, startGrpcServer, type TestGrpcClient } from '../support/grpc.js';
+import { grpc, grpcClient, grpcCode, rejection, startGrpcServer, type TestGrpcClient } from '../support/grpc.js';
 
-/** The rejection of `p` (fails the test if it resolves). */
-async function rejection(p: Promise<unknown>): Promise<grpc.ServiceError> {
-  try {
-    await p;
-  } catch (err) {
-    return err as grpc.ServiceError;
-  }
-  throw new Error('expected the call to fail, it succeeded');
-}
 
 t.test('gRPC test tooling, no proxy', async (t) => {
   const server = await startGrpcServer();

@@ -20,18 +20,9 @@ import t from 'tap';
 import { request } from 'undici';
 import { startProxy } from '../support/proxy.js';
 import { startUpstream } from '../support/upstream.js';
-import { grpc, grpcClient, grpcCode, startGrpcServer, type GrpcBehaviour, type TestGrpcClient, type TestGrpcServer } from '../support/grpc.js';
+import { grpc, grpcClient, grpcCode, rejection, startGrpcServer, type GrpcBehaviour, type TestGrpcClient, type TestGrpcServer } from '../support/grpc.js';
 import { logOf, metric, scrape, testAgent, until } from '../resilience-e2e/helpers.js';
 
-/** The rejection of `p` (fails the test if it resolves). */
-async function rejection(p: Promise<unknown>): Promise<grpc.ServiceError> {
-  try {
-    await p;
-  } catch (err) {
-    return err as grpc.ServiceError;
-  }
-  throw new Error('expected the call to fail, it succeeded');
-}
 
 /** Runs `n` calls of `fn`, `concurrency` at a time; resolves with every outcome in call order. */
 async function many<T>(n: number, concurrency: number, fn: (i: number) => Promise<T>): Promise<PromiseSettledResult<T>[]> {

@@ -3,37 +3,13 @@
  * clients (node:http2) through a real proxy to real upstreams.
  */
 import http from 'node:http';
-import http2, { type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2';
+import type { ClientHttp2Session } from 'node:http2';
 import net from 'node:net';
 import t, { type Test } from 'tap';
+import { h2Exchange as request, h2Session } from '../support/h2.js';
 import { metricValue } from '../support/metrics-text.js';
 import { startProxy, type TestProxy } from '../support/proxy.js';
 import { startUpstream, type TestUpstream } from '../support/upstream.js';
-
-interface H2Answer {
-  readonly headers: IncomingHttpHeaders;
-  readonly body: string;
-  /** True when the response head itself ended the stream (a trailers-only response). */
-  readonly headOnly: boolean;
-}
-
-function request(session: ClientHttp2Session, headers: Record<string, string>, body?: string): Promise<H2Answer> {
-  return new Promise((resolve, reject) => {
-    const stream = session.request(headers, { endStream: body === undefined });
-    let head: IncomingHttpHeaders = {};
-    let headOnly = false;
-    let text = '';
-    stream.on('response', (h, flags) => {
-      head = h;
-      headOnly = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
-    });
-    stream.setEncoding('utf8');
-    stream.on('data', (chunk: string) => (text += chunk));
-    stream.on('end', () => resolve({ headers: head, body: text, headOnly }));
-    stream.on('error', reject);
-    if (body !== undefined) stream.end(body);
-  });
-}
 
 async function setup(t: Test): Promise<{ proxy: TestProxy; up: TestUpstream; session: ClientHttp2Session }> {
   const up = await startUpstream();
@@ -45,19 +21,16 @@ routes:
   - match: { host: orders }
     upstream: orders
 `);
-  const session = http2.connect(proxy.url);
-  session.on('error', () => {});
   t.teardown(async () => {
-    session.destroy();
     await proxy.close();
     await up.close();
   });
-  return { proxy, up, session };
+  return { proxy, up, session: h2Session(proxy.url, t) };
 }
 
 t.test('an HTTP/2 client is routed by :authority through the same pipeline to an HTTP/1.1 upstream', async (t) => {
   const { proxy, up, session } = await setup(t);
-  const res = await request(session, { ':method': 'POST', ':path': '/pay?x=1', ':authority': 'orders', 'x-custom': 'a' }, 'hello');
+  const res = await request(session, { ':method': 'POST', ':path': '/pay?x=1', ':authority': 'orders', 'x-custom': 'a' }, ['hello']);
   t.equal(res.headers[':status'], 200);
   const seen = JSON.parse(res.body) as { url: string; method: string; headers: Record<string, string> };
   t.equal(seen.url, '/pay?x=1');
@@ -93,7 +66,7 @@ t.test('HTTP/1.1 still works on the same port, and refusals over HTTP/2 are the 
 
 t.test("a gRPC call's refusal is a gRPC error: HTTP 200, trailers-only, grpc-status", async (t) => {
   const { proxy, session } = await setup(t);
-  const res = await request(session, { ':method': 'POST', ':path': '/shop.Payments/Pay', ':authority': 'nowhere', 'content-type': 'application/grpc' }, '');
+  const res = await request(session, { ':method': 'POST', ':path': '/shop.Payments/Pay', ':authority': 'nowhere', 'content-type': 'application/grpc' }, []);
   t.equal(res.headers[':status'], 200);
   t.equal(res.headers['grpc-status'], '12', 'no route: UNIMPLEMENTED');
   t.equal(res.headers['pilotfish-error'], 'no_route');
@@ -137,8 +110,7 @@ upstreams:
 routes: [{ match: { host: orders }, upstream: orders }]
 `);
   t.teardown(() => up.close());
-  const session = http2.connect(proxy.url);
-  session.on('error', () => {});
+  const session = h2Session(proxy.url, t);
   const goaway = new Promise<boolean>((resolve) => session.once('goaway', () => resolve(true)));
   const inFlight = request(session, { ':path': '/slow', ':authority': 'orders' });
   await new Promise((resolve) => setTimeout(resolve, 100));
@@ -147,5 +119,4 @@ routes: [{ match: { host: orders }, upstream: orders }]
   const res = await inFlight;
   t.equal(res.body, 'late', 'the stream in flight finished');
   await stopped;
-  session.destroy();
 });

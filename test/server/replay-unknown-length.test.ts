@@ -4,8 +4,8 @@
  * it ended within retry.maxReplayBytes, and a longer one is never held whole.
  */
 import http from 'node:http';
-import http2 from 'node:http2';
 import t from 'tap';
+import { h2Exchange, h2Session } from '../support/h2.js';
 import { startProxy } from '../support/proxy.js';
 import { startUpstream } from '../support/upstream.js';
 
@@ -79,23 +79,11 @@ t.test('a body longer than maxReplayBytes is not held: the first answer stands',
 t.test('HTTP/2 body without content-length: replayed the same way', async (t) => {
   const up = await failFirstThenEcho();
   const proxy = await startProxy(policy(up.address, '64KiB'));
-  const session = http2.connect(proxy.url);
-  session.on('error', () => {});
   t.teardown(async () => {
-    session.destroy();
     await proxy.close();
     await up.close();
   });
-  const body = await new Promise<string>((resolve, reject) => {
-    const stream = session.request({ ':method': 'POST', ':path': '/', ':authority': 'pay' });
-    let text = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (c: string) => (text += c));
-    stream.on('end', () => resolve(text));
-    stream.on('error', reject);
-    stream.write('over ');
-    setTimeout(() => stream.end('h2'), 20);
-  });
+  const { body } = await h2Exchange(h2Session(proxy.url, t), { ':method': 'POST', ':path': '/', ':authority': 'pay' }, ['over ', 'h2']);
   t.equal(body, 'echo:over h2');
   t.same(up.bodies, ['over h2', 'over h2']);
 });

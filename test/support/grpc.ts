@@ -381,4 +381,14 @@ export function grpcCode(err: unknown): grpc.status | undefined {
   return err !== null && typeof err === 'object' && 'code' in err && typeof err.code === 'number' ? (err.code as grpc.status) : undefined;
 }
 
+/** The rejection of `p` (fails the test if it resolves). */
+export async function rejection(p: Promise<unknown>): Promise<grpc.ServiceError> {
+  try {
+    await p;
+  } catch (err) {
+    return err as grpc.ServiceError;
+  }
+  throw new Error('expected the call to fail, it succeeded');
+}
+
 export { grpc };

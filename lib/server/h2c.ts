@@ -66,15 +66,9 @@ export class H2cSessions {
     });
   }
 
-  /** Starts HTTP/2 on `socket` (its preface already given back to it). */
+  /** Starts HTTP/2 on `socket` (adopted, its preface already given back to it). */
   accept(socket: Socket): void {
-    adopt(socket);
     this.server.emit('connection', socket);
-  }
-
-  /** Sessions open now. */
-  get size(): number {
-    return this.sessions.size;
   }
 
   /** GOAWAY to every session: streams in flight finish, the client opens a new connection for more. */

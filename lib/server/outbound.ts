@@ -141,7 +141,8 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
     keepAliveTimeout: 65_000,
     maxHeaderSize: limits.maxHeaderBytes,
   });
-  const h2c = new H2cSessions(limits, clock, acceptH2, () => metrics.connectionClosed('head_timeout'));
+  const headTimedOut = (): void => metrics.connectionClosed('head_timeout');
+  const h2c = new H2cSessions(limits, clock, acceptH2, headTimedOut);
   const front = net.createServer((socket) => {
     adopt(socket);
     sniffProtocol(
@@ -152,7 +153,7 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
         server.emit('connection', socket);
         socket.resume();
       },
-      () => metrics.connectionClosed('head_timeout'),
+      headTimedOut,
     );
   });
   // Node tracks an HTTP server's connections (closeIdleConnections, the head-timeout checks)
@@ -208,6 +209,7 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
   function acceptH2(req: H2Request, res: H2Response): void {
     const started = clock.now();
     const stream = req.stream;
+    let ex: Exchange | null = null;
     // One inactivity timer per stream serves both bounds: a body that stops arriving, and a
     // response the client stopped reading (armed only while one of them is possible).
     stream.on('timeout', () => {
@@ -218,14 +220,15 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
         stream.setTimeout(0);
         metrics.connectionClosed('body_idle');
         if (res.headersSent) stream.close(h2.NGHTTP2_CANCEL);
-        else (res as H2Tracked)[EXCHANGE]?.fail(new ProxyError('request_timeout', `request body idle for ${limits.bodyIdleTimeoutMs}ms`));
+        else ex?.fail(new ProxyError('request_timeout', `request body idle for ${limits.bodyIdleTimeoutMs}ms`));
       }
     });
-    serve(req, res, false, started);
+    ex = serve(req, res, false, started);
   }
 
-  function serve(req: ClientRequest, res: ClientResponse, expectContinue: boolean, started: number): void {
-    if (res.destroyed) return;
+  /** Routes and runs a request; the exchange it started, or null when it was answered at once. */
+  function serve(req: ClientRequest, res: ClientResponse, expectContinue: boolean, started: number): Exchange | null {
+    if (res.destroyed) return null;
     const h1 = req.httpVersionMajor === 1;
     if (h1 && deps.draining()) res.setHeader('connection', 'close');
     const url = req.url ?? '';
@@ -242,6 +245,7 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
     ex.writeIdleMs = limits.writeIdleTimeoutMs;
     if (expectContinue) ex.body?.expectContinue(res);
     run(ex);
+    return ex;
   }
 
   /** What is wrong with a head Node's parser accepted: an over-long target, or two Hosts. */
@@ -254,7 +258,7 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
 
   function newExchange(req: ClientRequest, res: ClientResponse, target: Target, route: RouteRuntime, started: number): Exchange {
     const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
-    const grpc = isGrpcContentType(headerValue(req.headers['content-type']));
+    const grpc = isGrpcCall(req);
     const headers = upstreamRequestHeaders(req.rawHeaders, req.headers, {
       clientIp: req.socket.remoteAddress ?? '',
       authority: target.authority,
@@ -277,7 +281,6 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
       h1 ? awaitHttp1Reader : awaitH2Reader,
     );
     if (grpc) ex.clientTimeoutMs = parseGrpcTimeout(headerValue(req.headers['grpc-timeout'])) ?? Infinity;
-    if (!h1) (res as H2Tracked)[EXCHANGE] = ex;
     return ex;
   }
 
@@ -353,7 +356,10 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
     if (authority === null || authority.port === null) refusal = new ProxyError('bad_request', 'CONNECT needs host:port');
     else if (!deps.runtime().table.knowsHost(authority.host)) refusal = new ProxyError('no_route', `no route for host ${authority.host}`);
     else if (!deps.tunnels.tryAdd(socket, false)) refusal = tunnelLimit();
-    if (refusal !== null) return refuse(req, responseOn(req, socket), started, refusal, target);
+    if (refusal !== null) {
+      refuse(req, responseOn(req, socket), started, refusal, target);
+      return;
+    }
     socket.write(CONNECT_ESTABLISHED);
     logEdge(req, started, 200, null, target);
     serveAgain(socket, null, head);
@@ -376,7 +382,10 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
       return;
     }
     const res = responseOn(req, socket);
-    if (!deps.tunnels.tryAdd(socket, true)) return refuse(req, res, started, tunnelLimit(), target.authority);
+    if (!deps.tunnels.tryAdd(socket, true)) {
+      refuse(req, res, started, tunnelLimit(), target.authority);
+      return;
+    }
     const ex = newExchange(req, res, target, route, started);
     ex.upgrade = { req, res, socket, head, forward: deps.websocket.forward };
     run(ex);
@@ -469,26 +478,28 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
   }
 
   /** Refuses a request that never reached a pipeline (bad head, no route, no tunnel left). */
-  function refuse(req: ClientRequest, res: ClientResponse, started: number, err: ProxyError, authority: string): void {
+  function refuse(req: ClientRequest, res: ClientResponse, started: number, err: ProxyError, authority: string): null {
     const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
     const ctx = { route: null, upstream: null, requestId };
     metrics.proxyErrors.labels(err.code, '', '').inc();
-    if (isGrpcContentType(headerValue(req.headers['content-type']))) {
+    if (isGrpcCall(req)) {
       const code = sendGrpcError(res, err, ctx);
       writeLog(requestId, req.method ?? '', authority, req.url ?? '', 200, err.code, started, protocolOf(req), grpcCodeName(code));
-      return;
+      return null;
     }
     const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
     sendError(res, err, ctx, hasBody && !req.complete);
     writeLog(requestId, req.method ?? '', authority, req.url ?? '', err.status, err.code, started, protocolOf(req));
+    return null;
   }
 
   /** `OPTIONS *` asks about the server, not a resource: the proxy answers it itself. */
-  function answerAsterisk(req: ClientRequest, res: ClientResponse, started: number, authority: string): void {
+  function answerAsterisk(req: ClientRequest, res: ClientResponse, started: number, authority: string): null {
     if (req.method !== 'OPTIONS') return refuse(req, res, started, new ProxyError('bad_request', `${req.method} * is not a request for a resource`), authority);
     res.writeHead(200, { allow: ALLOW, 'content-length': 0 });
     res.end();
     logEdge(req, started, 200, null, authority);
+    return null;
   }
 
   function logEdge(req: ClientRequest, started: number, status: number, code: ErrorCode | null, authority: string): void {
@@ -567,9 +578,10 @@ function awaitH2Reader(res: ClientResponse, ms: number): void {
   (res as H2Response).stream.setTimeout(ms);
 }
 
-/** The exchange an HTTP/2 response belongs to, for its stream's timer. */
-const EXCHANGE = Symbol('pilotfish.exchange');
-type H2Tracked = H2Response & { [EXCHANGE]?: Exchange };
+/** A gRPC call (content-type application/grpc*): its refusals are answered as gRPC errors. */
+function isGrpcCall(req: ClientRequest): boolean {
+  return isGrpcContentType(headerValue(req.headers['content-type']));
+}
 
 const REQUEST_LINE_START = /^[A-Z]{3,20} /;
 

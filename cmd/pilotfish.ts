@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Pilotfish, PolicyLoadError } from '../lib/app.js';
 import { formatIssue, loadPolicy } from '../lib/policy/load.js';
+import { runCertsCommand } from './certs.js';
 
 const DEFAULT_POLICY = 'config/pilotfish.yaml';
 
@@ -14,6 +15,8 @@ const HELP = `pilotfish — a service-mesh sidecar proxy
 Usage:
   pilotfish run [--policy FILE]     run the sidecar (default policy: ${DEFAULT_POLICY})
   pilotfish validate FILE           check a policy; exit 0 if valid, 1 with its errors
+  pilotfish certs --out DIR --workload NAME[=SPIFFE-ID] ...
+                                    make a development CA and workload certificates (needs openssl)
   pilotfish --help | --version
 
 Signals: SIGHUP reloads the policy; SIGTERM/SIGINT drain in-flight requests and exit 0.
@@ -97,6 +100,8 @@ async function main(argv: string[]): Promise<number> {
       return run(rest);
     case 'validate':
       return validate(rest[0]);
+    case 'certs':
+      return runCertsCommand(rest);
     case '--version':
     case '-v':
       process.stdout.write(`${await version()}\n`);

@@ -1,7 +1,8 @@
 /**
- * The composition root: wires clock, randomness, metrics, discovery, the policy watcher and
- * both listeners, and owns the one mutable reference in the data plane — the runtime
- * serving now — which a reload swaps atomically.
+ * The composition root: wires clock, randomness, metrics, discovery, the workload identity,
+ * the policy watcher and the listeners (outbound, inbound when configured, admin), and owns
+ * the one mutable reference in the data plane — the runtime serving now — which a reload
+ * swaps atomically.
  */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -15,11 +16,13 @@ import { withDecisionLog } from './observe/decision-log.js';
 import { jsonLogger, type Logger } from './observe/logger.js';
 import { Metrics } from './observe/metrics.js';
 import { formatIssue, loadPolicy } from './policy/load.js';
-import type { Policy, PolicyIssue } from './policy/types.js';
+import type { IdentityPolicy, Policy, PolicyIssue } from './policy/types.js';
 import { watchPolicyFile } from './policy/watch.js';
 import { buildRuntime, type Runtime, type RuntimeDeps, type StateReport } from './runtime/runtime.js';
 import { createAdminServer } from './server/admin.js';
-import { createOutboundServer, type OutboundListener } from './server/outbound.js';
+import { createProxyListener, type ListenerDeps, type ProxyListener } from './server/listener.js';
+import { JwtVerifiers } from './auth/verifiers.js';
+import { IdentityLoadError, WorkloadIdentity } from './identity/workload-identity.js';
 import { PoolRegistry } from './upstream/pools.js';
 import { Tunnels } from './server/tunnels.js';
 import { WebSocketForwarder } from './upstream/websocket.js';
@@ -39,6 +42,9 @@ export interface StartOptions {
   /** Discovery timings (tests shorten them). */
   readonly discoveryTuning?: DiscoveryTuning;
 }
+
+/** The workload identity files could not be loaded at start (mTLS cannot work without them). */
+export class IdentityStartError extends Error {}
 
 /** The policy file could not be loaded at start: nothing to fall back on. */
 export class PolicyLoadError extends Error {
@@ -78,10 +84,15 @@ export class Pilotfish {
     private readonly pools: PoolRegistry,
     private readonly tunnels: Tunnels,
     private readonly websocket: WebSocketForwarder,
-    readonly outbound: OutboundListener,
+    readonly outbound: ProxyListener,
+    /** Null without `listeners.inbound`. */
+    readonly inbound: ProxyListener | null,
     readonly admin: Server,
-    /** Requests in flight on the outbound listener (drain waits for zero). */
+    /** Requests in flight on both proxy listeners (drain waits for zero). */
     readonly load: { inFlight: number },
+    /** This workload's certificate; null without an `identity` section. */
+    readonly identity: WorkloadIdentity | null,
+    private readonly verifiers: JwtVerifiers,
   ) {
     this.startedAt = deps.clock.now();
     const built = buildRuntime(policy, null, deps);
@@ -98,15 +109,26 @@ export class Pilotfish {
     if (!loaded.ok) throw new PolicyLoadError(loaded.issues);
     for (const w of loaded.warnings) logger.log('warn', `policy: ${formatIssue(w)}`);
     const policy = loaded.policy;
+    const identity = policy.identity === null ? null : await loadIdentity(policy.identity, clock, logger);
 
     let app: Pilotfish | null = null;
     const load = { inFlight: 0 };
-    const view = { upstreams: () => app?.runtime().upstreams.values() ?? [], inFlight: () => load.inFlight, tunnels: () => tunnels.size };
+    const view = {
+      upstreams: () => app?.runtime().upstreams.values() ?? [],
+      inFlight: () => load.inFlight,
+      tunnels: () => tunnels.size,
+      certificates: () => (identity === null ? null : { workload: identity.material.notAfterMs, trustBundle: identity.material.bundleNotAfterMs }),
+    };
     const metrics = new Metrics(view, { version: options.version ?? '0.0.0' });
     const accessLog = policy.accessLog.enabled
       ? new AccessLog(options.accessLogOut ?? process.stdout, (n) => metrics.accessLogDropped.inc(n), clock)
       : null;
-    const pools = new PoolRegistry();
+    if (identity !== null) {
+      identity.onRotate(() => metrics.certificateRotations.labels('success').inc());
+      identity.onRotateFailed(() => metrics.certificateRotations.labels('failure').inc());
+    }
+    const pools = new PoolRegistry(identity);
+    const verifiers = new JwtVerifiers({ clock, logger });
     const { limits } = policy;
     const tunnels = new Tunnels(limits.maxTunnels, limits.tunnelIdleTimeoutMs, () => metrics.connectionClosed('tunnel_idle'));
     const websocket = new WebSocketForwarder(clock, tunnels);
@@ -115,7 +137,8 @@ export class Pilotfish {
       random,
       events: withDecisionLog(metrics, logger),
       pools,
-      routeMetrics: (route, upstream) => metrics.forRoute(route, upstream),
+      jwtVerifier: (jwt) => verifiers.get(jwt),
+      routeMetrics: (route, upstream, direction) => metrics.forRoute(route, upstream, direction),
       // The resolvers come with `up.discovery` (dns kinds): always those of the policy being built.
       discover: (up) =>
         createDiscoverySource(up.name, up.discovery, {
@@ -134,7 +157,9 @@ export class Pilotfish {
           },
         }),
     };
-    const outbound = createOutboundServer({
+    const listenerDeps: ListenerDeps = {
+      direction: 'outbound',
+      tls: null,
       clock,
       runtime: () => (app as Pilotfish).runtime(),
       metrics,
@@ -145,18 +170,34 @@ export class Pilotfish {
       tunnels,
       websocket,
       draining: () => (app as Pilotfish).isDraining,
-    });
+    };
+    const outbound = createProxyListener(listenerDeps);
+    const inboundAt = policy.listeners.inbound;
+    const inbound =
+      inboundAt === null
+        ? null
+        : createProxyListener({
+            ...listenerDeps,
+            direction: 'inbound',
+            // compile refuses tls: mesh without an identity section
+            tls: inboundAt.tls === 'mesh' && identity !== null ? { identity, minVersion: inboundAt.minTlsVersion } : null,
+          });
     const admin = createAdminServer({
       metrics,
       runtime: () => (app as Pilotfish).runtime(),
       notReadyReason: () => (app as Pilotfish).notReadyReason(),
       lastReload: () => (app as Pilotfish).last,
+      identity: () => (app as Pilotfish).identityFacts(),
     });
-    app = new Pilotfish(policy, deps, metrics, logger, accessLog, pools, tunnels, websocket, outbound, admin, load);
+    app = new Pilotfish(policy, deps, metrics, logger, accessLog, pools, tunnels, websocket, outbound, inbound, admin, load, identity, verifiers);
     metrics.reloads.labels('success').inc();
     metrics.lastReloadSuccess.set(1);
     metrics.policyInfo.labels(policy.source.hash).set(1);
-    await Promise.all([outbound.listen(policy.listeners.outbound.port, policy.listeners.outbound.host), listen(admin, policy.listeners.admin)]);
+    await Promise.all([
+      outbound.listen(policy.listeners.outbound.port, policy.listeners.outbound.host),
+      inbound?.listen(inboundAt?.port ?? 0, inboundAt?.host ?? '127.0.0.1'),
+      listen(admin, policy.listeners.admin),
+    ]);
     if (options.watch !== false) {
       const watcher = watchPolicyFile(options.policyFile, () => void app?.reload(), {
         clock,
@@ -169,9 +210,34 @@ export class Pilotfish {
       policy: policy.source.file,
       hash: policy.source.hash,
       outbound: formatHostPort({ host: outbound.address().address, port: outbound.address().port }),
+      ...(inbound ? { inbound: formatHostPort({ host: inbound.address().address, port: inbound.address().port }) } : {}),
+      ...(identity ? { identity: identity.material.spiffeId } : {}),
       admin: address(admin),
     });
     return app;
+  }
+
+  /** This workload's identity for /admin/identity: who, until when, the files (never key material). */
+  identityFacts(): unknown {
+    const id = this.identity;
+    if (id === null) return null;
+    const m = id.material;
+    const files = this.runtime_.policy.identity;
+    const now = this.deps.clock.wallNow();
+    return {
+      spiffeId: m.spiffeId,
+      trustDomain: files?.trustDomain ?? null,
+      notAfter: new Date(m.notAfterMs).toISOString(),
+      expiresInSeconds: Math.round((m.notAfterMs - now) / 1000),
+      trustBundleNotAfter: new Date(m.bundleNotAfterMs).toISOString(),
+      fingerprint: m.fingerprint,
+      files: files ? { certFile: files.certFile, keyFile: files.keyFile, trustBundleFile: files.trustBundleFile, refreshMs: files.refreshMs } : null,
+    };
+  }
+
+  /** Where the inbound listener listens; null without one. */
+  get inboundAddress(): AddressInfo | null {
+    return this.inbound?.address() ?? null;
   }
 
   /** Writes the access log lines batched so far (tests and shutdown). */
@@ -203,6 +269,7 @@ export class Pilotfish {
   notReadyReason(): string | null {
     if (this.draining) return 'draining';
     if (!this.outbound.listening) return 'outbound listener not up';
+    if (this.inbound !== null && !this.inbound.listening) return 'inbound listener not up';
     if (this.deps.clock.now() - this.startedAt < this.runtime_.policy.startupTimeoutMs) {
       const routed = new Set(this.runtime_.policy.routes.map((r) => r.upstream));
       for (const name of routed) {
@@ -266,10 +333,14 @@ export class Pilotfish {
       }
       for (const w of loaded.warnings) this.logger.log('warn', `policy: ${formatIssue(w)}`);
       const old = this.runtime_.policy;
-      if (!sameListeners(old, policy)) this.logger.log('warn', 'listener addresses or limits changed: they apply at the next restart');
+      if (!sameListeners(old, policy)) this.logger.log('warn', 'listeners, limits or identity files changed: they apply at the next restart');
+      this.verifiers.beginBuild();
       const built = buildRuntime(policy, this.runtime_, this.deps);
+      const unused = this.verifiers.endBuild();
       this.runtime_ = built.runtime;
       succeeded(built.report);
+      // Requests that started on the old routes may still be verifying with these.
+      if (unused.length > 0) this.deps.clock.setTimer(() => unused.forEach((v) => v.close()), RETIRE_AFTER_MS);
       this.metrics.policyInfo.reset();
       this.metrics.policyInfo.labels(policy.source.hash).set(1);
       this.logger.log('info', 'policy reloaded', { file, hash: policy.source.hash, kept: built.report.kept, reset: built.report.reset });
@@ -308,22 +379,26 @@ export class Pilotfish {
     const quietPeriodMs = options.quietPeriodMs ?? this.runtime_.policy.quietPeriodMs;
     const deadline = clock.now() + drainTimeoutMs;
     let quietSince: number | null = null;
+    const listeners = this.inbound === null ? [this.outbound] : [this.outbound, this.inbound];
     while (clock.now() < deadline) {
-      this.outbound.closeIdleConnections();
+      for (const l of listeners) l.closeIdleConnections();
       // With no quiet period (an immediate stop), open idle connections do not hold it up.
-      const open = quietPeriodMs > 0 ? await this.outbound.connections() : 0;
+      const open = quietPeriodMs > 0 ? (await Promise.all(listeners.map((l) => l.connections()))).reduce((a, b) => a + b, 0) : 0;
       const now = clock.now();
       if (this.load.inFlight > 0 || this.tunnels.size > 0 || open > 0) quietSince = null;
       else if (now - (quietSince ??= now) >= quietPeriodMs) break;
       await new Promise<void>((resolve) => clock.setTimer(resolve, 20));
     }
-    const closed = new Promise<void>((resolve) => this.outbound.close(() => resolve()));
-    this.outbound.closeAllConnections();
+    const closed = Promise.all(listeners.map((l) => new Promise<void>((resolve) => l.close(() => resolve()))));
+    for (const l of listeners) l.closeAllConnections();
     this.tunnels.closeAll();
     this.websocket.close();
     await closed;
-    for (const up of [...this.runtime_.upstreams.values(), ...this.retired]) await up.close();
+    const app = this.runtime_.inbound?.app;
+    for (const up of [...this.runtime_.upstreams.values(), ...(app ? [app] : []), ...this.retired]) await up.close();
     await this.pools.closeAll();
+    this.verifiers.closeAll();
+    this.identity?.close();
     this.accessLog?.flush();
     await new Promise<void>((resolve) => this.admin.close(() => resolve()));
     this.admin.closeAllConnections();
@@ -331,11 +406,21 @@ export class Pilotfish {
   }
 }
 
-/** True when what is fixed at start (listener addresses, client limits) is the same in both. */
+/** True when what is fixed at start (listeners, client limits, the identity files) is the same in both. */
 function sameListeners(a: Policy, b: Policy): boolean {
   const l = (p: Policy): string =>
-    `${p.listeners.outbound.host}:${p.listeners.outbound.port} ${p.listeners.admin.host}:${p.listeners.admin.port} ${JSON.stringify(p.limits)}`;
+    `${p.listeners.outbound.host}:${p.listeners.outbound.port} ${p.listeners.admin.host}:${p.listeners.admin.port} ${JSON.stringify(p.listeners.inbound)} ${JSON.stringify(p.limits)} ${JSON.stringify(p.identity)}`;
   return l(a) === l(b);
+}
+
+/** Loads this workload's certificate at start; the files must be right, or mTLS cannot work. */
+async function loadIdentity(files: IdentityPolicy, clock: Clock, logger: Logger): Promise<WorkloadIdentity> {
+  try {
+    return await WorkloadIdentity.load(files, { clock, logger });
+  } catch (err) {
+    if (err instanceof IdentityLoadError) throw new IdentityStartError(`identity: ${err.message}`);
+    throw err;
+  }
 }
 
 function listen(server: Server, at: { host: string; port: number }): Promise<void> {

@@ -23,6 +23,8 @@ export type ErrorCode =
   | 'proxy_overloaded'
   | 'fault_injected'
   | 'concurrency_limited'
+  | 'unauthenticated'
+  | 'forbidden'
   | 'internal_error';
 
 /** The HTTP status each code is answered with. */
@@ -45,6 +47,8 @@ export const STATUS_OF: Readonly<Record<ErrorCode, number>> = Object.freeze({
   proxy_overloaded: 503,
   fault_injected: 503,
   concurrency_limited: 503,
+  unauthenticated: 401,
+  forbidden: 403,
   internal_error: 500,
 });
 
@@ -68,6 +72,8 @@ export const TITLE_OF: Readonly<Record<ErrorCode, string>> = Object.freeze({
   proxy_overloaded: 'Proxy out of local resources',
   fault_injected: 'Fault injected by the route policy',
   concurrency_limited: 'Upstream adaptive concurrency limit reached',
+  unauthenticated: 'Missing or invalid credentials',
+  forbidden: 'Caller not authorized for this route',
   internal_error: 'Internal proxy error',
 });
 

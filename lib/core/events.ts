@@ -26,6 +26,10 @@ export interface ProxyEvents {
   shadowReject(limit: ShadowLimit, name: string): void;
   bulkheadRejected(upstream: string, reason: 'full' | 'timeout'): void;
   rateLimited(route: string): void;
+  /** An inbound route refused its caller (403); `caller` is its SPIFFE ID, '' when it had none. */
+  forbidden(route: string, caller: string): void;
+  /** An inbound route's JWT check failed (401), and why. */
+  unauthenticated(route: string, reason: string): void;
   /** A route's fault injection delayed or aborted a request. */
   faultInjected(route: string, kind: FaultKind): void;
   /** A route's hedging sent a second try, saw it win, or was out of budget. */
@@ -47,6 +51,8 @@ export const noEvents: ProxyEvents = {
   shadowReject() {},
   bulkheadRejected() {},
   rateLimited() {},
+  forbidden() {},
+  unauthenticated() {},
   faultInjected() {},
   hedge() {},
   ejected() {},

@@ -36,6 +36,8 @@ export const GRPC_RESOURCE_EXHAUSTED = 8;
 export const GRPC_UNIMPLEMENTED = 12;
 export const GRPC_INTERNAL = 13;
 export const GRPC_UNAVAILABLE = 14;
+export const GRPC_PERMISSION_DENIED = 7;
+export const GRPC_UNAUTHENTICATED = 16;
 
 /** The gRPC codes `retry.on` accepts, by their policy names. */
 export const GRPC_RETRY_CONDITIONS = {
@@ -112,6 +114,10 @@ export function grpcStatusOfError(code: ErrorCode): number {
       return GRPC_DEADLINE_EXCEEDED;
     case 'no_route':
       return GRPC_UNIMPLEMENTED;
+    case 'unauthenticated':
+      return GRPC_UNAUTHENTICATED;
+    case 'forbidden':
+      return GRPC_PERMISSION_DENIED;
     case 'bad_request':
     case 'uri_too_long':
     case 'headers_too_large':

@@ -62,6 +62,21 @@ export interface ForwardedInfo {
   readonly requestId: string;
   /** A gRPC call: its deadline travels as `grpc-timeout` (rewritten to the time left). */
   readonly grpc: boolean;
+  /**
+   * Inbound only (null outbound): the caller's fields the app must not see as sent (its own
+   * client-certificate or claim headers would be forgeries), and the verified caller.
+   */
+  readonly inbound: InboundForwarding | null;
+}
+
+/** What the inbound side adds to and removes from a request on its way to the app. */
+export interface InboundForwarding {
+  /** Lower-case field names removed from the caller's request. */
+  readonly drop: ReadonlySet<string>;
+  /** `X-Forwarded-Client-Cert` (as Envoy sends it) for a caller with a verified identity, else null. */
+  readonly clientCert: string | null;
+  /** The caller came over TLS: X-Forwarded-Proto is https, whatever it said. */
+  readonly tls: boolean;
 }
 
 /**
@@ -79,13 +94,15 @@ export function upstreamRequestHeaders(rawHeaders: readonly string[], headers: I
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || REWRITTEN.has(lower) || (extra !== null && extra.has(lower))) continue;
     if (info.grpc && lower === GRPC_TIMEOUT_HEADER) continue;
+    if (info.inbound !== null && info.inbound.drop.has(lower)) continue;
     // HTTP/2 pseudo-headers (:method, :path, ...) are this hop's framing, not fields.
     if (name.charCodeAt(0) === 58) continue;
     out.push(name, rawHeaders[i + 1] as string);
   }
   const xff = headers['x-forwarded-for'];
   out.push('x-forwarded-for', xff ? `${xff}, ${info.clientIp}` : info.clientIp);
-  out.push('x-forwarded-proto', headerValue(headers['x-forwarded-proto']) ?? 'http');
+  out.push('x-forwarded-proto', info.inbound?.tls ? 'https' : (headerValue(headers['x-forwarded-proto']) ?? 'http'));
+  if (info.inbound?.clientCert) out.push('x-forwarded-client-cert', info.inbound.clientCert);
   out.push('x-forwarded-host', headerValue(headers['x-forwarded-host']) ?? info.authority);
   const via = headers.via;
   out.push('via', via ? `${via}, ${VIA}` : VIA);

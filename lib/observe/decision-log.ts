@@ -19,6 +19,8 @@ export function withDecisionLog(events: ProxyEvents, logger: Logger): ProxyEvent
     shadowReject: (limit, name) => events.shadowReject(limit, name),
     bulkheadRejected: (upstream, reason) => events.bulkheadRejected(upstream, reason),
     rateLimited: (route) => events.rateLimited(route),
+    forbidden: (route, caller) => events.forbidden(route, caller),
+    unauthenticated: (route, reason) => events.unauthenticated(route, reason),
     faultInjected: (route, kind) => events.faultInjected(route, kind),
     hedge: (route, upstream, what) => events.hedge(route, upstream, what),
     ejected(upstream, address) {

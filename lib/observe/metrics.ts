@@ -6,6 +6,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { RequestFamilies, type RequestMetrics } from './request-metrics.js';
 import type { FaultKind, HedgeEvent, ProxyEvents, RetryRefusal, ShadowLimit } from '../core/events.js';
+import type { Direction } from '../policy/types.js';
 import type { BreakerState } from '../resilience/circuit-breaker.js';
 import type { UpstreamRuntime } from '../upstream/upstream-runtime.js';
 
@@ -18,16 +19,26 @@ export interface LiveView {
   inFlight(): number;
   /** WebSocket and CONNECT tunnels open now. */
   tunnels(): number;
+  /** Expiry (epoch ms) of this workload's certificate and of its trust bundle; null without an identity. */
+  certificates(): { readonly workload: number; readonly trustBundle: number } | null;
 }
 
+/** Distinct callers that get their own label on the authorization counter; the rest count as "other". */
+const MAX_CALLER_LABELS = 100;
+
 /** Why the proxy closed a client connection on its own. */
-export type ConnectionCloseReason = 'max_connections' | 'head_timeout' | 'write_idle' | 'body_idle' | 'pipelining' | 'tunnel_idle';
+export type ConnectionCloseReason = 'max_connections' | 'head_timeout' | 'write_idle' | 'body_idle' | 'pipelining' | 'tunnel_idle' | 'no_identity';
 
 /** The metric families, on their own registry. */
 export class Metrics implements ProxyEvents {
   readonly registry = new Registry();
   private readonly requestFamilies: RequestFamilies;
-  readonly proxyErrors: Counter<'code' | 'route' | 'upstream'>;
+  readonly proxyErrors: Counter<'code' | 'route' | 'upstream' | 'direction'>;
+  readonly certificateRotations: Counter<'result'>;
+  private readonly tlsHandshakeFailures: Counter<'direction' | 'reason'>;
+  private readonly forbiddenTotal: Counter<'route' | 'caller'>;
+  private readonly unauthenticatedTotal: Counter<'route' | 'reason'>;
+  private readonly callers = new Set<string>();
   readonly reloads: Counter<'result'>;
   readonly lastReloadSuccess: Gauge;
   readonly policyInfo: Gauge<'hash'>;
@@ -76,7 +87,7 @@ export class Metrics implements ProxyEvents {
     });
     this.connectionsClosed = new Counter({
       name: 'pilotfish_client_connections_closed_total',
-      help: 'Client connections the proxy closed on its own, by reason (max_connections, write_idle, body_idle, pipelining, tunnel_idle).',
+      help: 'Client connections the proxy closed on its own, by reason (max_connections, write_idle, body_idle, pipelining, tunnel_idle, no_identity: a TLS client certificate without a SPIFFE ID).',
       labelNames: ['reason'],
       registers,
     });
@@ -94,9 +105,46 @@ export class Metrics implements ProxyEvents {
     });
     this.proxyErrors = new Counter({
       name: 'pilotfish_proxy_errors_total',
-      help: 'Requests the proxy refused or failed itself, by error code.',
-      labelNames: ['code', 'route', 'upstream'],
+      help: 'Requests the proxy refused or failed itself, by error code and listener (direction).',
+      labelNames: ['code', 'route', 'upstream', 'direction'],
       registers,
+    });
+    this.forbiddenTotal = new Counter({
+      name: 'pilotfish_authorization_denied_total',
+      help: 'Inbound requests refused with 403 by a route\'s authorize rules, by route and caller SPIFFE ID ("" without one; "other" past 100 distinct callers).',
+      labelNames: ['route', 'caller'],
+      registers,
+    });
+    this.unauthenticatedTotal = new Counter({
+      name: 'pilotfish_authentication_failures_total',
+      help: 'Inbound requests refused with 401 by a route\'s JWT check, by route and reason (missing, expired, wrong_audience, unknown_kid, ...).',
+      labelNames: ['route', 'reason'],
+      registers,
+    });
+    this.tlsHandshakeFailures = new Counter({
+      name: 'pilotfish_tls_handshake_failures_total',
+      help: 'TLS handshakes that failed, by direction and reason (no_certificate, untrusted, expired, protocol, other).',
+      labelNames: ['direction', 'reason'],
+      registers,
+    });
+    this.certificateRotations = new Counter({
+      name: 'pilotfish_certificate_rotations_total',
+      help: 'Re-reads of the identity files that changed the certificate (success) or were refused, the old one kept (failure).',
+      labelNames: ['result'],
+      registers,
+    });
+    new Gauge({
+      name: 'pilotfish_certificate_expiry_timestamp_seconds',
+      help: "When this workload's certificate (certificate=\"workload\") and the earliest CA of its trust bundle (certificate=\"trust_bundle\") expire, in Unix seconds.",
+      labelNames: ['certificate'],
+      registers,
+      collect() {
+        this.reset();
+        const c = view.certificates();
+        if (c === null) return;
+        this.set({ certificate: 'workload' }, c.workload / 1000);
+        this.set({ certificate: 'trust_bundle' }, c.trustBundle / 1000);
+      },
     });
     this.reloads = new Counter({
       name: 'pilotfish_policy_reloads_total',
@@ -284,8 +332,23 @@ export class Metrics implements ProxyEvents {
   }
 
   /** Request metrics for one route, to be kept on the route's runtime. */
-  forRoute(route: string, upstream: string): RequestMetrics {
-    return this.requestFamilies.forRoute(route, upstream);
+  forRoute(route: string, upstream: string, direction: Direction): RequestMetrics {
+    return this.requestFamilies.forRoute(route, upstream, direction);
+  }
+
+  /** A TLS handshake failed (reason from identity/tls-errors.ts). */
+  tlsHandshakeFailed(direction: Direction, reason: string): void {
+    this.tlsHandshakeFailures.labels(direction, reason).inc();
+  }
+
+  forbidden(route: string, caller: string): void {
+    // Callers are mesh workloads, few by nature, but a label must stay bounded whatever happens.
+    if (!this.callers.has(caller) && this.callers.size < MAX_CALLER_LABELS) this.callers.add(caller);
+    this.forbiddenTotal.labels(route, this.callers.has(caller) ? caller : 'other').inc();
+  }
+
+  unauthenticated(route: string, reason: string): void {
+    this.unauthenticatedTotal.labels(route, reason).inc();
   }
 
   /** The proxy closed a client connection on its own. */

@@ -6,6 +6,7 @@
  */
 import type { Registry } from 'prom-client';
 import { GRPC_CODE_NAMES } from '../http/grpc.js';
+import type { Direction } from '../policy/types.js';
 
 /** Latency buckets (seconds): sub-millisecond loopback hops up to the 15 s default deadline. */
 export const LATENCY_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30];
@@ -30,6 +31,8 @@ export class RequestMetrics {
   constructor(
     readonly route: string,
     readonly upstream: string,
+    /** Which listener: `outbound` (the app's calls) or `inbound` (calls to the app). */
+    readonly direction: Direction,
   ) {}
 
   /** Records one finished request; `grpcStatus` is -1 for anything but a gRPC call. */
@@ -69,7 +72,7 @@ export class RequestFamilies {
     });
     const register = registry.registerMetric.bind(registry) as (metric: unknown) => void;
     register(
-      family('pilotfish_requests_total', 'Requests answered, by route, upstream, method, status class (0xx: no response) and, for gRPC calls, gRPC status.', 'counter', () => {
+      family('pilotfish_requests_total', 'Requests answered, by route, upstream, method, status class (0xx: no response), direction (outbound: the app\'s calls; inbound: calls to the app) and, for gRPC calls, gRPC status.', 'counter', () => {
         const out: Sample[] = [];
         for (const r of routes.values()) {
           r.counts.forEach((value, i) => {
@@ -77,7 +80,7 @@ export class RequestFamilies {
             const method = METHODS[Math.floor(i / PER_METHOD)] as string;
             const cls = STATUS_CLASSES[Math.floor(i / GRPC_SLOTS) % STATUS_CLASSES.length] as string;
             const g = i % GRPC_SLOTS;
-            const labels: Record<string, string> = { route: r.route, upstream: r.upstream, method, status_class: cls };
+            const labels: Record<string, string> = { route: r.route, upstream: r.upstream, method, status_class: cls, direction: r.direction };
             if (g > 0) labels.grpc_code = GRPC_CODE_NAMES[g - 1] as string;
             out.push({ labels, value });
           });
@@ -86,11 +89,11 @@ export class RequestFamilies {
       }),
     );
     register(
-      family('pilotfish_request_duration_seconds', 'Time from request received to response finished, by route and upstream.', 'histogram', () => {
+      family('pilotfish_request_duration_seconds', 'Time from request received to response finished, by route, upstream and direction.', 'histogram', () => {
         const out: Sample[] = [];
         const name = 'pilotfish_request_duration_seconds';
         for (const r of routes.values()) {
-          const labels = { route: r.route, upstream: r.upstream };
+          const labels = { route: r.route, upstream: r.upstream, direction: r.direction };
           let cumulative = 0;
           for (let b = 0; b <= LATENCY_BUCKETS.length; b++) {
             cumulative += r.buckets[b] as number;
@@ -105,12 +108,12 @@ export class RequestFamilies {
     );
   }
 
-  /** The metrics of a route (the same object for the same route and upstream across reloads). */
-  forRoute(route: string, upstream: string): RequestMetrics {
-    const key = `${route}\u0000${upstream}`;
+  /** The metrics of a route (the same object for the same route, upstream and direction across reloads). */
+  forRoute(route: string, upstream: string, direction: Direction): RequestMetrics {
+    const key = `${direction}\u0000${route}\u0000${upstream}`;
     let m = this.routes.get(key);
     if (!m) {
-      m = new RequestMetrics(route, upstream);
+      m = new RequestMetrics(route, upstream, direction);
       this.routes.set(key, m);
     }
     return m;

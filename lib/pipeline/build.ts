@@ -5,12 +5,16 @@
 import type { Clock } from '../core/clock.js';
 import type { ProxyEvents } from '../core/events.js';
 import type { Random } from '../core/random.js';
-import type { RoutePolicy } from '../policy/types.js';
+import { Authorizer } from '../auth/authorize.js';
+import type { JwtVerifier } from '../auth/jwt.js';
+import type { JwtRoutePolicy, RoutePolicy } from '../policy/types.js';
 import type { RateLimiter } from '../resilience/rate-limiter.js';
 import type { UpstreamRuntime } from '../upstream/upstream-runtime.js';
 import { compose, entry, type Pipeline, type Stage } from './stage.js';
 import { balanceStage } from './stages/balance.js';
 import { adaptiveConcurrencyStage } from './stages/adaptive-concurrency.js';
+import { authenticateStage } from './stages/authenticate.js';
+import { authorizeStage } from './stages/authorize.js';
 import { bulkheadStage } from './stages/bulkhead.js';
 import { circuitBreakerStage } from './stages/circuit-breaker.js';
 import { deadlineStage } from './stages/deadline.js';
@@ -26,13 +30,19 @@ export interface PipelineDeps {
   readonly clock: Clock;
   readonly random: Random;
   readonly events: ProxyEvents;
+  /** The verifier for a route's JWT settings (shared by routes with the same ones, kept across reloads). */
+  readonly jwtVerifier?: (policy: JwtRoutePolicy) => JwtVerifier;
 }
 
 /** The ordered stages of a route (absent ones as null). */
 export function pipelineStages(route: RoutePolicy, upstream: UpstreamRuntime, limiter: RateLimiter | null, deps: PipelineDeps): (Stage | null)[] {
   const { clock, random, events } = deps;
   return [
-    // Outermost: a refused request costs nothing downstream and never waits.
+    // Inbound, outermost: who is calling decides before anything is spent on them, and the
+    // token comes first because authorization rules and rate-limit keys may read its claims.
+    route.jwt ? authenticateStage(route.name, route.jwt, verifierFor(route.jwt, deps), events) : null,
+    route.authorize ? authorizeStage(route.name, new Authorizer(route.authorize), events) : null,
+    // Then the rate limit: a refused request costs nothing downstream and never waits.
     route.rateLimit && limiter ? rateLimitStage(route.name, route.rateLimit, limiter, events) : null,
     // The deadline covers every try and every backoff sleep.
     deadlineStage(route.timeoutMs, clock),
@@ -52,6 +62,11 @@ export function pipelineStages(route: RoutePolicy, upstream: UpstreamRuntime, li
     // Per-try timeout innermost: time queued in the bulkhead does not eat into the try.
     perTryTimeoutStage(route.retry.perTryTimeoutMs, clock),
   ];
+}
+
+function verifierFor(policy: JwtRoutePolicy, deps: PipelineDeps): JwtVerifier {
+  if (deps.jwtVerifier === undefined) throw new Error('a route with jwt needs PipelineDeps.jwtVerifier');
+  return deps.jwtVerifier(policy);
 }
 
 /** The route's pipeline as one callable. */

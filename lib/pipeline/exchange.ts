@@ -62,6 +62,10 @@ export class Exchange {
   clientTimeoutMs = Infinity;
   /** The gRPC status the call ended with (head or trailers), -1 when none was seen. */
   grpcStatus = -1;
+  /** Inbound: the caller's verified SPIFFE ID (mutual TLS), null when it has none. */
+  caller: string | null = null;
+  /** Inbound: the claims of the caller's verified JWT (set by the authenticate stage), else null. */
+  claims: Readonly<Record<string, unknown>> | null = null;
   /** The try on the wire, or the first of several (hedging); `more` holds the others. */
   private live: Attempt | null = null;
   private more: Attempt[] | null = null;

@@ -10,9 +10,15 @@ import { endpointHostProblem, formatHostPort } from '../http/host-port.js';
 import { compileFaultPolicy, type FaultPolicy } from '../resilience/fault.js';
 import { GRPC_RETRY_CONDITIONS, type GrpcRetryCondition } from '../http/grpc.js';
 import { fingerprint } from './digest.js';
-import type { PolicyWire, RetryOverrideWire, RetryWire, RouteWire, UpstreamWire } from './schema.js';
+import type { AuthorizeWire, InboundRouteWire, PolicyWire, RetryOverrideWire, RetryWire, RouteWire, UpstreamWire } from './schema.js';
 import type {
+  AuthorizePolicy,
+  AuthorizeRule,
   DiscoveryPolicy,
+  IdentityPolicy,
+  InboundListenerPolicy,
+  InboundPolicy,
+  JwtRoutePolicy,
   EndpointSpec,
   LimitsPolicy,
   HostPort,
@@ -23,6 +29,7 @@ import type {
   RouteMatch,
   RoutePolicy,
   UpstreamPolicy,
+  UpstreamTls,
 } from './types.js';
 import {
   formatDuration,
@@ -34,6 +41,9 @@ import {
   parseRouteHost,
   parseSize,
 } from './units.js';
+
+/** The name the local app goes by as an upstream (metrics, /admin): inbound routes forward to it. */
+export const INBOUND_UPSTREAM = 'inbound';
 
 /** A YAML path: mapping keys and list indexes. */
 export type PolicyPath = readonly (string | number)[];
@@ -72,7 +82,10 @@ export function compilePolicy(wire: PolicyWire, source: PolicySource): CompileRe
       outbound: parseHostPort(wire.listeners.outbound.address, true),
       // adminFrom is read per request from the runtime serving, so unlike the address it applies on reload.
       admin: { ...parseHostPort(wire.listeners.admin.address, true), adminFrom: wire.listeners.admin.adminFrom.map((c) => parseCidr(c)) },
+      inbound: compileInboundListener(wire.listeners.inbound),
     },
+    identity: compileIdentity(wire.identity, dir),
+    inbound: compileInbound(wire, dir),
     upstreams: new Map(Object.entries(wire.upstreams).map(([name, u]) => [name, compileUpstream(name, u, dir, resolvers)])),
     routes: wire.routes.map((r, index) => compileRoute(r, index, wire.defaults)),
     accessLog: { enabled: wire.accessLog.enabled },
@@ -97,6 +110,7 @@ function compileUpstream(name: string, u: UpstreamWire, dir: string, resolvers: 
     connectTimeoutMs: ms(u.connectTimeout),
     protocol: u.protocol,
     maxConnectionsPerEndpoint: u.maxConnectionsPerEndpoint,
+    tls: compileTls(u),
     adaptiveConcurrency:
       adaptive === undefined
         ? null
@@ -128,6 +142,114 @@ function compileUpstream(name: string, u: UpstreamWire, dir: string, resolvers: 
   };
   // The name is the state's identity, the fingerprint its configuration: a rename starts fresh anyway.
   return { name, ...settings, fingerprint: fingerprint(settings) };
+}
+
+function compileTls(u: UpstreamWire): UpstreamTls {
+  if (u.tls === 'mesh') return { kind: 'mesh', identity: u.identity ?? '' }; // the schema requires identity with mesh
+  if (u.tls === 'system') return { kind: 'system', serverName: u.serverName ?? null };
+  return { kind: 'none' };
+}
+
+function compileInboundListener(l: PolicyWire['listeners']['inbound']): InboundListenerPolicy | null {
+  if (l === undefined) return null;
+  return { ...parseHostPort(l.address, true), app: parseHostPort(l.app), tls: l.tls, minTlsVersion: l.minTlsVersion };
+}
+
+function compileIdentity(i: PolicyWire['identity'], dir: string): IdentityPolicy | null {
+  if (i === undefined) return null;
+  return {
+    trustDomain: i.trustDomain,
+    certFile: resolve(dir, i.certFile),
+    keyFile: resolve(dir, i.keyFile),
+    trustBundleFile: resolve(dir, i.trustBundleFile),
+    refreshMs: ms(i.refresh),
+  };
+}
+
+/**
+ * The inbound side: the local app becomes an upstream of one static endpoint, guarded by the
+ * listener's concurrency limit (nothing else: breakers and ejection have nowhere else to send
+ * a request), and every inbound route forwards to it.
+ */
+function compileInbound(wire: PolicyWire, dir: string): InboundPolicy | null {
+  const l = wire.listeners.inbound;
+  if (l === undefined) return null;
+  const app = parseHostPort(l.app);
+  const c = l.concurrency;
+  const adaptive = c !== undefined && 'adaptive' in c ? c.adaptive : undefined;
+  const settings = {
+    discovery: { kind: 'static' as const, endpoints: [{ address: formatHostPort(app), host: app.host, port: app.port, weight: 1, metadata: {} }] },
+    balancer: 'round-robin' as const,
+    connectTimeoutMs: 1000,
+    protocol: l.appProtocol,
+    maxConnectionsPerEndpoint: 1024,
+    tls: { kind: 'none' as const },
+    bulkhead: c !== undefined && 'maxConcurrent' in c ? { maxConcurrent: c.maxConcurrent, maxQueued: c.maxQueued, queueTimeoutMs: ms(c.queueTimeout), shadow: false } : null,
+    adaptiveConcurrency:
+      adaptive === undefined ? null
+      : adaptive === true ? { minLimit: 4, maxLimit: 500, initialLimit: 20 }
+      : { ...adaptive },
+    circuitBreaker: null,
+    outlierDetection: null,
+    healthCheck: null,
+  };
+  const routes = (wire.inbound?.routes ?? [{ match: {} }]).map((r, index) => compileInboundRoute(r, index, wire, dir));
+  return { app: { name: INBOUND_UPSTREAM, ...settings, fingerprint: fingerprint(settings) }, routes };
+}
+
+function compileInboundRoute(r: InboundRouteWire, index: number, wire: PolicyWire, dir: string): RoutePolicy {
+  // Retries to the local app are opt-in: it has one endpoint, and its callers retry already.
+  const retry = compileRetry(mergeRetry({ ...wire.defaults.retry, attempts: 1 }, r.retry));
+  const authorize = r.authorize ?? wire.inbound?.authorize;
+  const settings = {
+    match: compileMatch(r.match),
+    rewrite: r.rewrite ? { pathPrefix: r.rewrite.pathPrefix } : null,
+    upstream: INBOUND_UPSTREAM,
+    timeoutMs: ms(r.timeout ?? wire.defaults.timeout),
+    idempotent: false,
+    retry,
+    rateLimit: r.rateLimit ? compileRateLimit(r.rateLimit) : null,
+  };
+  return {
+    name: r.name ?? `inbound-${index}`,
+    index,
+    ...settings,
+    fault: r.fault ? compileFault(r.fault) : null,
+    hedge: null,
+    upgrade: new Set(['websocket']),
+    direction: 'inbound',
+    authorize: authorize ? compileAuthorize(authorize) : null,
+    jwt: r.jwt ? compileJwt(r.jwt, dir) : null,
+    fingerprint: fingerprint(settings),
+  };
+}
+
+function compileAuthorize(a: AuthorizeWire): AuthorizePolicy {
+  const rule = (x: AuthorizeWire['deny'][number]): AuthorizeRule =>
+    typeof x === 'string'
+      ? { identities: [x], methods: null, paths: null, claims: [] }
+      : {
+          identities: x.identities ?? null,
+          methods: x.methods ? new Set(x.methods.map((m) => m.toUpperCase())) : null,
+          paths: x.paths ?? null,
+          claims: Object.entries(x.claims ?? {}),
+        };
+  return { allow: a.allow ? a.allow.map(rule) : null, deny: a.deny.map(rule) };
+}
+
+function compileJwt(j: NonNullable<InboundRouteWire['jwt']>, dir: string): JwtRoutePolicy {
+  return {
+    issuer: j.issuer,
+    audiences: j.audiences,
+    jwksFile: j.jwksFile === undefined ? null : resolve(dir, j.jwksFile),
+    jwksUrl: j.jwksUrl ?? null,
+    jwksRefreshMs: ms(j.jwksRefresh),
+    clockSkewMs: ms(j.clockSkew),
+    requiredClaims: j.requiredClaims,
+    algorithms: j.algorithms,
+    forwardClaims: Object.entries(j.forwardClaims).map(([claim, header]) => [claim, header.toLowerCase()] as const),
+    forwardToken: j.forwardToken,
+  };
 }
 
 /** DNS kinds carry the resolvers they ask, so changing `resolvers:` changes their discovery (and fingerprint). */
@@ -177,11 +299,13 @@ function compileRetry(r: RetryWire): RetryPolicy {
   };
 }
 
-function compileRateLimit(r: NonNullable<RouteWire['rateLimit']>): RateLimitPolicy {
+function compileRateLimit(r: NonNullable<RouteWire['rateLimit'] | InboundRouteWire['rateLimit']>): RateLimitPolicy {
   const { perMs, tokens, windowSeconds } = parseRate(r.rate);
   const key: RateLimitPolicy['key'] =
     r.key === undefined ? { kind: 'none' }
     : r.key === 'client-ip' ? { kind: 'client-ip' }
+    : r.key === 'identity' ? { kind: 'identity' }
+    : r.key.startsWith('claim:') ? { kind: 'claim', name: r.key.slice('claim:'.length) }
     : { kind: 'header', name: r.key.slice('header:'.length).toLowerCase() };
   return { ratePerMs: perMs, quota: { tokens, windowSeconds }, burst: r.burst, key, maxKeys: r.maxKeys, shadow: r.shadow };
 }
@@ -212,7 +336,7 @@ function compileLimits(l: PolicyWire['limits']): LimitsPolicy {
   };
 }
 
-function compileFault(f: NonNullable<RouteWire['fault']>): FaultPolicy {
+function compileFault(f: NonNullable<RouteWire['fault'] | InboundRouteWire['fault']>): FaultPolicy {
   return compileFaultPolicy({
     ...(f.delay ? { delay: { percent: f.delay.percent, durationMs: ms(f.delay.duration) } } : {}),
     ...(f.abort ? { abort: { percent: f.abort.percent, status: f.abort.status } } : {}),
@@ -239,6 +363,9 @@ function compileRoute(r: RouteWire, index: number, defaults: PolicyWire['default
     fault: r.fault ? compileFault(r.fault) : null,
     hedge: r.hedge ? { ...parseHedgeAfter(r.hedge.after), maxExtra: parseRatio(r.hedge.maxExtra) } : null,
     upgrade: new Set(r.upgrade),
+    direction: 'outbound',
+    authorize: null,
+    jwt: null,
     fingerprint: fingerprint(settings),
   };
 }
@@ -251,6 +378,22 @@ function findErrors(wire: PolicyWire, policy: Policy): Finding[] {
   // Port 0 asks for any free port, so two of them never collide.
   if (admin.port !== 0 && admin.host === outbound.host && admin.port === outbound.port) {
     error(['listeners', 'admin', 'address'], `${formatHostPort(admin)} is also the outbound listener's address`);
+  }
+  const inbound = policy.listeners.inbound;
+  if (inbound !== null) {
+    for (const [other, at] of [[outbound, 'outbound'], [admin, 'admin']] as const) {
+      if (inbound.port !== 0 && inbound.host === other.host && inbound.port === other.port) {
+        error(['listeners', 'inbound', 'address'], `${formatHostPort(inbound)} is also the ${at} listener's address`);
+      }
+    }
+    if (inbound.tls === 'mesh' && policy.identity === null) {
+      error(['listeners', 'inbound', 'tls'], 'tls: mesh needs this workload\'s certificate: add an identity section (certFile, keyFile, trustBundleFile)');
+    }
+    if (policy.upstreams.has(INBOUND_UPSTREAM)) {
+      error(['upstreams', INBOUND_UPSTREAM], `"${INBOUND_UPSTREAM}" is the name of the local app behind the inbound listener: rename this upstream`);
+    }
+  } else if (wire.inbound !== undefined) {
+    error(['inbound'], 'inbound routes need an inbound listener: add listeners.inbound (address, app)');
   }
   wire.resolvers?.forEach((text, i) => {
     const problem = resolverProblem(text);
@@ -269,6 +412,9 @@ function findErrors(wire: PolicyWire, policy: Policy): Finding[] {
     const cb = u.circuitBreaker;
     if (cb && cb.openForMs > cb.maxOpenForMs) {
       error(at('circuitBreaker', 'openFor'), `openFor ${formatDuration(cb.openForMs)} is longer than maxOpenFor ${formatDuration(cb.maxOpenForMs)}`);
+    }
+    if (u.tls.kind === 'mesh' && policy.identity === null) {
+      error(at('tls'), 'tls: mesh presents this workload\'s certificate: add an identity section (certFile, keyFile, trustBundleFile)');
     }
     const hc = u.healthCheck;
     if (hc && hc.timeoutMs >= hc.intervalMs) {
@@ -315,6 +461,31 @@ function findErrors(wire: PolicyWire, policy: Policy): Finding[] {
     if (own && routeTooLong) error(own, routeTooLong);
     const routeBackoff = backoffInverted(route.retry);
     if (r.retry?.backoff && routeBackoff) error(at('retry', 'backoff'), routeBackoff);
+    const key = route.rateLimit?.key.kind;
+    if (key === 'identity' || key === 'claim') {
+      error(at('rateLimit', 'key'), `key ${r.rateLimit?.key} names the caller of an inbound route; on the outbound side the caller is the local app itself`);
+    }
+  });
+
+  const inboundNamed = new Map<string, number>();
+  policy.inbound?.routes.forEach((route, i) => {
+    const r = wire.inbound?.routes[i];
+    const at = (...path: PolicyPath) => ['inbound', 'routes', i, ...path];
+    const first = inboundNamed.get(route.name);
+    if (first !== undefined) error(r?.name ? at('name') : at(), `route name "${route.name}" is already used by inbound.routes[${first}]`);
+    else inboundNamed.set(route.name, i);
+    if (route.rewrite && route.match.pathPrefix === null) {
+      error(at('rewrite'), 'rewrite.pathPrefix replaces the matched prefix, so match.pathPrefix is required');
+    }
+    const routeTooLong = triesTooLong(route.retry, route.timeoutMs);
+    if ((r?.retry?.attempts || r?.retry?.perTryTimeout || r?.timeout) && routeTooLong) error(at('retry'), routeTooLong);
+    if (route.rateLimit?.key.kind === 'claim' && route.jwt === null) {
+      error(at('rateLimit', 'key'), `key ${r?.rateLimit?.key} needs a verified token: add jwt to this route`);
+    }
+    const claimRule = [...(route.authorize?.allow ?? []), ...(route.authorize?.deny ?? [])].some((rule) => rule.claims.length > 0);
+    if (claimRule && route.jwt === null) {
+      error(r?.authorize ? at('authorize') : ['inbound', 'authorize'], 'a rule on JWT claims needs a verified token: add jwt to this route');
+    }
   });
   return errors;
 }
@@ -339,6 +510,10 @@ function backoffInverted({ backoff }: RetryPolicy): string | null {
 
 function findWarnings(policy: Policy): Finding[] {
   const warnings: Finding[] = [];
+  if (policy.listeners.inbound?.tls === 'none') {
+    const rules = policy.inbound?.routes.some((r) => r.authorize?.allow?.some((rule) => rule.identities !== null) || r.rateLimit?.key.kind === 'identity');
+    if (rules) warnings.push({ path: ['listeners', 'inbound', 'tls'], message: 'with tls: none callers have no identity: rules and rate-limit keys on identities never match them' });
+  }
   const used = new Set(policy.routes.map((r) => r.upstream));
   for (const name of policy.upstreams.keys()) {
     if (!used.has(name)) warnings.push({ path: ['upstreams', name], message: `upstream "${name}" is not used by any route` });

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { CidrError, EXPECTED_CIDR, LOOPBACK_CIDRS, parseCidr } from '../http/cidr.js';
 import { GRPC_RETRY_CONDITIONS, type GrpcRetryCondition } from '../http/grpc.js';
+import { compileIdentityPattern, IdentityPatternError } from '../identity/spiffe.js';
 import {
   EXPECTED,
   UnitError,
@@ -65,6 +66,18 @@ function between(min: number, max: number | null, what: string, int = false) {
 function pattern(regex: RegExp, what: string) {
   const e = expecting(what);
   return z.string(e).regex(regex, e).meta({ description: what });
+}
+
+/** A caller identity pattern (identity/spiffe.ts): its message is the error. */
+function identityPattern() {
+  const what = 'a SPIFFE ID like spiffe://mesh.local/ns/shop/sa/orders, a prefix ending in /*, a trust domain spiffe://mesh.local, or *';
+  return unit(z.string(expecting(what)), (text) => {
+    try {
+      compileIdentityPattern(text);
+    } catch (err) {
+      throw err instanceof IdentityPatternError ? new UnitError(err.message) : err;
+    }
+  }, what);
 }
 
 const count = (min: 0 | 1) => between(min, null, min === 0 ? 'a whole number, 0 or more' : 'a positive integer', true);
@@ -162,6 +175,11 @@ const upstream = fields({
     .describe('how the proxy speaks to the endpoints: HTTP/1.1, or cleartext HTTP/2 with prior knowledge (gRPC servers)')
     .default('http1'),
   maxConnectionsPerEndpoint: count(1).describe('connections the pool keeps to one endpoint; further requests wait for one').default(1024),
+  tls: z.enum(['none', 'mesh', 'system'], expecting('none, mesh or system'))
+    .describe('none: plaintext; mesh: mutual TLS with this workload\'s identity, the server verified against `identity`; system: TLS with the CA store and SNI')
+    .default('none'),
+  identity: identityPattern().describe('tls: mesh: who the server must be (a SPIFFE ID, a prefix ending in /*, or a trust domain)').optional(),
+  serverName: dnsName().describe('tls: system: the SNI name and the name the certificate must carry; default: the endpoint host').optional(),
   bulkhead: fields({
     maxConcurrent: count(1),
     maxQueued: count(0).default(0),
@@ -192,6 +210,19 @@ const upstream = fields({
     ], expecting('true or {minLimit, maxLimit, initialLimit}')),
   }).describe('an adaptive concurrency limit learned from latency, instead of a fixed bulkhead').optional(),
 }).check((ctx) => {
+  const { tls, identity, serverName, protocol } = ctx.value;
+  if (tls === 'mesh' && identity === undefined) {
+    ctx.issues.push({ code: 'custom', input: ctx.value, path: ['identity'], message: 'required with tls: mesh: the SPIFFE ID (or pattern) the server must present' });
+  }
+  if (tls !== 'mesh' && identity !== undefined) {
+    ctx.issues.push({ code: 'custom', input: ctx.value, path: ['identity'], message: `identity is checked only with tls: mesh (tls is ${tls})` });
+  }
+  if (tls !== 'system' && serverName !== undefined) {
+    ctx.issues.push({ code: 'custom', input: ctx.value, path: ['serverName'], message: `serverName applies only with tls: system (tls is ${tls})` });
+  }
+  if (tls !== 'none' && protocol === 'h2c') {
+    ctx.issues.push({ code: 'custom', input: ctx.value, path: ['protocol'], message: 'h2c is cleartext HTTP/2: with tls, use protocol: http1 (HTTP/2 over TLS upstream is not supported yet)' });
+  }
   if (ctx.value.bulkhead !== undefined && ctx.value.concurrency !== undefined) {
     ctx.issues.push({ code: 'custom', input: ctx.value, message: 'expected either bulkhead (a fixed limit) or concurrency.adaptive, not both' });
   }
@@ -251,20 +282,88 @@ const cidr = () =>
     }
   }, EXPECTED_CIDR);
 
+const RATE_LIMIT_KEY = 'client-ip, identity (the caller\'s SPIFFE ID), header:NAME or claim:NAME (a JWT claim)';
 const rateLimitKey = () => {
-  const e = expecting('client-ip or header:NAME');
-  return z.union([z.literal('client-ip', e), z.string(e).regex(new RegExp(`^header:${TCHARS}$`), e)], e);
+  const e = expecting(RATE_LIMIT_KEY);
+  return z.union([z.enum(['client-ip', 'identity'], e), z.string(e).regex(new RegExp(`^(header:${TCHARS}|claim:[A-Za-z0-9_.:-]+)$`), e)], e);
 };
+
+const methodList = () => z.array(pattern(TOKEN, 'an HTTP method like GET'), expecting('a list of methods')).min(1, expecting('at least one method'));
+
+const routeMatch = fields({
+  host: unit(z.string(expecting('a host name')).min(1, expecting('a host name')), parseRouteHost, EXPECTED.routeHost)
+    .describe('the Host header (port ignored; IPv6 bare or in brackets)').optional(),
+  pathPrefix: urlPath().optional(),
+  methods: methodList().optional(),
+  headers: z.record(pattern(TOKEN, 'an HTTP header name'), z.string(expecting('a string (quote values like "true")')), expecting('a mapping of header name to exact value')).optional(),
+}).describe('all given conditions must hold; {} matches every request');
+
+const rateLimit = fields({
+  rate: rate(),
+  burst: count(1),
+  key: rateLimitKey().describe('one bucket per key; absent: one bucket for the route').optional(),
+  maxKeys: count(1).describe('hard cap on keyed buckets (LRU beyond it)').default(10_000),
+  shadow: flag().default(false),
+});
+
+const fault = fields({
+  delay: fields({ percent: between(0, 100, 'a percentage from 0 to 100'), duration: duration() }).describe('delay this share of requests').optional(),
+  abort: fields({ percent: between(0, 100, 'a percentage from 0 to 100'), status: between(400, 599, 'a status from 400 to 599', true) }).describe('answer this share of requests with status').optional(),
+  header: pattern(TOKEN, 'an HTTP header name').describe('a request carrying it sets its own fault: abort=503;delay=50ms').optional(),
+}).describe('fault injection, for chaos tests of the callers; off unless present');
+
+/** One authorization rule: an identity pattern, or conditions that must all hold. */
+const authorizeRule = z.union([
+  identityPattern(),
+  fields({
+    identities: z.array(identityPattern(), expecting('a list of identity patterns')).min(1, expecting('at least one pattern')).optional(),
+    methods: methodList().optional(),
+    paths: z.array(urlPath(), expecting('a list of path prefixes')).min(1, expecting('at least one path prefix')).optional(),
+    claims: z.record(z.string(), z.string(expecting('a string')), expecting('a mapping of JWT claim to exact value')).optional(),
+  }).describe('all given conditions must hold'),
+], expecting('an identity pattern, or { identities, methods, paths, claims }'));
+
+const authorize = fields({
+  allow: z.array(authorizeRule, expecting('a list of rules')).describe('a caller must match one of these; absent: every caller that passed TLS and JWT').optional(),
+  deny: z.array(authorizeRule, expecting('a list of rules')).describe('checked first: a caller matching one is refused').default([]),
+}).describe('who may call: deny rules first, then allow; refusals are 403 forbidden');
+
+const jwt = fields({
+  issuer: z.string(expecting('an issuer (the iss claim)')).min(1, expecting('an issuer')),
+  audiences: z.array(z.string(expecting('an audience')), expecting('a list of audiences')).describe('aud must hold one of them; empty: not checked').default([]),
+  jwksFile: z.string(expecting('a file path')).min(1, expecting('a file path')).describe('JWKS file, relative to this policy file; re-read on change and on an unknown kid').optional(),
+  jwksUrl: z.url({ protocol: /^https?$/, ...expecting('an http(s) URL') }).describe('JWKS URL; cached, refreshed, re-fetched on an unknown kid').optional(),
+  jwksRefresh: duration().describe('how often the keys are re-checked').default('5m'),
+  clockSkew: duration(true).describe('tolerance on exp and nbf').default('30s'),
+  requiredClaims: z.array(z.string(expecting('a claim name')), expecting('a list of claim names')).default([]),
+  algorithms: z.array(z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'], expecting('a JWS algorithm like RS256 or ES256')), expecting('a list of algorithms'))
+    .min(1, expecting('at least one algorithm'))
+    .default(['RS256', 'ES256', 'EdDSA']),
+  forwardClaims: z.record(z.string(), pattern(TOKEN, 'an HTTP header name'), expecting('a mapping of claim to header name'))
+    .describe('claims sent to the app as headers (a client\'s own copies are removed)')
+    .default({}),
+  forwardToken: flag().describe('keep the Authorization header for the app (default: removed once verified)').default(false),
+}).check((ctx) => {
+  if ((ctx.value.jwksFile === undefined) === (ctx.value.jwksUrl === undefined)) {
+    ctx.issues.push({ code: 'custom', input: ctx.value, message: 'expected exactly one of jwksFile, jwksUrl' });
+  }
+}).describe('JWT authentication: a missing or invalid token is 401 with WWW-Authenticate');
+
+const inboundRoute = fields({
+  name: name().describe('metrics label; default inbound-<index>').optional(),
+  match: routeMatch,
+  rewrite: fields({ pathPrefix: urlPath() }).describe('replaces the matched pathPrefix').optional(),
+  timeout: duration().describe('overall deadline; default defaults.timeout').optional(),
+  retry: retryOverride.describe('retries to the local app; default: none (attempts 1)').optional(),
+  authorize: authorize.describe('replaces inbound.authorize for this route').optional(),
+  jwt: jwt.optional(),
+  rateLimit: rateLimit.optional(),
+  fault: fault.optional(),
+});
 
 const route = fields({
   name: name().describe('metrics label; default route-<index>').optional(),
-  match: fields({
-    host: unit(z.string(expecting('a host name')).min(1, expecting('a host name')), parseRouteHost, EXPECTED.routeHost)
-      .describe('the Host header (port ignored; IPv6 bare or in brackets)').optional(),
-    pathPrefix: urlPath().optional(),
-    methods: z.array(pattern(TOKEN, 'an HTTP method like GET'), expecting('a list of methods')).min(1, expecting('at least one method')).optional(),
-    headers: z.record(pattern(TOKEN, 'an HTTP header name'), z.string(expecting('a string (quote values like "true")')), expecting('a mapping of header name to exact value')).optional(),
-  }).describe('all given conditions must hold; {} matches every request'),
+  match: routeMatch,
   rewrite: fields({ pathPrefix: urlPath() }).describe('replaces the matched pathPrefix').optional(),
   upstream: name(),
   timeout: duration().describe('overall deadline, all tries and backoff included; default defaults.timeout').optional(),
@@ -272,18 +371,8 @@ const route = fields({
     .describe("the route's requests may be sent twice whatever their method (e.g. the gRPC methods it matches): retried after a reset, timeout or failing status, and hedged")
     .default(false),
   retry: retryOverride.optional(),
-  rateLimit: fields({
-    rate: rate(),
-    burst: count(1),
-    key: rateLimitKey().describe('one bucket per key; absent: one bucket for the route').optional(),
-    maxKeys: count(1).describe('hard cap on keyed buckets (LRU beyond it)').default(10_000),
-    shadow: flag().default(false),
-  }).optional(),
-  fault: fields({
-    delay: fields({ percent: between(0, 100, 'a percentage from 0 to 100'), duration: duration() }).describe('delay this share of requests').optional(),
-    abort: fields({ percent: between(0, 100, 'a percentage from 0 to 100'), status: between(400, 599, 'a status from 400 to 599', true) }).describe('answer this share of requests with status').optional(),
-    header: pattern(TOKEN, 'an HTTP header name').describe('a request carrying it sets its own fault: abort=503;delay=50ms').optional(),
-  }).describe('fault injection, for chaos tests of the callers; off unless present').optional(),
+  rateLimit: rateLimit.optional(),
+  fault: fault.optional(),
   hedge: fields({
     after: unit(z.string(expecting(EXPECTED.hedgeAfter)), parseHedgeAfter, EXPECTED.hedgeAfter)
       .describe("a quantile of the route's observed latency (p95) or a fixed delay (50ms)")
@@ -309,7 +398,38 @@ export const policySchema = fields({
         .describe('clients allowed /admin/*; /metrics, /healthz and /readyz answer anyone. Default: loopback only')
         .default([...LOOPBACK_CIDRS]),
     }).default({ address: '127.0.0.1:15000', adminFrom: [...LOOPBACK_CIDRS] }),
+    inbound: fields({
+      address: hostPort(true),
+      app: hostPort().describe('the local app this listener guards'),
+      appProtocol: z.enum(['http1', 'h2c'], expecting('http1 or h2c')).describe('how the proxy speaks to the app').default('http1'),
+      tls: z.enum(['mesh', 'none'], expecting('mesh or none'))
+        .describe('mesh: terminate mutual TLS, a client certificate chained to the trust bundle required; none: plaintext (callers have no identity)')
+        .default('mesh'),
+      minTlsVersion: z.enum(['TLSv1.3', 'TLSv1.2'], expecting('TLSv1.3 or TLSv1.2')).default('TLSv1.3'),
+      concurrency: z.union([
+        fields({ maxConcurrent: count(1), maxQueued: count(0).default(0), queueTimeout: duration(true).default('1s') }),
+        fields({
+          adaptive: z.union([
+            z.literal(true, expecting('true or {minLimit, maxLimit, initialLimit}')),
+            fields({ minLimit: count(1).default(4), maxLimit: count(1).default(500), initialLimit: count(1).default(20) }),
+          ], expecting('true or {minLimit, maxLimit, initialLimit}')),
+        }),
+      ], expecting('{ maxConcurrent, maxQueued, queueTimeout } or { adaptive }'))
+        .describe('requests in flight to the app at most (a fixed bulkhead), or an adaptive limit')
+        .optional(),
+    }).describe('calls from other services to the local app').optional(),
   }).prefault({}),
+  identity: fields({
+    trustDomain: pattern(/^[a-z0-9._-]+$/, 'a trust domain like mesh.local (lower case)'),
+    certFile: z.string(expecting('a file path')).min(1, expecting('a file path')).describe('PEM: this workload\'s certificate (URI SAN spiffe://TRUST-DOMAIN/...) and any intermediates'),
+    keyFile: z.string(expecting('a file path')).min(1, expecting('a file path')),
+    trustBundleFile: z.string(expecting('a file path')).min(1, expecting('a file path')).describe('PEM: the CA certificates peers must chain to'),
+    refresh: duration().describe('how often the files are checked for a rotation').default('5s'),
+  }).describe("this workload's certificate, rotated from files without a restart").optional(),
+  inbound: fields({
+    authorize: authorize.describe('for every inbound route that has no authorize of its own').optional(),
+    routes: z.array(inboundRoute, expecting('a list of inbound routes')).describe('first match wins; default: one route for every request').default([{ match: {} }]),
+  }).describe('routes of the inbound listener (to the local app)').optional(),
   defaults: fields({
     timeout: duration().describe('overall deadline of one request: all tries and backoff included').default('15s'),
     retry: retryDefaults,
@@ -347,6 +467,10 @@ export type PolicyWire = z.output<typeof policySchema>;
 export type UpstreamWire = PolicyWire['upstreams'][string];
 /** One route as parsed. */
 export type RouteWire = PolicyWire['routes'][number];
+/** One inbound route as parsed. */
+export type InboundRouteWire = NonNullable<PolicyWire['inbound']>['routes'][number];
+/** An `authorize` block as parsed. */
+export type AuthorizeWire = NonNullable<InboundRouteWire['authorize']>;
 /** `defaults.retry` as parsed: every field present. */
 export type RetryWire = PolicyWire['defaults']['retry'];
 /** A route's `retry`: only the fields it overrides. */

@@ -6,6 +6,7 @@
 
 import type { Cidr } from '../http/cidr.js';
 import type { HostPort } from '../http/host-port.js';
+import type { JwtPolicy } from '../auth/jwt.js';
 import type { FaultPolicy } from '../resilience/fault.js';
 
 /** `host:port` split once, host canonical (lib/http/host-port.ts). */
@@ -82,6 +83,16 @@ export interface HealthCheckPolicy {
   readonly healthyAfter: number;
 }
 
+/**
+ * How the proxy connects to an upstream's endpoints: plaintext; mutual TLS with this
+ * workload's identity, the server's SPIFFE ID checked against `identity` (a pattern); or
+ * ordinary TLS against the CA store, with SNI.
+ */
+export type UpstreamTls =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'mesh'; readonly identity: string }
+  | { readonly kind: 'system'; readonly serverName: string | null };
+
 export interface UpstreamPolicy {
   readonly name: string;
   readonly discovery: DiscoveryPolicy;
@@ -91,6 +102,7 @@ export interface UpstreamPolicy {
   readonly protocol: 'http1' | 'h2c';
   /** Connections the pool keeps to one endpoint at most. */
   readonly maxConnectionsPerEndpoint: number;
+  readonly tls: UpstreamTls;
   readonly bulkhead: BulkheadPolicy | null;
   /** An adaptive concurrency limit instead of a fixed bulkhead; null: none. */
   readonly adaptiveConcurrency: { readonly minLimit: number; readonly maxLimit: number; readonly initialLimit: number } | null;
@@ -124,7 +136,11 @@ export interface RetryPolicy {
 export type RateLimitKey =
   | { readonly kind: 'none' }
   | { readonly kind: 'header'; readonly name: string }
-  | { readonly kind: 'client-ip' };
+  | { readonly kind: 'client-ip' }
+  /** The caller's SPIFFE ID (inbound, over mTLS). */
+  | { readonly kind: 'identity' }
+  /** A claim of the caller's verified JWT. */
+  | { readonly kind: 'claim'; readonly name: string };
 
 export interface RateLimitPolicy {
   /** Tokens per millisecond. */
@@ -158,6 +174,33 @@ export interface HedgePolicy {
   readonly maxExtra: number;
 }
 
+/** One authorization rule: every condition given must hold (null: any). */
+export interface AuthorizeRule {
+  /** Identity patterns (identity/spiffe.ts), one of which the caller's SPIFFE ID must match. */
+  readonly identities: readonly string[] | null;
+  readonly methods: ReadonlySet<string> | null;
+  readonly paths: readonly string[] | null;
+  /** JWT claim → exact value. */
+  readonly claims: readonly (readonly [string, string])[];
+}
+
+/** Who may call an inbound route: deny rules first, then allow (null: anyone who got this far). */
+export interface AuthorizePolicy {
+  readonly allow: readonly AuthorizeRule[] | null;
+  readonly deny: readonly AuthorizeRule[];
+}
+
+/** JWT authentication of a route's callers (lib/auth/jwt.ts verifies). */
+export interface JwtRoutePolicy extends JwtPolicy {
+  /** Claim → header sent to the app (lower-case names). */
+  readonly forwardClaims: readonly (readonly [string, string])[];
+  /** Keep the Authorization header for the app. */
+  readonly forwardToken: boolean;
+}
+
+/** Which listener a route belongs to. */
+export type Direction = 'outbound' | 'inbound';
+
 export interface RoutePolicy {
   /** `name` from the policy, else `route-<index>`; a metrics label. */
   readonly name: string;
@@ -176,6 +219,11 @@ export interface RoutePolicy {
   readonly hedge: HedgePolicy | null;
   /** Upgrade protocols this route tunnels (lower-case); any other Upgrade is served as plain HTTP. */
   readonly upgrade: ReadonlySet<string>;
+  readonly direction: Direction;
+  /** Inbound: who may call (null: no rule). */
+  readonly authorize: AuthorizePolicy | null;
+  /** Inbound: JWT authentication (null: none). */
+  readonly jwt: JwtRoutePolicy | null;
   /** Stable digest of this route's own settings (rate-limit state survives while unchanged). */
   readonly fingerprint: string;
 }
@@ -193,6 +241,31 @@ export interface LimitsPolicy {
   readonly maxPipelined: number;
 }
 
+/** The inbound listener: calls from other services to the local app. */
+export interface InboundListenerPolicy extends HostPort {
+  /** The local app it guards. */
+  readonly app: HostPort;
+  /** mesh: mutual TLS required; none: plaintext, callers have no identity. */
+  readonly tls: 'mesh' | 'none';
+  readonly minTlsVersion: 'TLSv1.3' | 'TLSv1.2';
+}
+
+/** This workload's certificate, key and trust bundle, from files (absolute paths). */
+export interface IdentityPolicy {
+  readonly trustDomain: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+  readonly trustBundleFile: string;
+  readonly refreshMs: number;
+}
+
+/** The inbound side: the local app as an upstream, and the routes to it. */
+export interface InboundPolicy {
+  /** The local app, as the upstream every inbound route forwards to (named `inbound`). */
+  readonly app: UpstreamPolicy;
+  readonly routes: readonly RoutePolicy[];
+}
+
 export interface AccessLogPolicy {
   readonly enabled: boolean;
 }
@@ -203,7 +276,11 @@ export interface Policy {
   readonly source: { readonly file: string; readonly hash: string };
   /** DNS servers for dns/dnsSrv discovery; null = the system's. */
   readonly resolvers: readonly HostPort[] | null;
-  readonly listeners: { readonly outbound: HostPort; readonly admin: AdminListenerPolicy };
+  readonly listeners: { readonly outbound: HostPort; readonly admin: AdminListenerPolicy; readonly inbound: InboundListenerPolicy | null };
+  /** This workload's identity (mTLS); null: none configured. */
+  readonly identity: IdentityPolicy | null;
+  /** The inbound routes and the app they lead to; null without an inbound listener. */
+  readonly inbound: InboundPolicy | null;
   readonly upstreams: ReadonlyMap<string, UpstreamPolicy>;
   /** In policy order; first match wins. */
   readonly routes: readonly RoutePolicy[];

@@ -8,6 +8,11 @@ import type { RequestMetrics } from '../observe/request-metrics.js';
 /** Everything a request on this route needs, built once per policy version. */
 export class RouteRuntime {
   readonly name: string;
+  /**
+   * Inbound: the caller's fields never passed to the app — a client certificate or claim
+   * header of its own would be a forgery, and a verified token is consumed unless kept.
+   */
+  readonly droppedFields: ReadonlySet<string>;
   constructor(
     readonly policy: RoutePolicy,
     readonly upstream: UpstreamRuntime,
@@ -16,6 +21,13 @@ export class RouteRuntime {
     readonly metrics: RequestMetrics,
   ) {
     this.name = policy.name;
+    const dropped = new Set<string>();
+    if (policy.direction === 'inbound') {
+      dropped.add('x-forwarded-client-cert');
+      for (const [, header] of policy.jwt?.forwardClaims ?? []) dropped.add(header);
+      if (policy.jwt !== null && !policy.jwt.forwardToken) dropped.add('authorization');
+    }
+    this.droppedFields = dropped;
   }
 
   /** The path sent upstream: the route's prefix rewritten, if it says so. */

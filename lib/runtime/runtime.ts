@@ -3,8 +3,7 @@
  * pipelines. Built from a compiled policy and the previous runtime, so that every upstream
  * and rate limiter whose own settings did not change carries its state over.
  */
-import type { RateLimitPolicy } from '../policy/types.js';
-import type { Policy } from '../policy/types.js';
+import type { Direction, Policy, RateLimitPolicy, RoutePolicy, UpstreamPolicy } from '../policy/types.js';
 import { buildPipeline, type PipelineDeps } from '../pipeline/build.js';
 import { RateLimiter } from '../resilience/rate-limiter.js';
 import { RouteRuntime } from '../routing/route-runtime.js';
@@ -13,11 +12,19 @@ import { UpstreamRuntime, type UpstreamDeps } from '../upstream/upstream-runtime
 import { handOver } from './handover.js';
 import type { RequestMetrics } from '../observe/request-metrics.js';
 
+/** The inbound side of one policy version: its route table and the local app behind it. */
+export interface InboundRuntime {
+  readonly table: RouteTable;
+  readonly app: UpstreamRuntime;
+}
+
 /** The live form of one policy version. Immutable once built; a reload builds another. */
 export interface Runtime {
   readonly policy: Policy;
   readonly table: RouteTable;
   readonly upstreams: ReadonlyMap<string, UpstreamRuntime>;
+  /** Null without an inbound listener. */
+  readonly inbound: InboundRuntime | null;
 }
 
 /** What a rebuild kept and what started fresh, for the reload log and /admin/policy. */
@@ -28,7 +35,7 @@ export interface StateReport {
 
 /** Dependencies for building runtimes. */
 export interface RuntimeDeps extends PipelineDeps, UpstreamDeps {
-  readonly routeMetrics: (route: string, upstream: string) => RequestMetrics;
+  readonly routeMetrics: (route: string, upstream: string, direction: Direction) => RequestMetrics;
 }
 
 /** A newly built runtime, what it kept, and the old upstreams to close once drained. */
@@ -44,45 +51,65 @@ function sameRateLimit(a: RateLimitPolicy | null, b: RateLimitPolicy | null): bo
 
 /** Builds the runtime for `policy`, reusing `previous` state wherever settings match. */
 export function buildRuntime(policy: Policy, previous: Runtime | null, deps: RuntimeDeps): BuiltRuntime {
-  const kept: string[] = [];
-  const reset: string[] = [];
+  const report: StateReport = { kept: [], reset: [] };
   const upstreams = new Map<string, UpstreamRuntime>();
-  for (const [name, up] of policy.upstreams) {
-    const old = previous?.upstreams.get(name);
-    if (old && old.policy.fingerprint === up.fingerprint) {
-      upstreams.set(name, old);
-      kept.push(`upstream:${name}`);
-      continue;
-    }
-    // Feeds whose settings did not change carry over from the old runtime (handover.ts).
-    const fresh = new UpstreamRuntime(up, deps, handOver(old ?? null, up));
-    fresh.start();
-    upstreams.set(name, fresh);
-    if (old) reset.push(`upstream:${name}`);
+  for (const [name, up] of policy.upstreams) upstreams.set(name, reuseOrStart(up, previous?.upstreams.get(name) ?? null, report, deps));
+  const table = buildTable(policy.routes, (name) => upstreams.get(name), previous?.table ?? null, report, deps, '');
+  let inbound: InboundRuntime | null = null;
+  if (policy.inbound !== null) {
+    const app = reuseOrStart(policy.inbound.app, previous?.inbound?.app ?? null, report, deps);
+    inbound = { app, table: buildTable(policy.inbound.routes, () => app, previous?.inbound?.table ?? null, report, deps, 'inbound:') };
   }
-  const oldRoutes = new Map(previous?.table.routes.map((r) => [r.name, r]) ?? []);
+  const live = new Set([...upstreams.values(), ...(inbound ? [inbound.app] : [])]);
+  const before = previous ? [...previous.upstreams.values(), ...(previous.inbound ? [previous.inbound.app] : [])] : [];
+  return {
+    runtime: Object.freeze({ policy, table, upstreams, inbound }),
+    report,
+    retired: before.filter((u) => !live.has(u)),
+  };
+}
+
+/** The old upstream when its settings are unchanged, else a fresh one (taking over what it can). */
+function reuseOrStart(up: UpstreamPolicy, old: UpstreamRuntime | null, report: StateReport, deps: RuntimeDeps): UpstreamRuntime {
+  if (old && old.policy.fingerprint === up.fingerprint) {
+    report.kept.push(`upstream:${up.name}`);
+    return old;
+  }
+  // Feeds whose settings did not change carry over from the old runtime (handover.ts).
+  const fresh = new UpstreamRuntime(up, deps, handOver(old, up));
+  fresh.start();
+  if (old) report.reset.push(`upstream:${up.name}`);
+  return fresh;
+}
+
+/** One listener's route table; rate limiters whose settings did not change carry over. */
+function buildTable(
+  policies: readonly RoutePolicy[],
+  upstreamOf: (name: string) => UpstreamRuntime | undefined,
+  previous: RouteTable | null,
+  report: StateReport,
+  deps: RuntimeDeps,
+  /** Prefixes the report's entries, so inbound and outbound routes of one name stay apart. */
+  label: string,
+): RouteTable {
+  const oldRoutes = new Map(previous?.routes.map((r) => [r.name, r]) ?? []);
   const routes: RouteRuntime[] = [];
-  for (const route of policy.routes) {
-    const upstream = upstreams.get(route.upstream);
+  for (const route of policies) {
+    const upstream = upstreamOf(route.upstream);
     if (!upstream) throw new Error(`route ${route.name} names unknown upstream ${route.upstream}`); // compile checks this
     const old = oldRoutes.get(route.name);
     let limiter: RateLimiter | null = null;
     if (route.rateLimit) {
       if (old && old.limiter && sameRateLimit(old.policy.rateLimit, route.rateLimit)) {
         limiter = old.limiter;
-        kept.push(`rateLimit:${route.name}`);
+        report.kept.push(`${label}rateLimit:${route.name}`);
       } else {
         limiter = new RateLimiter(route.rateLimit, deps.clock);
-        if (old?.limiter) reset.push(`rateLimit:${route.name}`);
+        if (old?.limiter) report.reset.push(`${label}rateLimit:${route.name}`);
       }
     }
     const pipeline = buildPipeline(route, upstream, limiter, deps);
-    routes.push(new RouteRuntime(route, upstream, limiter, pipeline, deps.routeMetrics(route.name, upstream.name)));
+    routes.push(new RouteRuntime(route, upstream, limiter, pipeline, deps.routeMetrics(route.name, upstream.name, route.direction)));
   }
-  const retired = previous ? [...previous.upstreams.values()].filter((u) => upstreams.get(u.name) !== u) : [];
-  return {
-    runtime: Object.freeze({ policy, table: new RouteTable(routes), upstreams }),
-    report: { kept, reset },
-    retired,
-  };
+  return new RouteTable(routes);
 }

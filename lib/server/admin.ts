@@ -1,6 +1,7 @@
 /**
  * The admin listener: /metrics for Prometheus, /healthz (alive), /readyz (policy loaded,
- * listeners up, endpoints resolved; 503 while draining), /admin/policy and /admin/upstreams.
+ * listeners up, endpoints resolved; 503 while draining), /admin/policy, /admin/upstreams and
+ * /admin/identity (this workload's certificate: who, until when, the last rotation).
  * The listener may face the pod network so Prometheus can scrape; /admin/* answers only
  * clients in `listeners.admin.adminFrom` (loopback by default) and never shows secrets.
  */
@@ -20,6 +21,8 @@ export interface AdminView {
   notReadyReason(): string | null;
   /** The last reload attempt. */
   lastReload(): { at: string; ok: boolean; issues: readonly PolicyIssue[]; state: StateReport | null } | null;
+  /** This workload's identity as facts (no key material); null without one. */
+  identity(): unknown;
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {
@@ -49,7 +52,8 @@ function forbidden(res: ServerResponse, client: string | undefined): void {
 /** JSON view of every upstream, its endpoints and resilience state, fit to show (redacted). */
 export function upstreamsView(runtime: Runtime): unknown {
   const out: Record<string, unknown> = {};
-  for (const u of runtime.upstreams.values()) {
+  // The local app behind the inbound listener shows as the upstream `inbound`.
+  for (const u of [...runtime.upstreams.values(), ...(runtime.inbound ? [runtime.inbound.app] : [])]) {
     out[u.name] = {
       discovery: u.policy.discovery.kind,
       healthChecks: u.health ? u.health.snapshot() : null,
@@ -71,11 +75,12 @@ export function upstreamsView(runtime: Runtime): unknown {
     };
   }
   const limits: Record<string, unknown> = {};
-  for (const r of runtime.table.routes) {
+  const inbound = runtime.inbound?.table.routes.map((r) => [`inbound:${r.name}`, r] as const) ?? [];
+  for (const [name, r] of [...runtime.table.routes.map((r) => [r.name, r] as const), ...inbound]) {
     if (!r.limiter) continue;
     // Keys are client identities (an API key in `header:x-client-id`): hashed, never verbatim.
     const buckets = r.limiter.snapshot().map(({ key, level }) => ({ key: redactLimiterKey(key), level }));
-    limits[r.name] = { keys: r.limiter.keys(), buckets };
+    limits[name] = { keys: r.limiter.keys(), buckets };
   }
   return redactSecrets({ upstreams: out, rateLimits: limits });
 }
@@ -119,8 +124,11 @@ export function createAdminServer(view: AdminView): http.Server {
       case '/admin/upstreams':
         json(res, 200, upstreamsView(view.runtime()));
         return;
+      case '/admin/identity':
+        json(res, 200, { identity: view.identity() });
+        return;
       default:
-        json(res, 404, { error: 'not_found', paths: ['/metrics', '/healthz', '/readyz', '/admin/policy', '/admin/upstreams'] });
+        json(res, 404, { error: 'not_found', paths: ['/metrics', '/healthz', '/readyz', '/admin/policy', '/admin/upstreams', '/admin/identity'] });
     }
   });
 }

@@ -1,7 +1,10 @@
 /**
- * The outbound listener: where the app's requests arrive. It works out where each request is
- * going (Host, absolute-form URI, or inside a CONNECT tunnel), finds its route, runs the
- * route's pipeline, and answers every refusal through the one error mapping.
+ * A proxy listener: where requests arrive, on either side of the app. The outbound listener
+ * takes the app's own calls; the inbound one takes other services' calls to the app, over
+ * mutual TLS with the caller's identity (mtls.ts). Both work out where each request is going
+ * (Host, absolute-form URI, or inside a CONNECT tunnel on the outbound side), find its route
+ * in their own table, run the route's pipeline, and answer every refusal through the one
+ * error mapping.
  *
  * Everything a client can hold here is bounded (`limits` in the policy): connections, the
  * time to send a head, a body that stops arriving, a response nobody reads, requests
@@ -9,20 +12,30 @@
  * allows the protocol (WebSocket), and then only behind the same pipeline as any request;
  * every other Upgrade is served as a plain HTTP/1.1 request — never a blind tunnel.
  *
- * The same port speaks cleartext HTTP/2 with prior knowledge (protocol-sniff.ts, h2c.ts): its
- * requests take the same path from `serve` on, and a gRPC call's refusals are gRPC errors.
+ * The same port speaks HTTP/2 (cleartext with prior knowledge, protocol-sniff.ts; or ALPN h2
+ * over TLS) through h2c.ts: its requests take the same path from `serve` on, and a gRPC
+ * call's refusals are gRPC errors.
  */
 import { randomUUID } from 'node:crypto';
 import http, { ServerResponse, type IncomingMessage } from 'node:http';
 import { constants as h2 } from 'node:http2';
 import net, { type AddressInfo, type Socket } from 'node:net';
+import tls, { type TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { Clock } from '../core/clock.js';
 import { ClientClosedError, ProxyError, type ErrorCode } from '../core/errors.js';
 import type { ClientProtocol, ClientRequest, ClientResponse } from '../http/client.js';
 import { H2Request, type H2Response } from '../http/h2-messages.js';
 import { grpcCodeName, isGrpcContentType, parseGrpcTimeout } from '../http/grpc.js';
-import { acceptableRequestId, headerValue, headWithoutUpgrade, repeatsHost, upgradeProtocol, upstreamRequestHeaders } from '../http/headers.js';
+import {
+  acceptableRequestId,
+  headerValue,
+  headWithoutUpgrade,
+  repeatsHost,
+  upgradeProtocol,
+  upstreamRequestHeaders,
+  type InboundForwarding,
+} from '../http/headers.js';
 import { parseAuthority } from '../http/host-port.js';
 import { parseTarget, type Target } from '../http/target.js';
 import { isoTime, type AccessLog } from '../observe/access-log.js';
@@ -31,18 +44,31 @@ import type { Metrics } from '../observe/metrics.js';
 import type { AttemptResult } from '../pipeline/attempt.js';
 import { Exchange } from '../pipeline/exchange.js';
 import { RequestBody } from '../pipeline/request-body.js';
-import type { LimitsPolicy } from '../policy/types.js';
+import type { WorkloadIdentity } from '../identity/workload-identity.js';
+import type { Direction, LimitsPolicy } from '../policy/types.js';
 import type { RouteRuntime } from '../routing/route-runtime.js';
+import { RouteTable } from '../routing/route-table.js';
 import type { Runtime } from '../runtime/runtime.js';
 import type { WebSocketForwarder } from '../upstream/websocket.js';
 import { sendError, sendGrpcError, sendSocketError } from './error-response.js';
 import { H2cSessions } from './h2c.js';
+import { handshakeFailureReason, identifyPeer, peerIdentity, serverContextOptions, serverTlsOptions } from './mtls.js';
 import { sniffProtocol } from './protocol-sniff.js';
 import { adopt } from './sockets.js';
 import type { Tunnels } from './tunnels.js';
 
-/** What the outbound listener needs. */
-export interface OutboundDeps {
+/** Mutual TLS on a listener: this workload's identity (rotated), and the lowest version accepted. */
+export interface ListenerTls {
+  readonly identity: WorkloadIdentity;
+  readonly minVersion: 'TLSv1.3' | 'TLSv1.2';
+}
+
+/** What a proxy listener needs. */
+export interface ListenerDeps {
+  /** outbound: the app's calls (routes, CONNECT); inbound: calls to the app (inbound routes). */
+  readonly direction: Direction;
+  /** Inbound over mutual TLS; null: plaintext (HTTP/1.1 and h2c sniffed on one port). */
+  readonly tls: ListenerTls | null;
   readonly clock: Clock;
   /** The runtime serving now; read once per request, so a reload never splits one. */
   readonly runtime: () => Runtime;
@@ -76,15 +102,20 @@ interface ClientConnection {
 /** Node keeps the response being written on `_httpMessage` (null between requests). */
 type TrackedSocket = Socket & { [CONNECTION]?: ClientConnection; _httpMessage?: ServerResponse | null };
 
+/** Routes nothing: the inbound table when a reload removed the inbound side. */
+const NO_ROUTES = new RouteTable([]);
+
 /**
- * The outbound listener: one TCP server whose connections go to the HTTP/1.1 server or, when
- * they open with the HTTP/2 preface, to the HTTP/2 sessions.
+ * A proxy listener: one TCP (or TLS) server whose connections go to the HTTP/1.1 server or,
+ * when they open with the HTTP/2 preface (or negotiate ALPN h2), to the HTTP/2 sessions.
  */
-export class OutboundListener {
+export class ProxyListener {
   constructor(
     private readonly front: net.Server,
     private readonly http1: http.Server,
     private readonly h2c: H2cSessions,
+    /** Stops following certificate rotations (the listener is closing). */
+    private readonly stop: () => void,
   ) {}
 
   listen(port: number, host: string): Promise<void> {
@@ -118,6 +149,7 @@ export class OutboundListener {
 
   /** Stops accepting; `done` runs once every connection is gone. */
   close(done: () => void): void {
+    this.stop();
     this.front.close(() => done());
     // Stops the HTTP/1.1 server's connection checks (it never listened: no callback to wait for).
     this.http1.close(ignore);
@@ -129,9 +161,11 @@ export class OutboundListener {
   }
 }
 
-/** Creates the outbound listener (not yet listening). */
-export function createOutboundServer(deps: OutboundDeps): OutboundListener {
-  const { clock, metrics, accessLog, limits } = deps;
+/** Creates a proxy listener (not yet listening). */
+export function createProxyListener(deps: ListenerDeps): ProxyListener {
+  const { clock, metrics, accessLog, limits, direction } = deps;
+  const inbound = direction === 'inbound';
+  const routes = inbound ? () => deps.runtime().inbound?.table ?? NO_ROUTES : () => deps.runtime().table;
   const server = http.createServer({
     // A body is bounded by bodyIdleTimeout (and the route deadline), not by a total.
     requestTimeout: 0,
@@ -143,19 +177,39 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
   });
   const headTimedOut = (): void => metrics.connectionClosed('head_timeout');
   const h2c = new H2cSessions(limits, clock, acceptH2, headTimedOut);
-  const front = net.createServer((socket) => {
-    adopt(socket);
-    sniffProtocol(
-      socket,
-      limits.headerReadTimeoutMs,
-      (protocol) => {
-        if (protocol === 'h2c') return h2c.accept(socket);
-        server.emit('connection', socket);
-        socket.resume();
-      },
-      headTimedOut,
-    );
-  });
+  const toHttp1 = (socket: Socket): void => {
+    server.emit('connection', socket);
+    socket.resume();
+  };
+  let stop = ignore;
+  let front: net.Server;
+  if (deps.tls === null) {
+    front = net.createServer((socket) => {
+      adopt(socket);
+      sniffProtocol(socket, limits.headerReadTimeoutMs, (protocol) => (protocol === 'h2c' ? h2c.accept(socket) : toHttp1(socket)), headTimedOut);
+    });
+  } else {
+    const { identity, minVersion } = deps.tls;
+    const secure = tls.createServer(serverTlsOptions(identity.material, minVersion, limits.headerReadTimeoutMs), (socket: TLSSocket) => {
+      adopt(socket);
+      // The chain and dates were verified in the handshake; a workload must also say who it is.
+      if (identifyPeer(socket) === null) {
+        metrics.connectionClosed('no_identity');
+        socket.destroy();
+        return;
+      }
+      if (socket.alpnProtocol === 'h2') h2c.accept(socket);
+      else toHttp1(socket);
+    });
+    secure.on('connection', (socket: Socket) => adopt(socket));
+    secure.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+      metrics.tlsHandshakeFailed(direction, handshakeFailureReason(err));
+      socket.destroy();
+    });
+    // New connections get the rotated certificate and bundle; open ones keep what they agreed.
+    stop = identity.onRotate((material) => secure.setSecureContext(serverContextOptions(material, minVersion)));
+    front = secure;
+  }
   // Node tracks an HTTP server's connections (closeIdleConnections, the head-timeout checks)
   // from its 'listening' event; this one never listens itself (the front does), so say it.
   server.emit('listening');
@@ -173,7 +227,7 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
   server.on('connect', onConnect);
   server.on('upgrade', onUpgrade);
   server.on('clientError', onClientError);
-  return new OutboundListener(front, server, h2c);
+  return new ProxyListener(front, server, h2c, () => stop());
 
   /** A request head arrived; it is served once the client can read its answer. */
   function accept(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
@@ -239,7 +293,7 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
     if (target === null) return refuse(req, res, started, new ProxyError('bad_request', 'malformed request target or Host header'), authority);
     if (target.path === '*') return answerAsterisk(req, res, started, target.authority);
     const method = req.method ?? 'GET';
-    const route = deps.runtime().table.match(target.host, target.path, method, req.headers);
+    const route = routes().match(target.host, target.path, method, req.headers);
     if (route === null) return refuse(req, res, started, new ProxyError('no_route', `no route for ${method} ${target.authority}${target.path}`), target.authority);
     const ex = newExchange(req, res, target, route, started);
     ex.writeIdleMs = limits.writeIdleTimeoutMs;
@@ -259,11 +313,13 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
   function newExchange(req: ClientRequest, res: ClientResponse, target: Target, route: RouteRuntime, started: number): Exchange {
     const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
     const grpc = isGrpcCall(req);
+    const caller = inbound ? callerOf(req) : null;
     const headers = upstreamRequestHeaders(req.rawHeaders, req.headers, {
       clientIp: req.socket.remoteAddress ?? '',
       authority: target.authority,
       requestId,
       grpc,
+      inbound: inbound ? inboundForwarding(route, caller) : null,
     });
     const h1 = req.httpVersionMajor === 1;
     const ex = new Exchange(
@@ -281,7 +337,14 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
       h1 ? awaitHttp1Reader : awaitH2Reader,
     );
     if (grpc) ex.clientTimeoutMs = parseGrpcTimeout(headerValue(req.headers['grpc-timeout'])) ?? Infinity;
+    ex.caller = caller;
     return ex;
+  }
+
+  /** The app is told who called, as Envoy tells it (X-Forwarded-Client-Cert), and nothing a caller forged. */
+  function inboundForwarding(route: RouteRuntime, caller: string | null): InboundForwarding {
+    const own = deps.tls?.identity.material.spiffeId;
+    return { drop: route.droppedFields, clientCert: caller !== null && own !== undefined ? `By=${own};URI=${caller}` : null, tls: deps.tls !== null };
   }
 
   function run(ex: Exchange): void {
@@ -354,7 +417,8 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
     const authority = parseAuthority(target);
     let refusal: ProxyError | null = null;
     if (authority === null || authority.port === null) refusal = new ProxyError('bad_request', 'CONNECT needs host:port');
-    else if (!deps.runtime().table.knowsHost(authority.host)) refusal = new ProxyError('no_route', `no route for host ${authority.host}`);
+    else if (inbound) refusal = new ProxyError('bad_request', 'CONNECT is not served on the inbound listener');
+    else if (!routes().knowsHost(authority.host)) refusal = new ProxyError('no_route', `no route for host ${authority.host}`);
     else if (!deps.tunnels.tryAdd(socket, false)) refusal = tunnelLimit();
     if (refusal !== null) {
       refuse(req, responseOn(req, socket), started, refusal, target);
@@ -374,7 +438,7 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
   function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const started = clock.now();
     const target = headProblem(req) === null ? parseTarget(req.url ?? '', req.headers.host) : null;
-    const route = target && deps.runtime().table.match(target.host, target.path, req.method ?? 'GET', req.headers);
+    const route = target && routes().match(target.host, target.path, req.method ?? 'GET', req.headers);
     const protocol = upgradeProtocol(req.headers.upgrade);
     if (target === null || route === null || req.method !== 'GET' || protocol === null || !route.policy.upgrade.has(protocol)) {
       // Not a tunnel this route allows: served as a plain request, with every rule a request meets.
@@ -408,7 +472,7 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
     }
     const code = clientErrorCode(err, limits.maxUrlBytes);
     const error = new ProxyError(code, `malformed request: ${err.code ?? err.message}`);
-    metrics.proxyErrors.labels(code, '', '').inc();
+    metrics.proxyErrors.labels(code, '', '', direction).inc();
     writeLog('', '', '', null, error.status, code, clock.now());
     sendSocketError(socket, error, { route: null, upstream: null, requestId: null });
   }
@@ -418,7 +482,7 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
     deps.load.inFlight--;
     const seconds = (clock.now() - ex.startedAt) / 1000;
     ex.route.metrics.observe(ex.req.method ?? 'GET', ex.status, ex.grpcStatus, seconds);
-    if (ex.errorCode !== null) metrics.proxyErrors.labels(ex.errorCode, ex.route.name, ex.route.upstream.name).inc();
+    if (ex.errorCode !== null) metrics.proxyErrors.labels(ex.errorCode, ex.route.name, ex.route.upstream.name, direction).inc();
     accessLog?.write({
       time: isoTime(clock.wallNow()),
       requestId: ex.id,
@@ -481,7 +545,7 @@ export function createOutboundServer(deps: OutboundDeps): OutboundListener {
   function refuse(req: ClientRequest, res: ClientResponse, started: number, err: ProxyError, authority: string): null {
     const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
     const ctx = { route: null, upstream: null, requestId };
-    metrics.proxyErrors.labels(err.code, '', '').inc();
+    metrics.proxyErrors.labels(err.code, '', '', direction).inc();
     if (isGrpcCall(req)) {
       const code = sendGrpcError(res, err, ctx);
       writeLog(requestId, req.method ?? '', authority, req.url ?? '', 200, err.code, started, protocolOf(req), grpcCodeName(code));
@@ -557,6 +621,17 @@ function responseOn(req: IncomingMessage, socket: Duplex): ServerResponse {
   res.assignSocket(socket as Socket);
   res.once('finish', () => socket.end());
   return res;
+}
+
+/** The caller's verified SPIFFE ID (inbound over mutual TLS), else null. */
+function callerOf(req: ClientRequest): string | null {
+  if (!(req instanceof H2Request)) return peerIdentity(req.socket);
+  try {
+    // An HTTP/2 session's `socket` is a proxy that forwards reads to the TLS socket.
+    return peerIdentity(req.stream.session?.socket);
+  } catch {
+    return null; // the session is already gone
+  }
 }
 
 /** The authority a request addressed: HTTP/2's `:authority`, else Host. */

@@ -4,7 +4,10 @@
  * A pool closes gracefully (in-flight requests finish) once no upstream holds it any more.
  */
 import { Dispatcher, Pool } from 'undici';
+import type { WorkloadIdentity } from '../identity/workload-identity.js';
+import type { UpstreamTls } from '../policy/types.js';
 import { H2Pool } from './h2-pool.js';
+import { tlsConnector } from './tls-connect.js';
 
 /** Settings that require a new pool when they change. */
 export interface PoolOptions {
@@ -13,10 +16,13 @@ export interface PoolOptions {
   readonly connectTimeoutMs: number;
   /** Connections kept to the endpoint at most (requests beyond wait in the pool's queue). */
   readonly maxConnections: number;
+  /** Plaintext, mutual TLS with an expected identity, or TLS against the CA store. */
+  readonly tls: UpstreamTls;
 }
 
 function keyOf(address: string, options: PoolOptions): string {
-  return `${address}|${options.protocol}|${options.connectTimeoutMs}|${options.maxConnections}`;
+  const tls = options.tls.kind === 'none' ? '' : JSON.stringify(options.tls);
+  return `${address}|${options.protocol}|${options.connectTimeoutMs}|${options.maxConnections}|${tls}`;
 }
 
 interface Entry {
@@ -28,6 +34,9 @@ interface Entry {
 export class PoolRegistry {
   private readonly entries = new Map<string, Entry>();
 
+  /** `identity`: the certificate `tls: mesh` pools present (read at each new connection). */
+  constructor(private readonly identity: WorkloadIdentity | null = null) {}
+
   /**
    * A pool for `address` (`host:port`); each call must be matched by one `release`. Never
    * throws: it runs inside discovery updates and reloads. Discovery admits only usable
@@ -38,7 +47,7 @@ export class PoolRegistry {
     const key = keyOf(address, options);
     let entry = this.entries.get(key);
     if (!entry) {
-      entry = { pool: createPool(address, options), holders: 0 };
+      entry = { pool: createPool(address, options, this.identity), holders: 0 };
       this.entries.set(key, entry);
     }
     entry.holders++;
@@ -63,13 +72,15 @@ export class PoolRegistry {
   }
 }
 
-function createPool(address: string, options: PoolOptions): Dispatcher {
+function createPool(address: string, options: PoolOptions, identity: WorkloadIdentity | null): Dispatcher {
   try {
     // HTTP/2 multiplexes: a few sessions carry many streams each, and requests are balanced
     // one by one over endpoints (never pinned to a connection, the gRPC-behind-L4 trap).
     if (options.protocol === 'h2c') return new H2Pool(address, { connectTimeoutMs: options.connectTimeoutMs });
-    return new Pool(`http://${address}`, {
-      connect: { timeout: options.connectTimeoutMs },
+    const host = address.slice(0, address.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+    const tls = tlsConnector(options.tls, identity, host, options.connectTimeoutMs);
+    return new Pool(`${tls ? 'https' : 'http'}://${address}`, {
+      connect: tls ?? { timeout: options.connectTimeoutMs },
       connections: options.maxConnections,
       pipelining: 1,
       // Idle upstream connections are kept a minute (less if the server says so).

@@ -84,7 +84,12 @@ export class UpstreamRuntime {
     this.bulkhead = this.units.bulkhead;
     this.adaptive = this.units.adaptive;
     this.outliers = this.units.outliers;
-    this.membership = new Membership(pools, { protocol: policy.protocol, connectTimeoutMs: policy.connectTimeoutMs, maxConnections: policy.maxConnectionsPerEndpoint });
+    this.membership = new Membership(pools, {
+      protocol: policy.protocol,
+      connectTimeoutMs: policy.connectTimeoutMs,
+      maxConnections: policy.maxConnectionsPerEndpoint,
+      tls: policy.tls,
+    });
     this.feed = taken.feed ?? new DiscoveryFeed(deps.discover(policy));
     this.healthFeed = taken.healthFeed ?? (policy.healthCheck ? newHealthFeed(policy.healthCheck, name, deps) : null);
     if (this.healthFeed !== null) this.healthFeed.onChange = () => this.picker.chooseTier();

@@ -83,7 +83,7 @@ routes:
 
 t.test('PoolRegistry.acquire never throws: an address undici refuses fails its requests as connect failures', async (t) => {
   const pools = new PoolRegistry();
-  const options = { protocol: 'http1' as const, connectTimeoutMs: 100, maxConnections: 8 };
+  const options = { protocol: 'http1' as const, connectTimeoutMs: 100, maxConnections: 8, tls: { kind: 'none' } as const };
   const h2cOptions = { ...options, protocol: 'h2c' as const };
   t.ok(pools.acquire('a/b:80', h2cOptions) instanceof UnusableEndpoint, 'an h2c pool refuses the same way');
   pools.release('a/b:80', h2cOptions);

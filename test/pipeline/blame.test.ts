@@ -72,7 +72,7 @@ t.test('outcomes: a try’s own abort reason counts, not its siblings’', async
 });
 
 t.test('rate-limit keys: long header values are kept as a digest', async (t) => {
-  const req = (value: string): IncomingMessage => ({ headers: { 'x-client-id': value }, socket: {} }) as unknown as IncomingMessage;
+  const req = (value: string) => ({ req: { headers: { 'x-client-id': value }, socket: {} } as unknown as IncomingMessage, caller: null, claims: null });
   const key = { kind: 'header', name: 'x-client-id' } as const;
   t.equal(rateLimitKey(key, req('short-key')), 'short-key', 'short keys as they are');
   const long = 'k'.repeat(16 * 1024);
@@ -81,4 +81,13 @@ t.test('rate-limit keys: long header values are kept as a digest', async (t) => 
   t.match(hashed, /^sha256:/);
   t.equal(rateLimitKey(key, req(long)), hashed, 'the same value, the same bucket');
   t.not(rateLimitKey(key, req(`${long}x`)), hashed, 'another value, another bucket');
+});
+
+t.test('rate-limit keys: the caller identity and JWT claims (inbound)', async (t) => {
+  const from = (caller: string | null, claims: Record<string, unknown> | null) => ({ req: { headers: {}, socket: {} } as unknown as IncomingMessage, caller, claims });
+  t.equal(rateLimitKey({ kind: 'identity' }, from('spiffe://mesh.local/ns/a/sa/b', null)), 'spiffe://mesh.local/ns/a/sa/b');
+  t.equal(rateLimitKey({ kind: 'identity' }, from(null, null)), '', 'no identity: the shared bucket');
+  t.equal(rateLimitKey({ kind: 'claim', name: 'sub' }, from(null, { sub: 'alice' })), 'alice');
+  t.equal(rateLimitKey({ kind: 'claim', name: 'tier' }, from(null, { tier: 3 })), '3', 'a number claim as JSON');
+  t.equal(rateLimitKey({ kind: 'claim', name: 'sub' }, from(null, {})), '', 'an absent claim: the shared bucket');
 });

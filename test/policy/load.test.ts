@@ -201,7 +201,7 @@ ${route}`,
     name: 'a rate limit key that is neither form',
     text: `${upstream}${route}    rateLimit: { rate: 100/s, burst: 1, key: "header:x y" }
 `,
-    first: 'p.yaml:8:46 routes[0].rateLimit.key: expected client-ip or header:NAME, got "header:x y"',
+    first: 'p.yaml:8:46 routes[0].rateLimit.key: expected client-ip, identity (the caller\'s SPIFFE ID), header:NAME or claim:NAME (a JWT claim), got "header:x y"',
   },
   {
     name: 'a rewrite with no prefix to replace',

@@ -42,6 +42,7 @@ function upstream(fingerprint: string, discovery: DiscoveryPolicy, healthCheck: 
     balancer: 'round-robin',
     connectTimeoutMs: 1000,
     maxConnectionsPerEndpoint: 10,
+    tls: { kind: 'none' },
     bulkhead: null,
     adaptiveConcurrency: null,
     circuitBreaker: null,

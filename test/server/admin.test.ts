@@ -166,14 +166,14 @@ routes:
     t.match(r.type, /^text\/plain; version=0\.0\.4/, 'Prometheus text format');
     const m = r.text;
 
-    const requests = sample(m, 'pilotfish_requests_total{route="orders-api",upstream="orders",method="GET",status_class="2xx"}');
-    t.equal(requests, 2, 'requests by route, upstream, method and status class (the held one and this one)');
+    const requests = sample(m, 'pilotfish_requests_total{route="orders-api",upstream="orders",method="GET",status_class="2xx",direction="outbound"}');
+    t.equal(requests, 2, 'requests by route, upstream, method, status class and direction (the held one and this one)');
     t.match(m, /^# TYPE pilotfish_requests_total counter$/m);
 
     t.match(m, /^# TYPE pilotfish_request_duration_seconds histogram$/m, 'latency histogram');
-    t.equal(sample(m, 'pilotfish_request_duration_seconds_count{route="orders-api",upstream="orders"}'), 2);
-    t.equal(sample(m, 'pilotfish_request_duration_seconds_bucket{le="+Inf",route="orders-api",upstream="orders"}'), 2);
-    const sum = sample(m, 'pilotfish_request_duration_seconds_sum{route="orders-api",upstream="orders"}');
+    t.equal(sample(m, 'pilotfish_request_duration_seconds_count{route="orders-api",upstream="orders",direction="outbound"}'), 2);
+    t.equal(sample(m, 'pilotfish_request_duration_seconds_bucket{le="+Inf",route="orders-api",upstream="orders",direction="outbound"}'), 2);
+    const sum = sample(m, 'pilotfish_request_duration_seconds_sum{route="orders-api",upstream="orders",direction="outbound"}');
     t.ok(sum !== undefined && sum > 0, 'latency sum recorded');
 
     t.match(m, /^# TYPE pilotfish_requests_in_flight gauge$/m);

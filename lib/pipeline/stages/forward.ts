@@ -25,6 +25,29 @@ const CONNECT_FAILURES: ReadonlySet<string> = new Set([
   'EADDRNOTAVAIL',
 ]);
 
+/**
+ * A TLS handshake the upstream failed (certificate not trusted, expired, not the identity
+ * expected, no shared protocol): the request never left the proxy, as with a refused connect.
+ */
+const TLS_VERIFY_FAILURES: ReadonlySet<string> = new Set([
+  'PILOTFISH_PEER_IDENTITY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_REVOKED',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+]);
+
+function isTlsHandshakeFailure(code: string): boolean {
+  return TLS_VERIFY_FAILURES.has(code) || code.startsWith('ERR_TLS_') || code.startsWith('ERR_SSL_');
+}
+
 /** Requests undici refuses to send: the request is at fault, not the upstream (400). */
 const UNSENDABLE: ReadonlySet<string> = new Set([
   'UND_ERR_INVALID_ARG',
@@ -62,7 +85,7 @@ export function classifyTransportError(err: Error, upstream: string): { failure:
   const code = (err as NodeJS.ErrnoException).code ?? '';
   if (UNSENDABLE.has(code)) return { failure: 'local', error: new ProxyError('bad_request', `request cannot be forwarded: ${err.message}`) };
   if (EXHAUSTED.has(code)) return { failure: 'local', error: new ProxyError('proxy_overloaded', `proxy out of local resources: ${code}`, 1) };
-  if (CONNECT_FAILURES.has(code)) {
+  if (CONNECT_FAILURES.has(code) || isTlsHandshakeFailure(code)) {
     return { failure: 'connect-failure', error: new ProxyError('upstream_connect_failed', `could not connect to upstream ${upstream}: ${code}`) };
   }
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {

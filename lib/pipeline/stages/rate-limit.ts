@@ -11,18 +11,33 @@ import type { Stage } from '../stage.js';
 /** Keys longer than this are kept as their digest: 10 000 keys never hold 10 000 big headers. */
 export const MAX_KEY_LENGTH = 64;
 
-/** The bucket key of a request under `key` ('' when unkeyed or the header is absent). */
-export function rateLimitKey(key: RateLimitKey, req: ClientRequest): string {
+/** What a key may be drawn from: the request, and (inbound) who sent it. */
+export interface KeySource {
+  readonly req: ClientRequest;
+  readonly caller: string | null;
+  readonly claims: Readonly<Record<string, unknown>> | null;
+}
+
+/** The bucket key of a request under `key` ('' when unkeyed or the value is absent). */
+export function rateLimitKey(key: RateLimitKey, from: KeySource): string {
   switch (key.kind) {
     case 'none':
       return '';
-    case 'header': {
-      const value = headerValue(req.headers[key.name]) ?? '';
-      return value.length > MAX_KEY_LENGTH ? `sha256:${createHash('sha256').update(value).digest('base64url')}` : value;
-    }
+    case 'header':
+      return bounded(headerValue(from.req.headers[key.name]) ?? '');
     case 'client-ip':
-      return req.socket.remoteAddress ?? '';
+      return from.req.socket.remoteAddress ?? '';
+    case 'identity':
+      return bounded(from.caller ?? '');
+    case 'claim': {
+      const value = from.claims?.[key.name];
+      return value === undefined || value === null ? '' : bounded(typeof value === 'string' ? value : JSON.stringify(value));
+    }
   }
+}
+
+function bounded(value: string): string {
+  return value.length > MAX_KEY_LENGTH ? `sha256:${createHash('sha256').update(value).digest('base64url')}` : value;
 }
 
 /** Admits requests while the route's (or the key's) token bucket has tokens; else 429. */
@@ -30,7 +45,7 @@ export function rateLimitStage(routeName: string, policy: RateLimitPolicy, limit
   return {
     name: 'rate-limit',
     handle(at, next) {
-      const decision = limiter.take(rateLimitKey(policy.key, at.ex.req));
+      const decision = limiter.take(rateLimitKey(policy.key, at.ex));
       if (decision.allowed) return next(at);
       if (policy.shadow) {
         events.shadowReject('rate_limit', routeName);

@@ -25,6 +25,7 @@ export type ErrorCode =
   | 'concurrency_limited'
   | 'unauthenticated'
   | 'forbidden'
+  | 'auth_unavailable'
   | 'internal_error';
 
 /** The HTTP status each code is answered with. */
@@ -49,6 +50,7 @@ export const STATUS_OF: Readonly<Record<ErrorCode, number>> = Object.freeze({
   concurrency_limited: 503,
   unauthenticated: 401,
   forbidden: 403,
+  auth_unavailable: 503,
   internal_error: 500,
 });
 
@@ -74,6 +76,7 @@ export const TITLE_OF: Readonly<Record<ErrorCode, string>> = Object.freeze({
   concurrency_limited: 'Upstream adaptive concurrency limit reached',
   unauthenticated: 'Missing or invalid credentials',
   forbidden: 'Caller not authorized for this route',
+  auth_unavailable: 'Token signing keys unavailable',
   internal_error: 'Internal proxy error',
 });
 

@@ -203,7 +203,7 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
     });
     secure.on('connection', (socket: Socket) => adopt(socket));
     secure.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
-      metrics.tlsHandshakeFailed(direction, handshakeFailureReason(err));
+      metrics.tlsHandshakeFailed(direction, handshakeFailureReason(err, socket.authorizationError as Error | string | undefined));
       socket.destroy();
     });
     // New connections get the rotated certificate and bundle; open ones keep what they agreed.

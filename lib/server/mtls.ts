@@ -65,11 +65,16 @@ export function peerIdentity(socket: object | null | undefined): string | null {
   return (socket as IdentifiedSocket | null | undefined)?.[PEER_IDENTITY] ?? null;
 }
 
-/** A handshake failure as a bounded metric label. */
-export function handshakeFailureReason(err: NodeJS.ErrnoException): string {
-  const text = `${err.code ?? ''} ${err.message}`;
+/**
+ * A handshake failure as a bounded metric label. Node verifies the client's chain once the
+ * handshake is done and then destroys the socket, so that verdict is on the socket
+ * (`authorizationError`, e.g. CERT_HAS_EXPIRED) while the error is only a hang-up.
+ */
+export function handshakeFailureReason(err: NodeJS.ErrnoException, authorizationError: string | Error | undefined): string {
+  const verdict = authorizationError === undefined ? '' : String(authorizationError);
+  const text = `${verdict} ${err.code ?? ''} ${err.message}`;
   if (/PEER_DID_NOT_RETURN_A_CERTIFICATE|NO_CERTIFICATE/i.test(text)) return 'no_certificate';
-  if (/EXPIRED/i.test(text)) return 'expired';
+  if (/EXPIRED|NOT_YET_VALID/i.test(text)) return 'expired';
   if (/UNKNOWN_CA|UNABLE_TO_GET_ISSUER|SELF_SIGNED|CERTIFICATE_VERIFY_FAILED|unable to verify/i.test(text)) return 'untrusted';
   if (/ETIMEDOUT|timeout/i.test(text)) return 'timeout';
   if (/ECONNRESET|EPIPE|socket hang up/i.test(text)) return 'reset';

@@ -20,6 +20,8 @@ export function authenticateStage(routeName: string, policy: JwtRoutePolicy, ver
       const result = await verifier.verify(headerValue(ex.req.headers.authorization));
       if (!result.ok) {
         events.unauthenticated(routeName, result.reason);
+        // No keys to check with is the proxy's (or the issuer's) trouble, not the caller's.
+        if (result.reason === 'jwks_unavailable') throw new ProxyError('auth_unavailable', `route ${routeName}: ${result.message}`, 5);
         throw new ProxyError('unauthenticated', `route ${routeName}: ${result.message}`, null, {
           'www-authenticate': JwtVerifier.challenge(result, policy.issuer),
         });

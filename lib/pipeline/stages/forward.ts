@@ -85,7 +85,11 @@ export function classifyTransportError(err: Error, upstream: string): { failure:
   const code = (err as NodeJS.ErrnoException).code ?? '';
   if (UNSENDABLE.has(code)) return { failure: 'local', error: new ProxyError('bad_request', `request cannot be forwarded: ${err.message}`) };
   if (EXHAUSTED.has(code)) return { failure: 'local', error: new ProxyError('proxy_overloaded', `proxy out of local resources: ${code}`, 1) };
-  if (CONNECT_FAILURES.has(code) || isTlsHandshakeFailure(code)) {
+  if (isTlsHandshakeFailure(code)) {
+    // Which certificate check failed is what an operator needs to see.
+    return { failure: 'connect-failure', error: new ProxyError('upstream_connect_failed', `TLS to upstream ${upstream} failed: ${code}: ${err.message}`) };
+  }
+  if (CONNECT_FAILURES.has(code)) {
     return { failure: 'connect-failure', error: new ProxyError('upstream_connect_failed', `could not connect to upstream ${upstream}: ${code}`) };
   }
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {

@@ -76,7 +76,7 @@ export interface Sidecar extends SpawnedProxy {
 }
 
 /** Spawns a sidecar whose policy has an inbound listener on 127.0.0.1:0 in front of `app`. */
-export async function spawnSidecar(t: Teardown, app: string, rest: string, inboundExtra = ''): Promise<Sidecar> {
+export async function spawnSidecar(t: Teardown, app: string, rest: string, inboundExtra = '', env?: Record<string, string>): Promise<Sidecar> {
   const policy = `version: 1
 listeners:
   outbound: { address: 127.0.0.1:0 }
@@ -86,7 +86,7 @@ listeners:
     app: ${app}
 ${inboundExtra}
 ${rest}`;
-  const proxy = await spawnProxy(t, policy);
+  const proxy = await spawnProxy(t, policy, env ? { env } : {});
   const m = /:(\d+)$/.exec(String(proxy.started.inbound));
   if (!m) throw new Error(`no inbound address in ${JSON.stringify(proxy.started)}`);
   return Object.assign(proxy, { inboundPort: Number(m[1]) });

@@ -154,7 +154,7 @@ export async function runCli(args: readonly string[], options: { timeoutMs?: num
 export async function spawnProxy(
   t: Teardown,
   policy: string,
-  options: { files?: Record<string, string>; startTimeoutMs?: number; nodeArgs?: readonly string[] } = {},
+  options: { files?: Record<string, string>; startTimeoutMs?: number; nodeArgs?: readonly string[]; env?: Record<string, string> } = {},
 ): Promise<SpawnedProxy> {
   assertBuilt();
   const dir = await mkdtemp(join(tmpdir(), 'pilotfish-spawn-'));
@@ -166,6 +166,7 @@ export async function spawnProxy(
   const child = spawn(process.execPath, [...(options.nodeArgs ?? []), CLI, 'run', '--policy', policyFile], {
     cwd: dir,
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...(options.env ? { env: { ...process.env, ...options.env } } : {}),
   });
   live.add(child);
   const exited = exitOf(child);

@@ -352,7 +352,9 @@ class KeyCache {
     if (!this.closed) {
       const now = this.opts.clock.now();
       const due = this.keys === null || now - this.checkedAt >= this.opts.refreshMs;
-      if (due && this.inflight === null && now - this.attemptedAt >= RETRY_AFTER_FAILURE_MS) void this.refresh(false);
+      // A failed load is retried at most once a second; a successful one waits for refreshMs alone.
+      const mayTry = this.lastError === null || now - this.attemptedAt >= RETRY_AFTER_FAILURE_MS;
+      if (due && this.inflight === null && mayTry) void this.refresh(false);
       if (this.inflight !== null && (this.keys === null || this.opts.awaitRefresh)) await this.inflight;
     }
     return this.loaded();

@@ -7,6 +7,7 @@
 #   BENCH_POLICY=both TARGETS="direct undici-forwarder" npm run bench   # both, each in its own harness run
 #   ROUNDS=1 DURATION=5 TARGETS=direct npm run bench     # a quick smoke run
 #   BENCH_MODE=h2c npm run bench                         # h2c → h2c with h2load instead: test/bench/h2c.sh
+#   BENCH_MODE=mtls npm run bench                        # two sidecars, a plaintext hop against mTLS: test/bench/mtls.sh
 #
 # Knobs: BENCH_POLICY=basic|full|both [basic]; PROXY_PORT [18090] (admin on PROXY_PORT+1000);
 # PEERS_DIR [/tmp/peers] (the harness's copy); SHARED_BENCH [<repo>/../shared/bench]. Everything else
@@ -19,11 +20,13 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-# The h2c mode is its own small script: the harness speaks HTTP/1.1 (wrk) only.
+# The h2c and mtls modes are their own small scripts: the harness speaks HTTP/1.1 (wrk) only, and runs one
+# proxy, not a pair of sidecars.
 case ${BENCH_MODE:-http1} in
   http1) ;;
   h2c) exec bash "$REPO/test/bench/h2c.sh" ;;
-  *) echo "BENCH_MODE must be http1 or h2c (got '$BENCH_MODE')" >&2; exit 2 ;;
+  mtls) exec bash "$REPO/test/bench/mtls.sh" ;;
+  *) echo "BENCH_MODE must be http1, h2c or mtls (got '$BENCH_MODE')" >&2; exit 2 ;;
 esac
 SHARED_BENCH=${SHARED_BENCH:-$REPO/../shared/bench}
 PEERS_DIR=${PEERS_DIR:-/tmp/peers}

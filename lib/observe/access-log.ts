@@ -36,6 +36,10 @@ export interface AccessRecord {
   protocol: string;
   /** The gRPC status name of a gRPC call, or null. */
   grpcStatus: string | null;
+  /** Which listener: `outbound` (the app's call) or `inbound` (a call to the app). */
+  direction: string;
+  /** Inbound: the caller's verified SPIFFE ID, or null. */
+  caller: string | null;
 }
 
 /** Characters a JSON string literal must escape (and non-ASCII, left to JSON.stringify). */
@@ -58,7 +62,7 @@ export function toJsonLine(r: AccessRecord): string {
     `"path":${q(r.path)},"route":${q(r.route)},"upstream":${q(r.upstream)},"endpoint":${q(r.endpoint)},` +
     `"status":${r.status},"durationMs":${r.durationMs},"bytesIn":${r.bytesIn},"bytesOut":${r.bytesOut},` +
     `"attempts":${r.attempts},"error":${q(r.error)},"retry":${q(r.retry)},"fault":${q(r.fault)},"hedge":${q(r.hedge)},` +
-    `"protocol":${q(r.protocol)},"grpcStatus":${q(r.grpcStatus)}}`
+    `"protocol":${q(r.protocol)},"grpcStatus":${q(r.grpcStatus)},"direction":${q(r.direction)},"caller":${q(r.caller)}}`
   );
 }
 

@@ -503,6 +503,8 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
       hedge: ex.hedge,
       protocol: ex.protocol,
       grpcStatus: ex.grpcStatus < 0 ? null : grpcCodeName(ex.grpcStatus),
+      direction,
+      caller: ex.caller,
     });
   }
 
@@ -603,6 +605,8 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
       hedge: null,
       protocol,
       grpcStatus,
+      direction,
+      caller: null,
     });
   }
 

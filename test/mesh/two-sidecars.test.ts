@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import { request } from 'undici';
-import { metric } from '../support/hostile.js';
+import { accessRecords, eventually, metric } from '../support/hostile.js';
 import { id, identityFiles, meshCerts, spawnSidecar, tlsRequest, type Sidecar } from '../support/mesh.js';
 import { startUpstream } from '../support/upstream.js';
 
@@ -66,6 +66,10 @@ t.test('app A → sidecar A → mTLS → sidecar B → app B: the app sees who c
   t.equal(seen.headers['x-forwarded-proto'], 'https', 'the hop was TLS');
   t.ok((await metric(sidecarB, 'pilotfish_requests_total', { direction: 'inbound', route: 'app', status_class: '2xx' })) >= 1, 'counted on B with direction="inbound"');
   t.ok((await metric(sidecarA, 'pilotfish_requests_total', { direction: 'outbound', upstream: 'payments', status_class: '2xx' })) >= 1, 'and on A with direction="outbound"');
+  const logged = (p: Sidecar) => eventually(() => accessRecords(p).some((r) => r.path === '/pay?x=1'), 3000);
+  t.ok((await logged(sidecarB)) && (await logged(sidecarA)), 'both logged the call');
+  t.match(accessRecords(sidecarB).find((r) => r.path === '/pay?x=1'), { direction: 'inbound', caller: id('orders'), route: 'app', upstream: 'inbound', status: 200 });
+  t.match(accessRecords(sidecarA).find((r) => r.path === '/pay?x=1'), { direction: 'outbound', caller: null, upstream: 'payments' });
 });
 
 t.test('a caller cannot forge its identity header: the proxy replaces it', async (t) => {

@@ -24,6 +24,8 @@ const record = (i: number): AccessRecord => ({
   hedge: null,
   protocol: 'HTTP/1.1',
   grpcStatus: null,
+  direction: 'outbound',
+  caller: null,
 });
 
 const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));

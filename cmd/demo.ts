@@ -193,14 +193,15 @@ Try:
   curl -s http://${admin}/admin/upstreams
 Edit config/pilotfish.yaml and it reloads; Ctrl-C drains and stops.
 
-Mesh: this sidecar is workload ${ORDERS_ID}; sidecar B (${PAYMENTS_ID}) guards a payments app
-with mutual TLS on ${inbound}, open to orders only. Certificates: ${tls}
+Mesh: a second sidecar (B, workload payments) guards a payments app with mutual TLS on ${inbound}
+and lets in only this one (A, ${ORDERS_ID}). Certificates: ${tls}
   curl -s -H 'Host: payments' http://${out}/charge               # A → mTLS → B → app: "caller" is orders
-  curl -sS http://${inbound}/charge                              # fails: B's inbound speaks only TLS
-  curl -sSk https://${inbound}/charge                            # fails: no client certificate
+  curl -sS http://${inbound}/charge                                  # fails: B's inbound speaks only TLS
+  curl -sSk https://${inbound}/charge                                # fails: no client certificate
   curl -sk --cert ${tls}/stranger.pem --key ${tls}/stranger-key.pem https://${inbound}/charge   # 403: not allowed
-  curl -s http://${admin}/admin/identity                         # A's certificate and when it expires
-(Sidecar A runs the copy ${ordersFile}: config/pilotfish.yaml plus its identity, upstream payments and its route.)
+  curl -s http://${admin}/admin/identity                           # A's certificate and when it expires
+Sidecar A runs ${ordersFile}: config/pilotfish.yaml plus A's identity,
+the upstream payments (tls: mesh) and its route, copied again whenever config/pilotfish.yaml changes.
 Access log (JSON lines, both sidecars) follows on stdout.
 
 `);

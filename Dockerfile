@@ -40,7 +40,7 @@ COPY config ./config
 
 # uid 1000 in the node images; Kubernetes' runAsNonRoot needs the number, so manifests set runAsUser: 1000.
 USER node
-EXPOSE 15000 15001
+EXPOSE 15000 15001 15006
 # No curl in the slim image: Node's own fetch. Follows the admin listener of the mounted policy only if it
 # stays on port 15000.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \

@@ -199,7 +199,9 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
         return;
       }
       if (socket.alpnProtocol === 'h2') h2c.accept(socket);
-      else toHttp1(socket);
+      // As on the plaintext port: a connection that never sends a request is closed quietly
+      // at headerReadTimeout (not answered 408 and logged as if a request had timed out).
+      else sniffProtocol(socket, limits.headerReadTimeoutMs, (protocol) => (protocol === 'h2c' ? h2c.accept(socket) : toHttp1(socket)), headTimedOut);
     });
     secure.on('connection', (socket: Socket) => adopt(socket));
     secure.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {

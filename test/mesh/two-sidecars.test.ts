@@ -26,6 +26,7 @@ t.teardown(() => appA.close());
 
 const b = await identityFiles(certs, 'payments');
 const sidecarB: Sidecar = await spawnSidecar(t, appB.address, `${b.yaml}
+limits: { headerReadTimeout: 1s }
 inbound:
   authorize: { allow: [${id('orders')}] }
   routes:
@@ -155,4 +156,24 @@ t.test('/admin/identity and the expiry metric say who this sidecar is and until 
   t.ok(identity.expiresInSeconds > 80 * 86_400, `expires in ${identity.expiresInSeconds}s`);
   const expiry = await metric(sidecarB, 'pilotfish_certificate_expiry_timestamp_seconds', { certificate: 'workload' });
   t.equal(expiry, Date.parse(identity.notAfter) / 1000, 'the gauge is the certificate notAfter in Unix seconds');
+});
+
+t.test('a TLS connection that never sends a request is closed quietly at headerReadTimeout', async (t) => {
+  const tls = await import('node:tls');
+  const { readFile } = await import('node:fs/promises');
+  const [caPem, cert, key] = await Promise.all([readFile(ca), readFile(certs.cert('orders').cert), readFile(certs.cert('orders').key)]);
+  const before = await metric(sidecarB, 'pilotfish_client_connections_closed_total', { reason: 'head_timeout' });
+  const started = Date.now();
+  const received = await new Promise<number>((resolve, reject) => {
+    let bytes = 0;
+    const socket = tls.connect({ host: '127.0.0.1', port: sidecarB.inboundPort, ca: caPem, cert, key, ALPNProtocols: ['http/1.1'], checkServerIdentity: () => undefined });
+    socket.on('data', (d: Buffer) => (bytes += d.length));
+    socket.on('close', () => resolve(bytes));
+    socket.on('error', reject);
+    setTimeout(() => reject(new Error('not closed')), 5000);
+  });
+  t.equal(received, 0, 'no 408 written to a client that asked nothing');
+  t.ok(Date.now() - started >= 900, 'after the head timeout');
+  t.equal(await metric(sidecarB, 'pilotfish_client_connections_closed_total', { reason: 'head_timeout' }), before + 1, 'counted as head_timeout');
+  t.notOk(accessRecords(sidecarB).some((r) => r.status === 408), 'and no access-log line');
 });

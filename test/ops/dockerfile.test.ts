@@ -142,7 +142,7 @@ t.test('the runtime is unprivileged, exposes both listeners and stops on SIGTERM
   const user = runtime.user ?? 'root';
   t.notOk(/^(root|0)(:|$)/.test(user), `USER ${user} is not root`);
   t.equal(user, 'node', 'the node image user (uid 1000)');
-  t.same([...runtime.expose].sort(), [15000, 15001], 'EXPOSE 15000 (admin) 15001 (outbound)');
+  t.same([...runtime.expose].sort(), [15000, 15001, 15006], 'EXPOSE 15000 (admin) 15001 (outbound) 15006 (inbound, mTLS from other sidecars)');
   t.equal(runtime.stopsignal, 'SIGTERM', 'STOPSIGNAL SIGTERM: Pilotfish drains on it');
 });
 

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { Agent, request } from 'undici';
+import { JwtVerifiers } from '../../lib/auth/verifiers.js';
 import { systemClock } from '../../lib/core/clock.js';
 import { noEvents } from '../../lib/core/events.js';
 import { systemRandom } from '../../lib/core/random.js';
@@ -47,6 +48,10 @@ function contractBroken(result: LoadResult, file: string): string | null {
   return located ? null : `no issue located at file:line:column: ${result.issues.map(formatIssue).join(' | ')}`;
 }
 
+/** Verifiers are built (and their key files looked for) once per distinct JWT setting. */
+const verifiers = new JwtVerifiers({ clock: systemClock, logger: { log: () => {} } });
+t.teardown(() => verifiers.closeAll());
+
 /** A discovery source that never does I/O: the runtime build is what is under test. */
 const inert: DiscoverySource = { kind: 'inert', start() {}, current: () => null, close: async () => {} };
 
@@ -64,6 +69,7 @@ async function buildOffline(policy: Policy): Promise<void> {
     pools,
     // Handed to the routes, never called while nothing is served.
     routeMetrics: () => ({}) as unknown as RequestMetrics,
+    jwtVerifier: (jwt) => verifiers.get(jwt),
     discover: (up) => {
       const source = createDiscoverySource(up.name, up.discovery, { clock: systemClock, random: systemRandom, events: silentDiscoveryEvents });
       if (up.discovery.kind === 'static') return source;
@@ -71,7 +77,8 @@ async function buildOffline(policy: Policy): Promise<void> {
       return inert;
     },
   });
-  await Promise.all([...built.runtime.upstreams.values()].map((u) => u.close()));
+  const app = built.runtime.inbound?.app;
+  await Promise.all([...built.runtime.upstreams.values(), ...(app ? [app] : [])].map((u) => u.close()));
   await Promise.all(sources.map((s) => s.close()));
   await pools.closeAll();
 }

@@ -184,13 +184,15 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
   let stop = ignore;
   let front: net.Server;
   if (deps.tls === null) {
-    front = net.createServer((socket) => {
+    // No Nagle on client connections (node:http's own default): a response is written whole, and
+    // must not wait for the client's delayed ACK of the previous one.
+    front = net.createServer({ noDelay: true }, (socket) => {
       adopt(socket);
       sniffProtocol(socket, limits.headerReadTimeoutMs, (protocol) => (protocol === 'h2c' ? h2c.accept(socket) : toHttp1(socket)), headTimedOut);
     });
   } else {
     const { identity, minVersion } = deps.tls;
-    const secure = tls.createServer(serverTlsOptions(identity.material, minVersion, limits.headerReadTimeoutMs), (socket: TLSSocket) => {
+    const secure = tls.createServer({ ...serverTlsOptions(identity.material, minVersion, limits.headerReadTimeoutMs), noDelay: true }, (socket: TLSSocket) => {
       adopt(socket);
       // The chain and dates were verified in the handshake; a workload must also say who it is.
       if (identifyPeer(socket) === null) {

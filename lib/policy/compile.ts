@@ -111,12 +111,7 @@ function compileUpstream(name: string, u: UpstreamWire, dir: string, resolvers: 
     protocol: u.protocol,
     maxConnectionsPerEndpoint: u.maxConnectionsPerEndpoint,
     tls: compileTls(u),
-    adaptiveConcurrency:
-      adaptive === undefined
-        ? null
-        : adaptive === true
-          ? { minLimit: 4, maxLimit: 500, initialLimit: 20 }
-          : { minLimit: adaptive.minLimit, maxLimit: adaptive.maxLimit, initialLimit: adaptive.initialLimit },
+    adaptiveConcurrency: compileAdaptive(adaptive),
     bulkhead: b
       ? { maxConcurrent: b.maxConcurrent, maxQueued: b.maxQueued, queueTimeoutMs: ms(b.queueTimeout), shadow: b.shadow }
       : null,
@@ -142,6 +137,13 @@ function compileUpstream(name: string, u: UpstreamWire, dir: string, resolvers: 
   };
   // The name is the state's identity, the fingerprint its configuration: a rename starts fresh anyway.
   return { name, ...settings, fingerprint: fingerprint(settings) };
+}
+
+/** `concurrency.adaptive`: `true` takes the defaults of the limits' own block. */
+function compileAdaptive(adaptive: true | { minLimit: number; maxLimit: number; initialLimit: number } | undefined): UpstreamPolicy['adaptiveConcurrency'] {
+  if (adaptive === undefined) return null;
+  if (adaptive === true) return { minLimit: 4, maxLimit: 500, initialLimit: 20 };
+  return { minLimit: adaptive.minLimit, maxLimit: adaptive.maxLimit, initialLimit: adaptive.initialLimit };
 }
 
 function compileTls(u: UpstreamWire): UpstreamTls {
@@ -185,10 +187,7 @@ function compileInbound(wire: PolicyWire, dir: string): InboundPolicy | null {
     maxConnectionsPerEndpoint: 1024,
     tls: { kind: 'none' as const },
     bulkhead: c !== undefined && 'maxConcurrent' in c ? { maxConcurrent: c.maxConcurrent, maxQueued: c.maxQueued, queueTimeoutMs: ms(c.queueTimeout), shadow: false } : null,
-    adaptiveConcurrency:
-      adaptive === undefined ? null
-      : adaptive === true ? { minLimit: 4, maxLimit: 500, initialLimit: 20 }
-      : { ...adaptive },
+    adaptiveConcurrency: compileAdaptive(adaptive),
     circuitBreaker: null,
     outlierDetection: null,
     healthCheck: null,

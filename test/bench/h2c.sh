@@ -252,24 +252,9 @@ measure_once() {  # measure_once ROUND TARGET -> M_JSON, M_LINE, M_FOREIGN
     "$($proxy && echo "$((hwm / 1024)) MiB" || echo '–')" \
     "$( ((bad > 0)) && echo "  ERRORS: $bad" || true)")
 }
-measure() {  # measure ROUND TARGET: redone (up to MAX_REDO) while other processes disturb it, like the harness
-  local tries=0 disturbed=false
-  measure_once "$1" "$2"
-  while ((M_FOREIGN > FOREIGN_MAX_PCT && tries < MAX_REDO)); do
-    tries=$((tries + 1))
-    echo "  (r$1 $2: other processes used ${M_FOREIGN}% of a core, redo $tries/$MAX_REDO)"
-    measure_once "$1" "$2"
-  done
-  ((M_FOREIGN > FOREIGN_MAX_PCT)) && disturbed=true
-  echo "$M_JSON,\"redos\":$tries,\"disturbed\":$disturbed}" >>"$JSONL"
-  echo "$M_LINE$($disturbed && echo "  DISTURBED: foreign CPU ${M_FOREIGN}%")"
-}
-
-read -r -a TLIST <<<"$TARGETS"
-for ((r = 1; r <= ROUNDS; r++)); do
-  echo "round $r/$ROUNDS"
-  for ((i = 0; i < ${#TLIST[@]}; i++)); do measure "$r" "${TLIST[$(((i + r - 1) % ${#TLIST[@]}))]}"; done  # order rotates
-done
+# The interleaved rounds, each run redone while other processes disturb it (rounds.sh).
+source "$REPO/test/bench/rounds.sh"
+run_rounds
 
 # ---------------------------------------------------------------- summary: median (min–max) per target
 node - "$JSONL" <<'EOF' | tee "$OUTDIR/summary.md"

@@ -32,29 +32,31 @@ export class Picker<E extends BalancedEndpoint> {
     private readonly endpoints: readonly E[],
     random: Random,
     private readonly checks: PickerChecks,
+    balanceFactor = Infinity,
   ) {
-    this.balancer = createBalancer(kind, endpoints, random);
+    this.balancer = createBalancer(kind, endpoints, random, balanceFactor);
     this.chooseTier();
   }
 
   /**
    * Picks an endpoint, skipping ejected ones and those in `tried` (a retry prefers a
    * fresh endpoint, but falls back to a tried one rather than failing). When every
-   * endpoint is ejected, serves from all of them (panic) and says so.
+   * endpoint is ejected, serves from all of them (panic) and says so. `hash`: the request's
+   * key, for consistent hashing.
    */
-  pick(tried: ReadonlySet<string> | null): E | null {
+  pick(tried: ReadonlySet<string> | null, hash = 0): E | null {
     if (this.endpoints.length === 0) return null;
     // Ejections start and (lazily) end without an event: with tiers, re-choose the tier now.
     if (this.tier !== null && this.checks.outliers !== null) this.chooseTier();
     this.excluded = tried;
-    let ep = this.balancer.pick(this.eligible);
+    let ep = this.balancer.pick(this.eligible, hash);
     if (ep === null && tried !== null) {
       this.excluded = null;
-      ep = this.balancer.pick(this.eligible);
+      ep = this.balancer.pick(this.eligible, hash);
     }
     if (ep === null) {
       this.checks.panic();
-      ep = this.balancer.pick(anyEndpoint);
+      ep = this.balancer.pick(anyEndpoint, hash);
     }
     this.excluded = null;
     // The balancer returns one of `endpoints`, which are E.

@@ -94,7 +94,7 @@ export class UpstreamRuntime {
     this.healthFeed = taken.healthFeed ?? (policy.healthCheck ? newHealthFeed(policy.healthCheck, name, deps) : null);
     if (this.healthFeed !== null) this.healthFeed.onChange = () => this.picker.chooseTier();
     this.checks = { health: this.health, outliers: this.outliers, panic: () => events.panic(name) };
-    this.picker = new Picker(policy.balancer, NO_ENDPOINTS, random, this.checks);
+    this.picker = new Picker(policy.balancer, NO_ENDPOINTS, random, this.checks, policy.hashBalanceFactor);
   }
 
   /** The current endpoints; replaced whole on every discovery update. */
@@ -118,8 +118,8 @@ export class UpstreamRuntime {
   }
 
   /** Picks the endpoint for a try (see `Picker.pick`): a fresh one if it can, else a tried one; null when there are none. */
-  pick(tried: ReadonlySet<string> | null): EndpointRuntime | null {
-    return this.picker.pick(tried);
+  pick(tried: ReadonlySet<string> | null, hash = 0): EndpointRuntime | null {
+    return this.picker.pick(tried, hash);
   }
 
   /** Records how a try on `ep` ended, for its outlier detection and the attribution (see `ResilienceUnits`). */
@@ -164,7 +164,7 @@ export class UpstreamRuntime {
     this.closed = true;
     this.membership.close();
     // A pick after close finds no endpoint, as before the first set.
-    this.picker = new Picker(this.policy.balancer, NO_ENDPOINTS, this.deps.random, this.checks);
+    this.picker = new Picker(this.policy.balancer, NO_ENDPOINTS, this.deps.random, this.checks, this.policy.hashBalanceFactor);
     const took = this.successorTook;
     await Promise.all([took?.feed === this.feed ? null : this.feed.close(), took?.healthFeed === this.healthFeed ? null : this.health?.close()]);
   }
@@ -177,7 +177,7 @@ export class UpstreamRuntime {
     this.view.addresses = endpoints.map((ep) => ep.spec.address);
     this.endpointSet = set;
     this.health?.update(set.endpoints);
-    this.picker = new Picker(this.policy.balancer, endpoints, this.deps.random, this.checks);
+    this.picker = new Picker(this.policy.balancer, endpoints, this.deps.random, this.checks, this.policy.hashBalanceFactor);
     this.deps.events.discoveryUpdated(this.name, this.feed.source.kind, endpoints.length, set.stale);
   }
 }

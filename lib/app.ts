@@ -23,6 +23,7 @@ import { createAdminServer } from './server/admin.js';
 import { createProxyListener, type ListenerDeps, type ProxyListener } from './server/listener.js';
 import { JwtVerifiers } from './auth/verifiers.js';
 import { IdentityLoadError, WorkloadIdentity } from './identity/workload-identity.js';
+import { Registrar } from './registration/registrar.js';
 import { PoolRegistry } from './upstream/pools.js';
 import { Tunnels } from './server/tunnels.js';
 import { WebSocketForwarder } from './upstream/websocket.js';
@@ -74,6 +75,8 @@ export class Pilotfish {
   private readonly startedAt: number;
   private stopWatch: (() => void) | null = null;
   private readonly retired = new Set<UpstreamRuntime>();
+  /** Registers the local app in etcd while it is healthy; null without `registration`. */
+  private registrar: Registrar | null = null;
 
   private constructor(
     policy: Policy,
@@ -198,6 +201,11 @@ export class Pilotfish {
       inbound?.listen(inboundAt?.port ?? 0, inboundAt?.host ?? '127.0.0.1'),
       listen(admin, policy.listeners.admin),
     ]);
+    // Registered only once this sidecar can take the traffic the registration brings.
+    if (policy.registration !== null) {
+      app.registrar = new Registrar(policy.registration, { clock, random, logger, events: metrics.registrationEvents() });
+      app.registrar.start();
+    }
     if (options.watch !== false) {
       const watcher = watchPolicyFile(options.policyFile, () => void app?.reload(), {
         clock,
@@ -333,7 +341,7 @@ export class Pilotfish {
       }
       for (const w of loaded.warnings) this.logger.log('warn', `policy: ${formatIssue(w)}`);
       const old = this.runtime_.policy;
-      if (!sameListeners(old, policy)) this.logger.log('warn', 'listeners, limits or identity files changed: they apply at the next restart');
+      if (!sameListeners(old, policy)) this.logger.log('warn', 'listeners, limits, identity files or registration changed: they apply at the next restart');
       this.verifiers.beginBuild();
       const built = buildRuntime(policy, this.runtime_, this.deps);
       const unused = this.verifiers.endBuild();
@@ -373,6 +381,8 @@ export class Pilotfish {
     if (this.draining) return;
     this.draining = true;
     this.stopWatch?.();
+    // Out of the registry before anything else, so peers stop sending while this one still serves.
+    await this.registrar?.deregister();
     this.logger.log('info', 'draining', { inFlight: this.load.inFlight, tunnels: this.tunnels.size });
     const clock = this.deps.clock;
     const { drainTimeoutMs } = this.runtime_.policy;
@@ -406,10 +416,10 @@ export class Pilotfish {
   }
 }
 
-/** True when what is fixed at start (listeners, client limits, the identity files) is the same in both. */
+/** True when what is fixed at start (listeners, client limits, the identity files, registration) is the same in both. */
 function sameListeners(a: Policy, b: Policy): boolean {
   const l = (p: Policy): string =>
-    `${p.listeners.outbound.host}:${p.listeners.outbound.port} ${p.listeners.admin.host}:${p.listeners.admin.port} ${JSON.stringify(p.listeners.inbound)} ${JSON.stringify(p.limits)} ${JSON.stringify(p.identity)}`;
+    `${p.listeners.outbound.host}:${p.listeners.outbound.port} ${p.listeners.admin.host}:${p.listeners.admin.port} ${JSON.stringify(p.listeners.inbound)} ${JSON.stringify(p.limits)} ${JSON.stringify(p.identity)} ${JSON.stringify(p.registration)}`;
   return l(a) === l(b);
 }
 

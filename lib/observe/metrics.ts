@@ -7,6 +7,7 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { RequestFamilies, type RequestMetrics } from './request-metrics.js';
 import type { FaultKind, HedgeEvent, ProxyEvents, RetryRefusal, ShadowLimit } from '../core/events.js';
 import type { Direction } from '../policy/types.js';
+import type { RegistrationEvents, RegistrationState } from '../registration/registrar.js';
 import type { BreakerState } from '../resilience/circuit-breaker.js';
 import type { UpstreamRuntime } from '../upstream/upstream-runtime.js';
 
@@ -22,6 +23,8 @@ export interface LiveView {
   /** Expiry (epoch ms) of this workload's certificate and of its trust bundle; null without an identity. */
   certificates(): { readonly workload: number; readonly trustBundle: number } | null;
 }
+
+const REGISTRATION_STATES: readonly RegistrationState[] = ['waiting_for_app', 'registering', 'registered', 'retrying', 'deregistered'];
 
 /** Distinct callers that get their own label on the authorization counter; the rest count as "other". */
 const MAX_CALLER_LABELS = 100;
@@ -39,6 +42,8 @@ export class Metrics implements ProxyEvents {
   private readonly forbiddenTotal: Counter<'route' | 'caller'>;
   private readonly unauthenticatedTotal: Counter<'route' | 'reason'>;
   private readonly callers = new Set<string>();
+  private readonly registrationState: Gauge<'state'>;
+  private readonly registrationHeartbeats: Counter<'result'>;
   readonly reloads: Counter<'result'>;
   readonly lastReloadSuccess: Gauge;
   readonly policyInfo: Gauge<'hash'>;
@@ -125,6 +130,18 @@ export class Metrics implements ProxyEvents {
       name: 'pilotfish_tls_handshake_failures_total',
       help: 'TLS handshakes that failed, by direction and reason (no_certificate, untrusted, expired, protocol, other).',
       labelNames: ['direction', 'reason'],
+      registers,
+    });
+    this.registrationState = new Gauge({
+      name: 'pilotfish_registration_state',
+      help: 'Self-registration in etcd: 1 on the current state (waiting_for_app, registering, registered, retrying, deregistered).',
+      labelNames: ['state'],
+      registers,
+    });
+    this.registrationHeartbeats = new Counter({
+      name: 'pilotfish_registration_heartbeats_total',
+      help: 'Lease keep-alives sent to etcd for the registration, by result (ok, failed).',
+      labelNames: ['result'],
       registers,
     });
     this.certificateRotations = new Counter({
@@ -336,7 +353,19 @@ export class Metrics implements ProxyEvents {
     return this.requestFamilies.forRoute(route, upstream, direction);
   }
 
-  /** A TLS handshake failed (reason from identity/tls-errors.ts). */
+  /** What the registrar reports, as the registration gauge and counter. */
+  registrationEvents(): RegistrationEvents {
+    for (const state of REGISTRATION_STATES) this.registrationState.set({ state }, state === 'waiting_for_app' ? 1 : 0);
+    for (const result of ['ok', 'failed']) this.registrationHeartbeats.labels(result).inc(0);
+    return {
+      stateChanged: (state) => {
+        for (const s of REGISTRATION_STATES) this.registrationState.set({ state: s }, s === state ? 1 : 0);
+      },
+      heartbeat: (ok) => this.registrationHeartbeats.labels(ok ? 'ok' : 'failed').inc(),
+    };
+  }
+
+  /** A TLS handshake failed (reason from server/mtls.ts). */
   tlsHandshakeFailed(direction: Direction, reason: string): void {
     this.tlsHandshakeFailures.labels(direction, reason).inc();
   }

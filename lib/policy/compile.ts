@@ -20,10 +20,12 @@ import type {
   InboundPolicy,
   JwtRoutePolicy,
   EndpointSpec,
+  HashOn,
   LimitsPolicy,
   HostPort,
   Policy,
   RateLimitPolicy,
+  RegistrationPolicy,
   RetryCondition,
   RetryPolicy,
   RouteMatch,
@@ -86,6 +88,7 @@ export function compilePolicy(wire: PolicyWire, source: PolicySource): CompileRe
     },
     identity: compileIdentity(wire.identity, dir),
     inbound: compileInbound(wire, dir),
+    registration: compileRegistration(wire.registration),
     upstreams: new Map(Object.entries(wire.upstreams).map(([name, u]) => [name, compileUpstream(name, u, dir, resolvers)])),
     routes: wire.routes.map((r, index) => compileRoute(r, index, wire.defaults)),
     accessLog: { enabled: wire.accessLog.enabled },
@@ -107,6 +110,8 @@ function compileUpstream(name: string, u: UpstreamWire, dir: string, resolvers: 
   const settings = {
     discovery: compileDiscovery(u.discovery, dir, resolvers),
     balancer: u.balancer,
+    hashOn: u.hashOn === undefined ? null : compileHashOn(u.hashOn),
+    hashBalanceFactor: u.hashBalanceFactor,
     connectTimeoutMs: ms(u.connectTimeout),
     protocol: u.protocol,
     maxConnectionsPerEndpoint: u.maxConnectionsPerEndpoint,
@@ -137,6 +142,25 @@ function compileUpstream(name: string, u: UpstreamWire, dir: string, resolvers: 
   };
   // The name is the state's identity, the fingerprint its configuration: a rename starts fresh anyway.
   return { name, ...settings, fingerprint: fingerprint(settings) };
+}
+
+function compileRegistration(r: PolicyWire['registration']): RegistrationPolicy | null {
+  if (r === undefined) return null;
+  return {
+    endpoints: r.etcd.endpoints,
+    prefix: r.etcd.prefix,
+    address: formatHostPort(parseHostPort(r.address)),
+    ttlMs: ms(r.ttl),
+    health: { path: r.healthCheck.path, intervalMs: ms(r.healthCheck.interval), timeoutMs: ms(r.healthCheck.timeout) },
+    ...(r.metadata ? { metadata: r.metadata } : {}),
+  };
+}
+
+function compileHashOn(text: string): HashOn {
+  if (text === 'client-ip' || text === 'path') return { kind: text };
+  const colon = text.indexOf(':');
+  const name = text.slice(colon + 1).toLowerCase();
+  return text.startsWith('header:') ? { kind: 'header', name } : { kind: 'cookie', name: text.slice(colon + 1) };
 }
 
 /** `concurrency.adaptive`: `true` takes the defaults of the limits' own block. */
@@ -182,6 +206,8 @@ function compileInbound(wire: PolicyWire, dir: string): InboundPolicy | null {
   const settings = {
     discovery: { kind: 'static' as const, endpoints: [{ address: formatHostPort(app), host: app.host, port: app.port, weight: 1, metadata: {} }] },
     balancer: 'round-robin' as const,
+    hashOn: null,
+    hashBalanceFactor: 1.25,
     connectTimeoutMs: 1000,
     protocol: l.appProtocol,
     maxConnectionsPerEndpoint: 1024,
@@ -393,6 +419,13 @@ function findErrors(wire: PolicyWire, policy: Policy): Finding[] {
     }
   } else if (wire.inbound !== undefined) {
     error(['inbound'], 'inbound routes need an inbound listener: add listeners.inbound (address, app)');
+  }
+  const reg = policy.registration;
+  if (reg !== null) {
+    if (reg.ttlMs < 2000) error(['registration', 'ttl'], `expected at least 2s (etcd's shortest lease), got ${formatDuration(reg.ttlMs)}`);
+    if (reg.health.timeoutMs >= reg.health.intervalMs) {
+      error(['registration', 'healthCheck', 'timeout'], `timeout ${formatDuration(reg.health.timeoutMs)} must be shorter than the interval ${formatDuration(reg.health.intervalMs)}`);
+    }
   }
   wire.resolvers?.forEach((text, i) => {
     const problem = resolverProblem(text);

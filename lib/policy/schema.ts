@@ -168,8 +168,14 @@ const circuitBreaker = fields({
 const upstream = fields({
   discovery,
   balancer: z
-    .enum(['round-robin', 'least-connections', 'random'], expecting('round-robin, least-connections or random'))
+    .enum(['round-robin', 'least-connections', 'random', 'consistent-hash'], expecting('round-robin, least-connections, random or consistent-hash'))
     .default('round-robin'),
+  hashOn: pattern(new RegExp(`^(header:${TCHARS}|cookie:${TCHARS}|client-ip|path)$`), 'header:NAME, cookie:NAME, client-ip or path')
+    .describe('consistent-hash: what the same key means (the same endpoint while it is eligible)')
+    .optional(),
+  hashBalanceFactor: between(1, null, 'a number, 1 or more (1.25: no endpoint above 1.25× the mean load)')
+    .describe('consistent-hash: bounded loads; a key whose endpoint is over this × the mean goes on to the next')
+    .default(1.25),
   connectTimeout: duration().default('1s'),
   protocol: z.enum(['http1', 'h2c'], expecting('http1 or h2c'))
     .describe('how the proxy speaks to the endpoints: HTTP/1.1, or cleartext HTTP/2 with prior knowledge (gRPC servers)')
@@ -210,7 +216,13 @@ const upstream = fields({
     ], expecting('true or {minLimit, maxLimit, initialLimit}')),
   }).describe('an adaptive concurrency limit learned from latency, instead of a fixed bulkhead').optional(),
 }).check((ctx) => {
-  const { tls, identity, serverName, protocol } = ctx.value;
+  const { tls, identity, serverName, protocol, balancer, hashOn } = ctx.value;
+  if (balancer === 'consistent-hash' && hashOn === undefined) {
+    ctx.issues.push({ code: 'custom', input: ctx.value, path: ['hashOn'], message: 'required with balancer: consistent-hash: header:NAME, cookie:NAME, client-ip or path' });
+  }
+  if (balancer !== 'consistent-hash' && hashOn !== undefined) {
+    ctx.issues.push({ code: 'custom', input: ctx.value, path: ['hashOn'], message: `hashOn applies only with balancer: consistent-hash (balancer is ${balancer})` });
+  }
   if (tls === 'mesh' && identity === undefined) {
     ctx.issues.push({ code: 'custom', input: ctx.value, path: ['identity'], message: 'required with tls: mesh: the SPIFFE ID (or pattern) the server must present' });
   }
@@ -426,6 +438,20 @@ export const policySchema = fields({
     trustBundleFile: z.string(expecting('a file path')).min(1, expecting('a file path')).describe('PEM: the CA certificates peers must chain to'),
     refresh: duration().describe('how often the files are checked for a rotation').default('5s'),
   }).describe("this workload's certificate, rotated from files without a restart").optional(),
+  registration: fields({
+    etcd: fields({
+      endpoints: z.array(z.url({ protocol: /^https?$/, ...expecting('an http(s) URL like http://127.0.0.1:2379') })).min(1, expecting('at least one URL')),
+      prefix: pattern(/^\/.*\/$/, 'a key prefix starting and ending with / (the one other sidecars discover)'),
+    }),
+    address: hostPort().describe('what other sidecars will dial to reach the local app (also where its health is checked)'),
+    ttl: duration().describe('the lease; heartbeats every ttl/3; at least 2s (etcd\'s minimum)').default('10s'),
+    healthCheck: fields({
+      path: urlPath().default('/healthz'),
+      interval: duration().default('2s'),
+      timeout: duration().default('1s'),
+    }).describe('registered only while the app answers 2xx here').prefault({}),
+    metadata: z.record(z.string(), z.string(expecting('a string')), expecting('a mapping of name to value')).describe('published with the address').optional(),
+  }).describe('register the local app in etcd while it is healthy; deregistered first on drain').optional(),
   inbound: fields({
     authorize: authorize.describe('for every inbound route that has no authorize of its own').optional(),
     routes: z.array(inboundRoute, expecting('a list of inbound routes')).describe('first match wins; default: one route for every request').default([{ match: {} }]),

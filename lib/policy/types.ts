@@ -7,6 +7,8 @@
 import type { Cidr } from '../http/cidr.js';
 import type { HostPort } from '../http/host-port.js';
 import type { JwtPolicy } from '../auth/jwt.js';
+import type { HashOn } from '../balancer/hash-key.js';
+import type { RegistrationPolicy } from '../registration/registrar.js';
 import type { FaultPolicy } from '../resilience/fault.js';
 
 /** `host:port` split once, host canonical (lib/http/host-port.ts). */
@@ -38,7 +40,10 @@ export type DiscoveryPolicy =
   | { readonly kind: 'dnsSrv'; readonly name: string; readonly refreshMs: number; readonly resolvers: readonly HostPort[] | null }
   | { readonly kind: 'etcd'; readonly endpoints: readonly string[]; readonly prefix: string };
 
-export type BalancerKind = 'round-robin' | 'least-connections' | 'random';
+export type BalancerKind = 'round-robin' | 'least-connections' | 'random' | 'consistent-hash';
+
+/** What a consistent-hash balancer hashes: a header, a cookie, the client address or the path. */
+export type { HashOn, RegistrationPolicy };
 
 export interface BulkheadPolicy {
   readonly maxConcurrent: number;
@@ -97,6 +102,10 @@ export interface UpstreamPolicy {
   readonly name: string;
   readonly discovery: DiscoveryPolicy;
   readonly balancer: BalancerKind;
+  /** consistent-hash: the request's key (null for the other balancers). */
+  readonly hashOn: HashOn | null;
+  /** consistent-hash: no endpoint takes more than this × the mean load (Infinity: unbounded). */
+  readonly hashBalanceFactor: number;
   readonly connectTimeoutMs: number;
   /** How the proxy speaks to the endpoints: HTTP/1.1, or cleartext HTTP/2 (prior knowledge). */
   readonly protocol: 'http1' | 'h2c';
@@ -281,6 +290,8 @@ export interface Policy {
   readonly identity: IdentityPolicy | null;
   /** The inbound routes and the app they lead to; null without an inbound listener. */
   readonly inbound: InboundPolicy | null;
+  /** Self-registration of the local app in etcd; null: none. */
+  readonly registration: RegistrationPolicy | null;
   readonly upstreams: ReadonlyMap<string, UpstreamPolicy>;
   /** In policy order; first match wins. */
   readonly routes: readonly RoutePolicy[];

@@ -40,6 +40,8 @@ function upstream(fingerprint: string, discovery: DiscoveryPolicy, healthCheck: 
     discovery,
     protocol: 'http1',
     balancer: 'round-robin',
+    hashOn: null,
+    hashBalanceFactor: 1.25,
     connectTimeoutMs: 1000,
     maxConnectionsPerEndpoint: 10,
     tls: { kind: 'none' },

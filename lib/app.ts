@@ -16,7 +16,7 @@ import { withDecisionLog } from './observe/decision-log.js';
 import { jsonLogger, type Logger } from './observe/logger.js';
 import { Metrics } from './observe/metrics.js';
 import { formatIssue, loadPolicy } from './policy/load.js';
-import type { IdentityPolicy, Policy, PolicyIssue } from './policy/types.js';
+import type { IdentityPolicy, Policy, PolicyIssue, RedisPolicy, RoutePolicy } from './policy/types.js';
 import { watchPolicyFile } from './policy/watch.js';
 import { buildRuntime, type Runtime, type RuntimeDeps, type StateReport } from './runtime/runtime.js';
 import { createAdminServer } from './server/admin.js';
@@ -24,6 +24,8 @@ import { createProxyListener, type ListenerDeps, type ProxyListener } from './se
 import { JwtVerifiers } from './auth/verifiers.js';
 import { IdentityLoadError, WorkloadIdentity } from './identity/workload-identity.js';
 import { Registrar } from './registration/registrar.js';
+import { GlobalLimiter } from './quota/global-limiter.js';
+import { RedisBucket } from './quota/redis-bucket.js';
 import { PoolRegistry } from './upstream/pools.js';
 import { Tunnels } from './server/tunnels.js';
 import { WebSocketForwarder } from './upstream/websocket.js';
@@ -77,6 +79,8 @@ export class Pilotfish {
   private readonly retired = new Set<UpstreamRuntime>();
   /** Registers the local app in etcd while it is healthy; null without `registration`. */
   private registrar: Registrar | null = null;
+  /** Closes the Redis connection of global rate limits, if one was made. */
+  private closeRedis: () => Promise<void> = () => Promise.resolve();
 
   private constructor(
     policy: Policy,
@@ -132,6 +136,24 @@ export class Pilotfish {
     }
     const pools = new PoolRegistry(identity);
     const verifiers = new JwtVerifiers({ clock, logger });
+    // One Redis connection for every global rate limit, made when the first one needs it; its
+    // address is fixed from then on (a reload that changes it applies at the next restart).
+    let redis: RedisBucket | null = null;
+    const closeRedis = (): Promise<void> => redis?.close() ?? Promise.resolve();
+    const globalLimiter = (route: RoutePolicy, settings: RedisPolicy): GlobalLimiter => {
+      const rl = route.rateLimit;
+      if (rl === null) throw new Error(`route ${route.name}: a global rate limit without a rate limit`); // compile checks this
+      redis ??= new RedisBucket(
+        { address: formatHostPort(settings), ...(settings.password !== null ? { password: settings.password } : {}), db: settings.db },
+        { clock, random, logger },
+      );
+      return new GlobalLimiter(
+        { key: `${route.direction}:${route.name}`, ratePerSec: rl.ratePerMs * 1000, burst: rl.burst },
+        redis,
+        { timeoutMs: settings.timeoutMs, onFailure: settings.onFailure },
+        { clock, events: metrics.globalLimiterEvents(route.name) },
+      );
+    };
     const { limits } = policy;
     const tunnels = new Tunnels(limits.maxTunnels, limits.tunnelIdleTimeoutMs, () => metrics.connectionClosed('tunnel_idle'));
     const websocket = new WebSocketForwarder(clock, tunnels);
@@ -141,6 +163,7 @@ export class Pilotfish {
       events: withDecisionLog(metrics, logger),
       pools,
       jwtVerifier: (jwt) => verifiers.get(jwt),
+      globalLimiter,
       routeMetrics: (route, upstream, direction) => metrics.forRoute(route, upstream, direction),
       // The resolvers come with `up.discovery` (dns kinds): always those of the policy being built.
       discover: (up) =>
@@ -193,6 +216,7 @@ export class Pilotfish {
       identity: () => (app as Pilotfish).identityFacts(),
     });
     app = new Pilotfish(policy, deps, metrics, logger, accessLog, pools, tunnels, websocket, outbound, inbound, admin, load, identity, verifiers);
+    app.closeRedis = closeRedis;
     metrics.reloads.labels('success').inc();
     metrics.lastReloadSuccess.set(1);
     metrics.policyInfo.labels(policy.source.hash).set(1);
@@ -341,7 +365,7 @@ export class Pilotfish {
       }
       for (const w of loaded.warnings) this.logger.log('warn', `policy: ${formatIssue(w)}`);
       const old = this.runtime_.policy;
-      if (!sameListeners(old, policy)) this.logger.log('warn', 'listeners, limits, identity files or registration changed: they apply at the next restart');
+      if (!sameListeners(old, policy)) this.logger.log('warn', 'listeners, limits, identity files, registration or redis changed: they apply at the next restart');
       this.verifiers.beginBuild();
       const built = buildRuntime(policy, this.runtime_, this.deps);
       const unused = this.verifiers.endBuild();
@@ -408,6 +432,7 @@ export class Pilotfish {
     for (const up of [...this.runtime_.upstreams.values(), ...(app ? [app] : []), ...this.retired]) await up.close();
     await this.pools.closeAll();
     this.verifiers.closeAll();
+    await this.closeRedis();
     this.identity?.close();
     this.accessLog?.flush();
     await new Promise<void>((resolve) => this.admin.close(() => resolve()));
@@ -419,7 +444,7 @@ export class Pilotfish {
 /** True when what is fixed at start (listeners, client limits, the identity files, registration) is the same in both. */
 function sameListeners(a: Policy, b: Policy): boolean {
   const l = (p: Policy): string =>
-    `${p.listeners.outbound.host}:${p.listeners.outbound.port} ${p.listeners.admin.host}:${p.listeners.admin.port} ${JSON.stringify(p.listeners.inbound)} ${JSON.stringify(p.limits)} ${JSON.stringify(p.identity)} ${JSON.stringify(p.registration)}`;
+    `${p.listeners.outbound.host}:${p.listeners.outbound.port} ${p.listeners.admin.host}:${p.listeners.admin.port} ${JSON.stringify(p.listeners.inbound)} ${JSON.stringify(p.limits)} ${JSON.stringify(p.identity)} ${JSON.stringify(p.registration)} ${JSON.stringify(p.redis)}`;
   return l(a) === l(b);
 }
 

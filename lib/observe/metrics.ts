@@ -3,10 +3,11 @@
  * of the proxy reports through `ProxyEvents` and `RequestMetrics` (request-metrics.ts); gauges of live state are
  * read at scrape time from the current runtime, so nothing on the hot path keeps them.
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { RequestFamilies, type RequestMetrics } from './request-metrics.js';
 import type { FaultKind, HedgeEvent, ProxyEvents, RetryRefusal, ShadowLimit } from '../core/events.js';
 import type { Direction } from '../policy/types.js';
+import type { GlobalLimiterEvents } from '../quota/global-limiter.js';
 import type { RegistrationEvents, RegistrationState } from '../registration/registrar.js';
 import type { BreakerState } from '../resilience/circuit-breaker.js';
 import type { UpstreamRuntime } from '../upstream/upstream-runtime.js';
@@ -43,6 +44,10 @@ export class Metrics implements ProxyEvents {
   private readonly unauthenticatedTotal: Counter<'route' | 'reason'>;
   private readonly callers = new Set<string>();
   private readonly registrationState: Gauge<'state'>;
+  private readonly globalDecisions: Counter<'route' | 'decision'>;
+  private readonly redisErrors: Counter<'kind'>;
+  private readonly redisLeaseSeconds: Histogram<never>;
+  private readonly leasedTokens: Counter<'route' | 'fate'>;
   private readonly registrationHeartbeats: Counter<'result'>;
   readonly reloads: Counter<'result'>;
   readonly lastReloadSuccess: Gauge;
@@ -130,6 +135,30 @@ export class Metrics implements ProxyEvents {
       name: 'pilotfish_tls_handshake_failures_total',
       help: 'TLS handshakes that failed, by direction and reason (no_certificate, untrusted, expired, protocol, other).',
       labelNames: ['direction', 'reason'],
+      registers,
+    });
+    this.globalDecisions = new Counter({
+      name: 'pilotfish_global_rate_limit_decisions_total',
+      help: 'Decisions of global (Redis) rate limits, by route and decision: allowed, limited, allowed_fail_open, limited_fail_closed, limited_fail_open_ceiling.',
+      labelNames: ['route', 'decision'],
+      registers,
+    });
+    this.redisErrors = new Counter({
+      name: 'pilotfish_redis_errors_total',
+      help: 'Failed quota leases from Redis, by kind (unavailable, connection_lost, timeout, reply, bad_reply).',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.redisLeaseSeconds = new Histogram({
+      name: 'pilotfish_redis_lease_duration_seconds',
+      help: 'Round trip of a successful quota lease from Redis.',
+      buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
+      registers,
+    });
+    this.leasedTokens = new Counter({
+      name: 'pilotfish_global_rate_limit_tokens_total',
+      help: 'Tokens of global rate limits leased from Redis (fate="leased") and leased tokens that expired unspent (fate="expired": the under-admission).',
+      labelNames: ['route', 'fate'],
       registers,
     });
     this.registrationState = new Gauge({
@@ -351,6 +380,17 @@ export class Metrics implements ProxyEvents {
   /** Request metrics for one route, to be kept on the route's runtime. */
   forRoute(route: string, upstream: string, direction: Direction): RequestMetrics {
     return this.requestFamilies.forRoute(route, upstream, direction);
+  }
+
+  /** What a route's global rate limiter reports. */
+  globalLimiterEvents(route: string): GlobalLimiterEvents {
+    return {
+      decision: (d) => this.globalDecisions.labels(route, d).inc(),
+      redisError: (kind) => this.redisErrors.labels(kind).inc(),
+      redisLatency: (seconds) => this.redisLeaseSeconds.observe(seconds),
+      leased: (tokens) => this.leasedTokens.labels(route, 'leased').inc(tokens),
+      expired: (tokens) => this.leasedTokens.labels(route, 'expired').inc(tokens),
+    };
   }
 
   /** What the registrar reports, as the registration gauge and counter. */

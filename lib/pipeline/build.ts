@@ -8,6 +8,7 @@ import type { Random } from '../core/random.js';
 import { Authorizer } from '../auth/authorize.js';
 import type { JwtVerifier } from '../auth/jwt.js';
 import type { JwtRoutePolicy, RoutePolicy } from '../policy/types.js';
+import type { GlobalLimiter } from '../quota/global-limiter.js';
 import type { RateLimiter } from '../resilience/rate-limiter.js';
 import type { UpstreamRuntime } from '../upstream/upstream-runtime.js';
 import { compose, entry, type Pipeline, type Stage } from './stage.js';
@@ -22,6 +23,7 @@ import { faultStage } from './stages/fault.js';
 import { forward } from './stages/forward.js';
 import { HedgeStage } from './stages/hedge.js';
 import { perTryTimeoutStage } from './stages/per-try-timeout.js';
+import { globalRateLimitStage } from './stages/global-rate-limit.js';
 import { rateLimitStage } from './stages/rate-limit.js';
 import { RetryStage } from './stages/retry.js';
 
@@ -35,7 +37,14 @@ export interface PipelineDeps {
 }
 
 /** The ordered stages of a route (absent ones as null). */
-export function pipelineStages(route: RoutePolicy, upstream: UpstreamRuntime, limiter: RateLimiter | null, deps: PipelineDeps): (Stage | null)[] {
+export function pipelineStages(
+  route: RoutePolicy,
+  upstream: UpstreamRuntime,
+  limiter: RateLimiter | null,
+  deps: PipelineDeps,
+  /** `rateLimit.scope: global`: this sidecar's share of the route's bucket in Redis. */
+  global: GlobalLimiter | null = null,
+): (Stage | null)[] {
   const { clock, random, events } = deps;
   return [
     // Inbound, outermost: who is calling decides before anything is spent on them, and the
@@ -44,6 +53,7 @@ export function pipelineStages(route: RoutePolicy, upstream: UpstreamRuntime, li
     route.authorize ? authorizeStage(route.name, new Authorizer(route.authorize), events) : null,
     // Then the rate limit: a refused request costs nothing downstream and never waits.
     route.rateLimit && limiter ? rateLimitStage(route.name, route.rateLimit, limiter, events) : null,
+    route.rateLimit && global ? globalRateLimitStage(route.name, route.rateLimit, global, events) : null,
     // The deadline covers every try and every backoff sleep.
     deadlineStage(route.timeoutMs, clock),
     // Injected faults inside the deadline (a delay counts against it) and outside retry (an abort is never retried away).
@@ -70,6 +80,6 @@ function verifierFor(policy: JwtRoutePolicy, deps: PipelineDeps): JwtVerifier {
 }
 
 /** The route's pipeline as one callable. */
-export function buildPipeline(route: RoutePolicy, upstream: UpstreamRuntime, limiter: RateLimiter | null, deps: PipelineDeps): Pipeline {
-  return entry(compose(pipelineStages(route, upstream, limiter, deps), forward(upstream.name, deps.clock)));
+export function buildPipeline(route: RoutePolicy, upstream: UpstreamRuntime, limiter: RateLimiter | null, deps: PipelineDeps, global: GlobalLimiter | null = null): Pipeline {
+  return entry(compose(pipelineStages(route, upstream, limiter, deps, global), forward(upstream.name, deps.clock)));
 }

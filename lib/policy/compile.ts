@@ -89,6 +89,7 @@ export function compilePolicy(wire: PolicyWire, source: PolicySource): CompileRe
     identity: compileIdentity(wire.identity, dir),
     inbound: compileInbound(wire, dir),
     registration: compileRegistration(wire.registration),
+    redis: wire.redis ? { ...parseHostPort(wire.redis.address), timeoutMs: ms(wire.redis.timeout), onFailure: wire.redis.onFailure, password: wire.redis.password ?? null, db: wire.redis.db } : null,
     upstreams: new Map(Object.entries(wire.upstreams).map(([name, u]) => [name, compileUpstream(name, u, dir, resolvers)])),
     routes: wire.routes.map((r, index) => compileRoute(r, index, wire.defaults)),
     accessLog: { enabled: wire.accessLog.enabled },
@@ -332,7 +333,7 @@ function compileRateLimit(r: NonNullable<RouteWire['rateLimit'] | InboundRouteWi
     : r.key === 'identity' ? { kind: 'identity' }
     : r.key.startsWith('claim:') ? { kind: 'claim', name: r.key.slice('claim:'.length) }
     : { kind: 'header', name: r.key.slice('header:'.length).toLowerCase() };
-  return { ratePerMs: perMs, quota: { tokens, windowSeconds }, burst: r.burst, key, maxKeys: r.maxKeys, shadow: r.shadow };
+  return { ratePerMs: perMs, quota: { tokens, windowSeconds }, burst: r.burst, key, maxKeys: r.maxKeys, shadow: r.shadow, scope: r.scope };
 }
 
 function compileMatch(m: RouteWire['match']): RouteMatch {
@@ -493,6 +494,9 @@ function findErrors(wire: PolicyWire, policy: Policy): Finding[] {
     if (own && routeTooLong) error(own, routeTooLong);
     const routeBackoff = backoffInverted(route.retry);
     if (r.retry?.backoff && routeBackoff) error(at('retry', 'backoff'), routeBackoff);
+    if (route.rateLimit?.scope === 'global' && policy.redis === null) {
+      error(at('rateLimit', 'scope'), 'scope: global keeps the bucket in Redis: add a redis section (address)');
+    }
     const key = route.rateLimit?.key.kind;
     if (key === 'identity' || key === 'claim') {
       error(at('rateLimit', 'key'), `key ${r.rateLimit?.key} names the caller of an inbound route; on the outbound side the caller is the local app itself`);

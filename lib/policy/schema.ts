@@ -316,6 +316,13 @@ const rateLimit = fields({
   key: rateLimitKey().describe('one bucket per key; absent: one bucket for the route').optional(),
   maxKeys: count(1).describe('hard cap on keyed buckets (LRU beyond it)').default(10_000),
   shadow: flag().default(false),
+  scope: z.enum(['local', 'global'], expecting('local or global'))
+    .describe('local: this sidecar\'s own bucket; global: one bucket shared by every sidecar through redis')
+    .default('local'),
+}).check((ctx) => {
+  if (ctx.value.scope === 'global' && ctx.value.key !== undefined) {
+    ctx.issues.push({ code: 'custom', input: ctx.value, path: ['key'], message: 'a global limit is one bucket for the route: keyed global limits are not supported' });
+  }
 });
 
 const fault = fields({
@@ -438,6 +445,15 @@ export const policySchema = fields({
     trustBundleFile: z.string(expecting('a file path')).min(1, expecting('a file path')).describe('PEM: the CA certificates peers must chain to'),
     refresh: duration().describe('how often the files are checked for a rotation').default('5s'),
   }).describe("this workload's certificate, rotated from files without a restart").optional(),
+  redis: fields({
+    address: hostPort().describe('the Redis server that holds the global rate-limit buckets'),
+    timeout: duration().describe('a decision never waits longer than this for Redis').default('5ms'),
+    onFailure: z.enum(['open', 'closed'], expecting('open or closed'))
+      .describe('Redis slow or down: open admits (a local bucket of the same rate as the ceiling); closed refuses')
+      .default('open'),
+    password: z.string(expecting('a string')).describe('AUTH password').optional(),
+    db: count(0).describe('database number').default(0),
+  }).describe('the shared store of global rate limits (rateLimit.scope: global)').optional(),
   registration: fields({
     etcd: fields({
       endpoints: z.array(z.url({ protocol: /^https?$/, ...expecting('an http(s) URL like http://127.0.0.1:2379') })).min(1, expecting('at least one URL')),

@@ -161,6 +161,18 @@ export interface RateLimitPolicy {
   /** Hard cap on keyed buckets (LRU beyond it). */
   readonly maxKeys: number;
   readonly shadow: boolean;
+  /** local: this sidecar's bucket; global: one bucket in Redis shared by every sidecar. */
+  readonly scope: 'local' | 'global';
+}
+
+/** The Redis server of global rate limits. */
+export interface RedisPolicy extends HostPort {
+  /** The longest a decision waits for Redis. */
+  readonly timeoutMs: number;
+  /** Redis slow or down: admit under a local ceiling, or refuse. */
+  readonly onFailure: 'open' | 'closed';
+  readonly password: string | null;
+  readonly db: number;
 }
 
 export interface RouteMatch {
@@ -290,6 +302,8 @@ export interface Policy {
   readonly identity: IdentityPolicy | null;
   /** The inbound routes and the app they lead to; null without an inbound listener. */
   readonly inbound: InboundPolicy | null;
+  /** Where global rate limits live; null: none configured. */
+  readonly redis: RedisPolicy | null;
   /** Self-registration of the local app in etcd; null: none. */
   readonly registration: RegistrationPolicy | null;
   readonly upstreams: ReadonlyMap<string, UpstreamPolicy>;

@@ -1,5 +1,6 @@
 /** A compiled route joined to its live upstream, its rate limiter and its pipeline. */
 import type { RoutePolicy } from '../policy/types.js';
+import type { GlobalLimiter } from '../quota/global-limiter.js';
 import type { RateLimiter } from '../resilience/rate-limiter.js';
 import type { UpstreamRuntime } from '../upstream/upstream-runtime.js';
 import type { Pipeline } from '../pipeline/stage.js';
@@ -19,6 +20,8 @@ export class RouteRuntime {
     readonly limiter: RateLimiter | null,
     readonly pipeline: Pipeline,
     readonly metrics: RequestMetrics,
+    /** `rateLimit.scope: global`: this sidecar's share of the bucket in Redis; else null. */
+    readonly global: GlobalLimiter | null = null,
   ) {
     this.name = policy.name;
     const dropped = new Set<string>();

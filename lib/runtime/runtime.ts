@@ -3,8 +3,9 @@
  * pipelines. Built from a compiled policy and the previous runtime, so that every upstream
  * and rate limiter whose own settings did not change carries its state over.
  */
-import type { Direction, Policy, RateLimitPolicy, RoutePolicy, UpstreamPolicy } from '../policy/types.js';
+import type { Direction, Policy, RateLimitPolicy, RedisPolicy, RoutePolicy, UpstreamPolicy } from '../policy/types.js';
 import { buildPipeline, type PipelineDeps } from '../pipeline/build.js';
+import type { GlobalLimiter } from '../quota/global-limiter.js';
 import { RateLimiter } from '../resilience/rate-limiter.js';
 import { RouteRuntime } from '../routing/route-runtime.js';
 import { RouteTable } from '../routing/route-table.js';
@@ -36,6 +37,8 @@ export interface StateReport {
 /** Dependencies for building runtimes. */
 export interface RuntimeDeps extends PipelineDeps, UpstreamDeps {
   readonly routeMetrics: (route: string, upstream: string, direction: Direction) => RequestMetrics;
+  /** A route's share of its global (Redis) rate limit, under the policy's `redis` settings. */
+  readonly globalLimiter?: (route: RoutePolicy, redis: RedisPolicy) => GlobalLimiter;
 }
 
 /** A newly built runtime, what it kept, and the old upstreams to close once drained. */
@@ -54,11 +57,11 @@ export function buildRuntime(policy: Policy, previous: Runtime | null, deps: Run
   const report: StateReport = { kept: [], reset: [] };
   const upstreams = new Map<string, UpstreamRuntime>();
   for (const [name, up] of policy.upstreams) upstreams.set(name, reuseOrStart(up, previous?.upstreams.get(name) ?? null, report, deps));
-  const table = buildTable(policy.routes, (name) => upstreams.get(name), previous?.table ?? null, report, deps, '');
+  const table = buildTable(policy.routes, (name) => upstreams.get(name), previous?.table ?? null, report, deps, '', policy.redis);
   let inbound: InboundRuntime | null = null;
   if (policy.inbound !== null) {
     const app = reuseOrStart(policy.inbound.app, previous?.inbound?.app ?? null, report, deps);
-    inbound = { app, table: buildTable(policy.inbound.routes, () => app, previous?.inbound?.table ?? null, report, deps, 'inbound:') };
+    inbound = { app, table: buildTable(policy.inbound.routes, () => app, previous?.inbound?.table ?? null, report, deps, 'inbound:', policy.redis) };
   }
   const live = new Set([...upstreams.values(), ...(inbound ? [inbound.app] : [])]);
   const before = previous ? [...previous.upstreams.values(), ...(previous.inbound ? [previous.inbound.app] : [])] : [];
@@ -91,6 +94,8 @@ function buildTable(
   deps: RuntimeDeps,
   /** Prefixes the report's entries, so inbound and outbound routes of one name stay apart. */
   label: string,
+  /** The policy's Redis, for global rate limits. */
+  redis: RedisPolicy | null,
 ): RouteTable {
   const oldRoutes = new Map(previous?.routes.map((r) => [r.name, r]) ?? []);
   const routes: RouteRuntime[] = [];
@@ -99,7 +104,17 @@ function buildTable(
     if (!upstream) throw new Error(`route ${route.name} names unknown upstream ${route.upstream}`); // compile checks this
     const old = oldRoutes.get(route.name);
     let limiter: RateLimiter | null = null;
-    if (route.rateLimit) {
+    let global: GlobalLimiter | null = null;
+    if (route.rateLimit?.scope === 'global') {
+      // Its state is in Redis: a kept limiter keeps only its current lease.
+      if (old?.global && sameRateLimit(old.policy.rateLimit, route.rateLimit)) {
+        global = old.global;
+        report.kept.push(`${label}rateLimit:${route.name}`);
+      } else {
+        if (deps.globalLimiter === undefined || redis === null) throw new Error(`route ${route.name} has a global rate limit but no Redis`); // compile requires redis
+        global = deps.globalLimiter(route, redis);
+      }
+    } else if (route.rateLimit) {
       if (old && old.limiter && sameRateLimit(old.policy.rateLimit, route.rateLimit)) {
         limiter = old.limiter;
         report.kept.push(`${label}rateLimit:${route.name}`);
@@ -108,8 +123,8 @@ function buildTable(
         if (old?.limiter) report.reset.push(`${label}rateLimit:${route.name}`);
       }
     }
-    const pipeline = buildPipeline(route, upstream, limiter, deps);
-    routes.push(new RouteRuntime(route, upstream, limiter, pipeline, deps.routeMetrics(route.name, upstream.name, route.direction)));
+    const pipeline = buildPipeline(route, upstream, limiter, deps, global);
+    routes.push(new RouteRuntime(route, upstream, limiter, pipeline, deps.routeMetrics(route.name, upstream.name, route.direction), global));
   }
   return new RouteTable(routes);
 }

@@ -156,7 +156,7 @@ routes:
   t.same([...route.match.methods!].sort(), ['GET', 'POST'], 'methods upper-cased');
   t.same(route.match.headers, [['x-canary', 'true']], 'header names lower-cased');
   t.same(route.rateLimit, {
-    ratePerMs: 0.1, quota: { tokens: 100, windowSeconds: 1 }, burst: 50, key: { kind: 'none' }, maxKeys: 10_000, shadow: false,
+    ratePerMs: 0.1, quota: { tokens: 100, windowSeconds: 1 }, burst: 50, key: { kind: 'none' }, maxKeys: 10_000, shadow: false, scope: 'local',
   });
 });
 
@@ -229,7 +229,7 @@ routes:
   t.equal(policy.routes[1]!.timeoutMs, 3000);
   t.same(policy.routes[2]!.rateLimit, {
     ratePerMs: 10 / 60_000, quota: { tokens: 10, windowSeconds: 60 }, burst: 5,
-    key: { kind: 'header', name: 'x-client-id' }, maxKeys: 100, shadow: true,
+    key: { kind: 'header', name: 'x-client-id' }, maxKeys: 100, shadow: true, scope: 'local',
   });
 });
 

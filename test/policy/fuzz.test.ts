@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { Agent, request } from 'undici';
 import { JwtVerifiers } from '../../lib/auth/verifiers.js';
+import { GlobalLimiter, type LeaseSource } from '../../lib/quota/global-limiter.js';
 import { systemClock } from '../../lib/core/clock.js';
 import { noEvents } from '../../lib/core/events.js';
 import { systemRandom } from '../../lib/core/random.js';
@@ -48,6 +49,9 @@ function contractBroken(result: LoadResult, file: string): string | null {
   return located ? null : `no issue located at file:line:column: ${result.issues.map(formatIssue).join(' | ')}`;
 }
 
+/** Quota that is never leased: the runtime build is under test, not Redis. */
+const unleased: LeaseSource = { take: () => Promise.reject(new Error('not served')) };
+
 /** Verifiers are built (and their key files looked for) once per distinct JWT setting. */
 const verifiers = new JwtVerifiers({ clock: systemClock, logger: { log: () => {} } });
 t.teardown(() => verifiers.closeAll());
@@ -70,6 +74,9 @@ async function buildOffline(policy: Policy): Promise<void> {
     // Handed to the routes, never called while nothing is served.
     routeMetrics: () => ({}) as unknown as RequestMetrics,
     jwtVerifier: (jwt) => verifiers.get(jwt),
+    // A global limit's quota source is never asked while nothing is served.
+    globalLimiter: (route) =>
+      new GlobalLimiter({ key: route.name, ratePerSec: (route.rateLimit?.ratePerMs ?? 1) * 1000, burst: route.rateLimit?.burst ?? 1 }, unleased, { timeoutMs: 5, onFailure: 'closed' }, { clock: systemClock }),
     discover: (up) => {
       const source = createDiscoverySource(up.name, up.discovery, { clock: systemClock, random: systemRandom, events: silentDiscoveryEvents });
       if (up.discovery.kind === 'static') return source;

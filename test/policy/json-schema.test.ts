@@ -15,7 +15,7 @@ t.test('the JSON Schema describes what users write', async (t) => {
   };
   t.equal(schema.$schema, 'https://json-schema.org/draft/2020-12/schema');
   t.equal(schema.title, 'Pilotfish policy');
-  t.same(Object.keys(schema.properties), ['version', 'resolvers', 'listeners', 'identity', 'registration', 'inbound', 'defaults', 'upstreams', 'routes', 'accessLog', 'shutdown', 'limits', 'readiness']);
+  t.same(Object.keys(schema.properties), ['version', 'resolvers', 'listeners', 'identity', 'redis', 'registration', 'inbound', 'defaults', 'upstreams', 'routes', 'accessLog', 'shutdown', 'limits', 'readiness']);
   t.same([...schema.required].sort(), ['routes', 'upstreams', 'version'], 'defaulted sections are optional (io: input)');
   t.equal(schema.additionalProperties, false, 'a misspelt top-level field is an error in the editor too');
   t.equal(schema.properties.defaults!.properties!.timeout!.default, '15s', 'defaults appear as written');

@@ -11,6 +11,7 @@ function policy(over: Partial<RateLimitPolicy> = {}): RateLimitPolicy {
     key: { kind: 'none' },
     maxKeys: 10_000,
     shadow: false,
+    scope: 'local',
     ...over,
   };
 }

@@ -17,7 +17,10 @@
 //                             to reject or trigger.
 //                             h2c: basic with `protocol: h2c` on the upstream (test/bench/h2c.sh: origins that speak
 //                             cleartext HTTP/2 with prior knowledge).
+//                             local-limit / global-limit: basic plus a route rate limit that never rejects, in
+//                             this sidecar (scope: local) or shared through Redis (scope: global, REDIS_ADDRESS).
 //   ADMIN_PORT                admin listener port [PORT + 1000]
+//   REDIS_ADDRESS             global-limit: the Redis server [127.0.0.1:6379]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -52,8 +55,25 @@ function endpoint(url) {
 }
 
 /** The policy text: plain YAML with only contract fields (see /work/shared/policy-contract.yaml). */
-export function benchPolicy({ port: listenPort, adminPort, endpoints, mode }) {
+export function benchPolicy({ port: listenPort, adminPort, endpoints, mode, redis = '127.0.0.1:6379' }) {
   const list = endpoints.join(', ');
+  if (mode === 'local-limit' || mode === 'global-limit') {
+    // The same limit, high enough never to reject: the two figures compare where its bucket lives.
+    const scope = mode === 'global-limit' ? 'global' : 'local';
+    return `# Pilotfish bench policy (${mode}): basic plus a rate limit (scope: ${scope}) that never rejects.
+version: 1
+listeners:
+  outbound: { address: 127.0.0.1:${listenPort} }
+  admin: { address: 127.0.0.1:${adminPort} }
+${scope === 'global' ? `redis: { address: ${redis}, timeout: 5ms, onFailure: open }\n` : ''}upstreams:
+  bench:
+    discovery: { static: [${list}] }
+routes:
+  - match: { pathPrefix: / }
+    upstream: bench
+    rateLimit: { rate: 10000000/s, burst: 100000, scope: ${scope} }
+`;
+  }
   if (mode === 'basic' || mode === 'h2c') {
     // h2c differs from basic in the upstream protocol alone, so the two figures compare the protocols.
     const what = mode === 'h2c' ? 'h2c: basic, the origins spoken to over cleartext HTTP/2' : 'basic';
@@ -118,8 +138,10 @@ function policyFromEnv(env) {
   const urls = (env.UPSTREAMS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   if (urls.length === 0) fail('UPSTREAMS is required (comma-separated http://host:port origins)');
   const mode = env.BENCH_POLICY || 'basic';
-  if (!['basic', 'full', 'h2c'].includes(mode)) fail(`BENCH_POLICY must be basic or full (or h2c), got ${JSON.stringify(mode)}`);
-  return benchPolicy({ port: listenPort, adminPort, endpoints: urls.map(endpoint), mode });
+  if (!['basic', 'full', 'h2c', 'local-limit', 'global-limit'].includes(mode)) {
+    fail(`BENCH_POLICY must be basic, full, h2c, local-limit or global-limit, got ${JSON.stringify(mode)}`);
+  }
+  return benchPolicy({ port: listenPort, adminPort, endpoints: urls.map(endpoint), mode, redis: env.REDIS_ADDRESS || undefined });
 }
 
 function main(argv) {

@@ -76,7 +76,7 @@ t.test('bad input is refused with exit 2 and a message', async (t) => {
     [{ PORT: '18090' }, /UPSTREAMS is required/],
     [{ PORT: '18090', UPSTREAMS: 'https://127.0.0.1:1' }, /only http:\/\//],
     [{ PORT: '18090', UPSTREAMS: 'http://127.0.0.1:1/path' }, /no path/],
-    [{ PORT: '18090', UPSTREAMS, BENCH_POLICY: 'max' }, /BENCH_POLICY must be basic or full/],
+    [{ PORT: '18090', UPSTREAMS, BENCH_POLICY: 'max' }, /BENCH_POLICY must be basic, full, h2c, local-limit or global-limit/],
     [{ PORT: '18090', UPSTREAMS, ADMIN_PORT: '18090' }, /ADMIN_PORT must differ/],
   ];
   for (const [env, message] of cases) {

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freeTcpPort } from './etcd.js';
+import { terminate } from './server-process.js';
 
 /** One SRV record. */
 export interface SrvRecord {
@@ -160,11 +161,7 @@ export async function startDns(records: DnsRecords = {}, opts: { zone?: string }
   const stop = async (): Promise<void> => {
     const proc = child;
     child = null;
-    if (proc === null || proc.exitCode !== null || proc.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-    proc.kill('SIGCONT');
-    proc.kill('SIGTERM');
-    await exited;
+    await terminate(proc);
   };
 
   await writeRecords(current);

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freeTcpPort } from './etcd.js';
+import { terminate } from './server-process.js';
 
 /** A running (or stopped) test Redis. */
 export interface TestRedis {
@@ -83,13 +84,7 @@ export async function startRedis(): Promise<TestRedis> {
   const stop = async (): Promise<void> => {
     const proc = child;
     child = null;
-    if (proc === null || proc.exitCode !== null || proc.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-    proc.kill('SIGCONT');
-    proc.kill('SIGTERM');
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
+    await terminate(proc);
   };
 
   await start();

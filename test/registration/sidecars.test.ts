@@ -1,7 +1,7 @@
 /**
- * Registration end to end, through real sidecar processes and a real etcd: sidecar B registers
- * its app once the app is healthy, sidecar A discovers it under the same prefix and reaches it,
- * and B's SIGTERM takes the key out of etcd first, while B is still serving.
+ * Registration end to end, through real sidecar processes and a real etcd: each sidecar registers
+ * its app once the app is healthy and discovers the other's under its prefix, and B's SIGTERM
+ * takes its key out of etcd first, while B is still serving.
  */
 import t from 'tap';
 import { Agent, request } from 'undici';
@@ -47,10 +47,20 @@ registration:
   address: ${appB.address}
   ttl: 3s
   healthCheck: { path: /healthz, interval: 100ms, timeout: 50ms }
-upstreams: {}
-routes: []
+upstreams:
+  orders: { discovery: { etcd: { endpoints: [${etcd.url}], prefix: /services/orders/ } } }
+routes:
+  - { match: { host: orders }, upstream: orders, retry: { attempts: 1 } }
 `);
-const sidecarA = await spawnProxy(t, `upstreams:
+// Sidecar A registers its own app (always healthy) and discovers B's: each finds the other's app.
+const appA = await startUpstream((req, res) => res.end(req.url === '/healthz' ? 'ok' : `app A ${req.url}`));
+t.teardown(() => appA.close());
+const sidecarA = await spawnProxy(t, `registration:
+  etcd: { endpoints: [${etcd.url}], prefix: /services/orders/ }
+  address: ${appA.address}
+  ttl: 3s
+  healthCheck: { path: /healthz, interval: 100ms, timeout: 50ms }
+upstreams:
   payments: { discovery: { etcd: { endpoints: [${etcd.url}], prefix: ${PREFIX} } } }
 routes:
   - { match: { host: payments }, upstream: payments, retry: { attempts: 1 } }
@@ -70,6 +80,11 @@ t.test('registered within a second of the app turning healthy; A discovers and r
     return (await res.body.text()) === 'app B /pay';
   }, 3000);
   t.ok(reached, 'A reaches app B through etcd discovery');
+  const back = await eventually(async () => {
+    const res = await request(`${sidecarB.url}/order`, { headers: { host: 'orders' } });
+    return (await res.body.text()) === 'app A /order';
+  }, 3000);
+  t.ok(back, 'and B reaches app A, which sidecar A registered');
 });
 
 t.test('SIGTERM: the key leaves etcd first, while B still serves', async (t) => {

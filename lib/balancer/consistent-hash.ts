@@ -24,6 +24,15 @@ export interface ConsistentHashOptions {
  */
 const TABLE_SIZE = 65_521;
 
+/**
+ * Whether `ep` may take one more request under the bound: its cap is its weighted share of the
+ * requests in flight (this one included) times balanceFactor (`scale` × weight), rounded down,
+ * and never below 1. The small epsilon keeps an exact product such as 3 from flooring to 2.
+ */
+function hasRoom(ep: BalancedEndpoint, scale: number): boolean {
+  return ep.inFlight + 1 <= Math.max(1, Math.floor(scale * ep.spec.weight + 1e-9));
+}
+
 /** Weighted Maglev over a fixed endpoint list, with optional bounded loads. */
 export class ConsistentHashBalancer implements Balancer {
   /** Slot → index into `endpoints`. */
@@ -69,12 +78,17 @@ export class ConsistentHashBalancer implements Balancer {
   /**
    * The endpoint for the 32-bit key `hash`: from slot `hash % size`, the first endpoint on the
    * table that `eligible` accepts and, with bounded loads, that has room: `inFlight + 1 <=
-   * ceil(balanceFactor × (total + 1) × weight / totalWeight)`, totals over the eligible
-   * endpoints (with equal weights: ceil(balanceFactor × (total + 1) / eligibleCount)). Walking
-   * the table forward gives every key its own stable fallback order, so an ineligible or full
-   * endpoint's keys spread over the others, and no other key moves. If none has room (which
-   * cannot happen when balanceFactor ≥ 1: the least loaded always has), the first eligible on
-   * the walk; if none is eligible, null.
+   * cap`, where cap = max(1, floor(balanceFactor × (total + 1) × weight / totalWeight)), totals
+   * over the eligible endpoints (with equal weights: floor(balanceFactor × (total + 1) / n)).
+   * Walking the table forward gives every key its own stable fallback order, so an ineligible
+   * or full endpoint's keys spread over the others, and no other key moves. The cap is rounded
+   * down, unlike the paper's ceiling, so that no endpoint ever holds more than balanceFactor
+   * times its share (the ceiling allowed 13 of 100 in flight on one of ten, 1.3×). Rounded down,
+   * the caps can all be full together: then the least loaded for its weight takes the request
+   * (nearest on the walk among equals), which holds no more than ceil(its share). So an endpoint
+   * holds at most max(cap, ceil(share)): never above balanceFactor × share once the share is
+   * 1 / (balanceFactor − 1) or more (4 in flight per endpoint at 1.25); below that, whole requests
+   * cannot be spread any finer. If none is eligible, null.
    *
    * Each endpoint is tested at most once per pick, and the work is O(n log n) at worst: the
    * walk goes slot by slot for `walkLimit` slots, then finds the nearest remaining endpoint that
@@ -114,7 +128,6 @@ export class ConsistentHashBalancer implements Balancer {
     let slot = start;
     let distinct = 0;
     let eligibleSeen = 0;
-    let fallback = -1;
     let steps = 0;
     for (; steps < this.walkLimit; steps++) {
       const i = table[slot]!;
@@ -125,9 +138,8 @@ export class ConsistentHashBalancer implements Balancer {
         if (!bounded) {
           if (eligible(ep)) return ep;
         } else if (ok[i] === mark) {
-          if (ep.inFlight + 1 <= Math.ceil(scale * ep.spec.weight)) return ep;
-          if (fallback < 0) fallback = i;
-          if (++eligibleSeen === eligibleCount) break;
+          if (hasRoom(ep, scale)) return ep;
+          if (++eligibleSeen === eligibleCount) return this.leastLoaded(start);
         }
         if (distinct === n) break;
       }
@@ -138,22 +150,15 @@ export class ConsistentHashBalancer implements Balancer {
       // the fallback, the nearest eligible) is what walking on would have reached first.
       let best = -1;
       let bestDistance = Infinity;
-      let nearestEligible = -1;
-      let nearestDistance = Infinity;
       for (let i = 0; i < n; i++) {
         if (seen[i] === mark) continue;
         const d = this.distance(i, start);
         if (d === Infinity) continue; // no slot: left to the scan below
         if (bounded) {
           if (ok[i] !== mark) continue;
-          const ep = endpoints[i]!;
-          if (d < bestDistance && ep.inFlight + 1 <= Math.ceil(scale * ep.spec.weight)) {
+          if (d < bestDistance && hasRoom(endpoints[i]!, scale)) {
             best = i;
             bestDistance = d;
-          }
-          if (d < nearestDistance) {
-            nearestEligible = i;
-            nearestDistance = d;
           }
         } else if (d < bestDistance && eligible(endpoints[i]!)) {
           best = i;
@@ -161,21 +166,45 @@ export class ConsistentHashBalancer implements Balancer {
         }
       }
       if (best >= 0) return endpoints[best]!;
-      if (fallback < 0) fallback = nearestEligible;
       // Every endpoint with a slot is now accounted for.
       for (let i = 0; i < n; i++) if (this.first[i] !== this.first[i + 1]) seen[i] = mark;
     }
-    if (fallback >= 0) return endpoints[fallback]!;
     // Only endpoints that got no slot remain (more endpoints than slots, or extreme weights):
-    // the first eligible by address, still stable.
+    // the first eligible (with room) by address, still stable.
     const sorted = this.sorted;
     for (let k = 0; k < n; k++) {
       const i = sorted[k]!;
       if (seen[i] === mark) continue;
       const ep = endpoints[i]!;
-      if (bounded ? ok[i] === mark : eligible(ep)) return ep;
+      if (bounded ? ok[i] === mark && hasRoom(ep, scale) : eligible(ep)) return ep;
     }
-    return null;
+    return bounded ? this.leastLoaded(start) : null;
+  }
+
+  /**
+   * Every eligible endpoint is at its cap: the one whose load after this request is smallest
+   * for its weight, the nearest on the key's walk among equals. Rare (the caps are rounded
+   * down), so the lookups per endpoint are affordable.
+   */
+  private leastLoaded(start: number): BalancedEndpoint {
+    const { endpoints, ok } = this;
+    const mark = this.mark;
+    let best = -1;
+    let bestLoad = Infinity;
+    let bestDistance = Infinity;
+    for (let i = 0; i < endpoints.length; i++) {
+      if (ok[i] !== mark) continue;
+      const ep = endpoints[i]!;
+      const load = (ep.inFlight + 1) / ep.spec.weight;
+      if (load > bestLoad) continue;
+      const d = this.distance(i, start);
+      if (load < bestLoad || d < bestDistance || (d === bestDistance && i < best)) {
+        best = i;
+        bestLoad = load;
+        bestDistance = d;
+      }
+    }
+    return endpoints[best]!;
   }
 
   /** Slots from `start` forward to endpoint i's next slot; Infinity when it has none. */

@@ -154,7 +154,7 @@ t.test('a full endpoint spills its keys to where they go when it is down', async
   const hash = KEYS[0]!;
   const home = b.pick(all, hash)!;
   const standIn = b.pick((ep) => ep !== home, hash)!;
-  // Ten in flight, all on home: its cap is ceil(1.25 × 11 / 10) = 2.
+  // Ten in flight, all on home: its cap is max(1, floor(1.25 × 11 / 10)) = 1.
   home.inFlight = 10;
   t.equal(b.pick(all, hash), standIn, 'over the bound: the next endpoint on its walk, the same as its down fallback');
   home.inFlight = 0;
@@ -162,10 +162,11 @@ t.test('a full endpoint spills its keys to where they go when it is down', async
 });
 
 t.test('the bound scales with weight', async (t) => {
-  // a and b in flight 3 and 0; a takes a 4th only if 4 ≤ ceil(1.25 × 4 × w_a / Σw).
+  // a and b in flight 3 and 0; a takes a 4th only if 4 ≤ floor(1.25 × 4 × w_a / Σw).
   const table: { weights: Record<string, number>; expected: string; why: string }[] = [
-    { weights: { a: 1, b: 1 }, expected: 'b', why: 'equal weights: cap ceil(1.25 × 4 / 2) = 3, a is full' },
-    { weights: { a: 2, b: 1 }, expected: 'a', why: 'a weighs 2 of 3: cap ceil(1.25 × 4 × 2/3) = 4, a has room' },
+    { weights: { a: 1, b: 1 }, expected: 'b', why: 'equal weights: cap floor(1.25 × 4 / 2) = 2, a is full' },
+    { weights: { a: 2, b: 1 }, expected: 'b', why: 'a weighs 2 of 3: cap floor(1.25 × 4 × 2/3) = 3, a is full' },
+    { weights: { a: 4, b: 1 }, expected: 'a', why: 'a weighs 4 of 5: cap floor(1.25 × 4 × 4/5) = 4, a has room' },
   ];
   for (const c of table) {
     const eps = endpoints(c.weights);
@@ -212,9 +213,12 @@ t.test('every pick is the first endpoint on the key’s fallback order that pass
         total += ep.inFlight;
         weight += ep.spec.weight;
       }
-      const room = (ep: BalancedEndpoint) => ep.inFlight + 1 <= Math.ceil((1.25 * (total + 1) * ep.spec.weight) / weight);
+      const room = (ep: BalancedEndpoint) => ep.inFlight + 1 <= Math.max(1, Math.floor((1.25 * (total + 1) * ep.spec.weight) / weight + 1e-9));
+      const load = (ep: BalancedEndpoint) => (ep.inFlight + 1) / ep.spec.weight;
       const expectFree = order.find(eligible) ?? null;
-      const expectBounded = order.find((ep) => eligible(ep) && room(ep)) ?? expectFree;
+      // All full: the least loaded for its weight, the first on the order among equals.
+      const leastLoaded = order.filter(eligible).reduce<BalancedEndpoint | null>((best, ep) => (best === null || load(ep) < load(best) ? ep : best), null);
+      const expectBounded = order.find((ep) => eligible(ep) && room(ep)) ?? leastLoaded;
       if (free.pick(eligible, hash) !== expectFree) mismatches++;
       if (bounded.pick(eligible, hash) !== expectBounded) mismatches++;
       checks += 2;
@@ -222,7 +226,7 @@ t.test('every pick is the first endpoint on the key’s fallback order that pass
   }
   for (const ep of eps) ep.inFlight = 0;
   t.equal(permutations, 200, 'each key’s fallback order holds every endpoint once');
-  t.equal(mismatches, 0, `all ${checks} picks (bounded and not) take the first on the order that is eligible and has room`);
+  t.equal(mismatches, 0, `all ${checks} picks (bounded and not) take the first on the order that is eligible and has room (else the least loaded)`);
   const lightOnly = (ep: BalancedEndpoint) => ep === eps[8];
   t.equal(free.pick(lightOnly, KEYS[0]!), eps[8], 'a light endpoint, the only eligible, is found however far away');
   t.equal(bounded.pick(lightOnly, KEYS[0]!), eps[8], 'with bounded loads too');
@@ -252,7 +256,8 @@ function hotKeyTraffic(balanceFactor: number, total: number, concurrency: number
     let max = 0;
     for (const e of eps) if (e.inFlight > max) max = e.inFlight;
     const mean = held.length / eps.length;
-    if (max > Math.ceil(balanceFactor * mean)) overCap++;
+    // The bound in whole requests: floor(balanceFactor × mean), or ceil(mean) where that is less.
+    if (max > Math.max(Math.floor(balanceFactor * mean + 1e-9), Math.ceil(mean))) overCap++;
     // The ratio is reported at full concurrency: while the first few are in flight, one is 10× the mean.
     if (held.length === concurrency) worstRatio = Math.max(worstRatio, max / mean);
   }
@@ -261,8 +266,16 @@ function hotKeyTraffic(balanceFactor: number, total: number, concurrency: number
 
 t.test('bounded loads: a hot key cannot overload its endpoint', async (t) => {
   const bounded = hotKeyTraffic(1.25, 100_000, 100);
-  t.comment(`balanceFactor 1.25, 50% hot key, 100 in flight: worst steady max/mean ${bounded.worstRatio.toFixed(3)}, hot key's endpoint got ${(bounded.hotHomeShare * 100).toFixed(1)}% of requests`);
-  t.equal(bounded.overCap, 0, 'no endpoint ever held more than ceil(1.25 × mean)');
+  t.comment(`balanceFactor 1.25, 50% hot key, 100 in flight: worst steady max/mean ${bounded.worstRatio.toFixed(3)}, hot key's endpoint got ${(bounded.hotHomeShare * 100).toFixed(1)}% of requests (mean share 10%)`);
+  t.equal(bounded.overCap, 0, 'no endpoint ever held more than max(floor(1.25 × mean), ceil(mean))');
+  t.ok(bounded.worstRatio <= 1.25, `at 100 in flight no endpoint held more than 1.25× the mean (worst ${bounded.worstRatio.toFixed(3)})`);
+  t.ok(bounded.hotHomeShare <= 0.125, `the hot key's endpoint served at most 1.25× its 10% share of requests (${(bounded.hotHomeShare * 100).toFixed(1)}%)`);
+  // From 4 in flight per endpoint (1 / ε) the rounding leaves the bound exact at every load.
+  for (const concurrency of [40, 64, 250, 1000]) {
+    const run = hotKeyTraffic(1.25, 20_000, concurrency);
+    t.comment(`${concurrency} in flight: worst steady max/mean ${run.worstRatio.toFixed(3)}, hot key's endpoint ${(run.hotHomeShare * 100).toFixed(1)}% of requests`);
+    t.ok(run.worstRatio <= 1.25 && run.overCap === 0, `${concurrency} in flight: max/mean ${run.worstRatio.toFixed(3)} ≤ 1.25`);
+  }
   const free = hotKeyTraffic(Infinity, 100_000, 100);
   t.comment(`balanceFactor Infinity: worst steady max/mean ${free.worstRatio.toFixed(3)}, hot key's endpoint got ${(free.hotHomeShare * 100).toFixed(1)}% of requests`);
   t.ok(free.hotHomeShare >= 0.5 && free.hotHomeShare <= 0.6, 'unbounded: the hot key’s endpoint takes about half (its hot key plus a tenth of the rest)');

@@ -26,7 +26,7 @@ const socketRule = {
 };
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', '.tap/**', 'coverage/**'] },
+  { ignores: ['dist/**', 'node_modules/**', '.tap/**', '.tap-js/**', 'coverage/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -5,12 +5,12 @@
 import t from 'tap';
 import { execFile, spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { parse } from 'yaml';
 import { loadPolicy } from '../../lib/policy/load.js';
+import { REPO } from '../support/repo.js';
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
 const SCRIPT = join(REPO, 'test/bench/start-for-bench.js');
 const UPSTREAMS = 'http://127.0.0.1:19001,http://127.0.0.1:19002';
 

@@ -8,13 +8,13 @@ import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { dirname, join, posix, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, posix, resolve } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import { loadPolicy } from '../../lib/policy/load.js';
+import { REPO } from '../support/repo.js';
 import { ignored, origin, stages, type Stage } from './dockerfile.js';
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
 const read = (rel: string): string => readFileSync(join(REPO, rel), 'utf8');
 
 // ---------------------------------------------------------------- reading YAML without `any`
@@ -86,10 +86,16 @@ t.test('the Dockerfile model traces files through stages and tells a missing one
   t.notOk(ignored(rules, 'dist/keep'), 'a later ! pattern re-includes');
 });
 
-t.test('the Dockerfile builds in a node:20-bookworm-slim stage and runs in a fresh one', async (t) => {
+t.test('the Dockerfile builds on the supported LTS the suite also runs on, and runs in a fresh stage', async (t) => {
+  // The one LTS version the tests install beside the machine's Node: the image must ship that major.
+  const lts = /^NODE_LTS_VERSION=(\d+)\./m.exec(read('test/support/install/70-node-lts.sh'))?.[1];
+  t.ok(lts, 'test/support/install/70-node-lts.sh names the LTS version');
+  const image = `node:${lts}-bookworm-slim`;
   t.equal(all.length, 2, 'two stages: build and runtime');
   t.ok(build, 'a stage named "build"');
-  for (const s of all) t.equal(s.image, 'node:20-bookworm-slim', `stage ${s.name ?? s.index} is FROM node:20-bookworm-slim`);
+  for (const s of all) t.equal(s.image, image, `stage ${s.name ?? s.index} is FROM ${image}`);
+  const engines = (JSON.parse(read('package.json')) as { engines: { node: string } }).engines.node;
+  t.match(engines, new RegExp(`\\^${lts}\\.`), `package.json engines (${engines}) admits Node ${lts}`);
   const runs = build?.runs.join('\n') ?? '';
   t.match(runs, /\bnpm ci\b/, 'the build installs from the lockfile (npm ci)');
   t.match(runs, /\bnpm run build\b/, 'the build compiles with npm run build');

@@ -2,11 +2,11 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { compileText, formatIssue, loadPolicy } from '../../lib/policy/load.js';
+import { inRepo } from '../support/repo.js';
 
-const configFile = (name: string) => fileURLToPath(new URL(`../../config/${name}`, import.meta.url));
+const configFile = (name: string) => inRepo(`config/${name}`);
 
 /** A valid policy with one upstream and one route; cases below break one thing in it. */
 const upstream = `version: 1

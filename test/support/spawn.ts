@@ -10,11 +10,11 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { LISTENERS } from './proxy.js';
+import { REPO } from './repo.js';
 
 /** The repository root. */
-export const REPO = fileURLToPath(new URL('../../', import.meta.url));
+export { REPO };
 /** The built CLI. */
 export const CLI = join(REPO, 'dist/cmd/pilotfish.js');
 

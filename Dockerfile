@@ -14,7 +14,8 @@
 # rename, so hot reload keeps working.
 # `docker run pilotfish:dev validate /etc/pilotfish/pilotfish.yaml` checks a policy without serving.
 
-ARG NODE_IMAGE=node:20-bookworm-slim
+# A supported Node.js LTS: the test suite runs on this major too (test/support/install/70-node-lts.sh).
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 # ---------------------------------------------------------------- build: compile TypeScript, keep prod deps
 FROM ${NODE_IMAGE} AS build

@@ -5,11 +5,14 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { RequestFamilies, type RequestMetrics } from './request-metrics.js';
+import type { JwtFailure } from '../auth/jwt.js';
 import type { FaultKind, HedgeEvent, ProxyEvents, RetryRefusal, ShadowLimit } from '../core/events.js';
-import type { Direction } from '../policy/types.js';
+import type { ErrorCode } from '../core/errors.js';
+import { grpcRetryName } from '../http/grpc.js';
+import type { Direction, Policy, RoutePolicy, UpstreamPolicy } from '../policy/types.js';
 import type { GlobalLimiterEvents } from '../quota/global-limiter.js';
 import type { RegistrationEvents, RegistrationState } from '../registration/registrar.js';
-import type { BreakerState } from '../resilience/circuit-breaker.js';
+import type { BreakerState, BreakerTransitionReason } from '../resilience/circuit-breaker.js';
 import type { UpstreamRuntime } from '../upstream/upstream-runtime.js';
 
 const BREAKER_STATE_VALUE: Readonly<Record<BreakerState, number>> = { closed: 0, open: 1, 'half-open': 2 };
@@ -32,6 +35,32 @@ const MAX_CALLER_LABELS = 100;
 
 /** Why the proxy closed a client connection on its own. */
 export type ConnectionCloseReason = 'max_connections' | 'head_timeout' | 'write_idle' | 'body_idle' | 'pipelining' | 'tunnel_idle' | 'no_identity';
+
+// The finite label sets below are spelled as records over their types, so that a value added
+// to a type without being added here fails to compile instead of missing its zero series.
+const CONNECTION_CLOSE_REASONS = Object.keys({
+  max_connections: 1, head_timeout: 1, write_idle: 1, body_idle: 1, pipelining: 1, tunnel_idle: 1, no_identity: 1,
+} satisfies Record<ConnectionCloseReason, 1>) as ConnectionCloseReason[];
+const RETRY_REFUSALS = Object.keys({ budget: 1, deadline: 1, not_replayable: 1, attempts: 1, circuit_open: 1 } satisfies Record<RetryRefusal, 1>) as RetryRefusal[];
+const HEDGE_EVENTS = Object.keys({ sent: 1, won: 1, budget: 1 } satisfies Record<HedgeEvent, 1>) as HedgeEvent[];
+const JWT_FAILURES = Object.keys({
+  missing: 1, malformed: 1, expired: 1, not_yet_valid: 1, bad_signature: 1, unknown_kid: 1, wrong_issuer: 1, wrong_audience: 1, missing_claim: 1, jwks_unavailable: 1,
+} satisfies Record<JwtFailure, 1>);
+/** What `handshakeFailureReason` (server/mtls.ts) names. */
+const TLS_FAILURE_REASONS = ['no_certificate', 'untrusted', 'expired', 'protocol', 'timeout', 'reset', 'other'];
+const GLOBAL_DECISIONS = ['allowed', 'limited', 'allowed_fail_open', 'limited_fail_closed', 'limited_fail_open_ceiling'];
+const REDIS_ERROR_KINDS = ['unavailable', 'connection_lost', 'timeout', 'reply', 'bad_reply'];
+/** Every breaker transition that can happen, with its reason; closed → open only by the rules configured. */
+const BREAKER_PATHS = [
+  ['open', 'half-open', 'open-elapsed'],
+  ['half-open', 'closed', 'probe-success'],
+  ['half-open', 'open', 'probe-failure'],
+  ['half-open', 'open', 'probe-timeout'],
+] as const satisfies readonly (readonly [BreakerState, BreakerState, BreakerTransitionReason])[];
+/** Codes the listener answers before any route is chosen (route and upstream ""). */
+const LISTENER_CODES: readonly ErrorCode[] = ['no_route', 'bad_request', 'request_timeout', 'uri_too_long', 'headers_too_large', 'tunnel_limit', 'proxy_overloaded', 'internal_error'];
+/** Codes any route may answer, whatever it configures. */
+const ROUTE_CODES: readonly ErrorCode[] = ['no_endpoint', 'upstream_connect_failed', 'upstream_reset', 'upstream_timeout', 'upstream_error', 'client_deadline', 'internal_error'];
 
 /** The metric families, on their own registry. */
 export class Metrics implements ProxyEvents {
@@ -71,7 +100,11 @@ export class Metrics implements ProxyEvents {
 
   constructor(view: LiveView, build: { version: string }) {
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry });
+    // GC pauses of a small heap are sub-millisecond: prom-client's default buckets start at 1 ms.
+    collectDefaultMetrics({ register: this.registry, gcDurationBuckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1] });
+    // Gauges named like counters fail `promtool check metrics`; each is only the sum of its
+    // per-type family (nodejs_active_handles{type}...), so nothing is lost.
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(name);
     new Gauge({
       name: 'pilotfish_build_info',
       help: 'Always 1; labels say which build is running.',
@@ -375,6 +408,94 @@ export class Metrics implements ProxyEvents {
         for (const u of view.upstreams()) if (u.outliers) this.set({ upstream: u.name }, u.outliers.ejectedCount());
       },
     });
+  }
+
+  /**
+   * Exports at 0 every labelled series that `policy` makes knowable before it happens (per
+   * upstream, route and listener, over the finite label sets), so that `increase()` and `rate()`
+   * see the first breaker opening, retry or refusal instead of a series that starts at 1.
+   * Called at start and after each successful reload. Series of upstreams and routes a reload
+   * removed are kept, as the request families keep theirs: requests still in flight on the old
+   * runtime may count into them, and removing a series mid-window would look like a reset.
+   */
+  exportKnownSeriesAtZero(policy: Policy): void {
+    for (const result of ['success', 'failure']) this.reloads.labels(result).inc(0);
+    for (const reason of CONNECTION_CLOSE_REASONS) this.connectionsClosed.labels(reason).inc(0);
+    if (policy.identity !== null) for (const result of ['success', 'failure']) this.certificateRotations.labels(result).inc(0);
+    const directions: Direction[] = policy.listeners.inbound === null ? ['outbound'] : ['outbound', 'inbound'];
+    for (const direction of directions) for (const code of LISTENER_CODES) this.proxyErrors.labels(code, '', '', direction).inc(0);
+    if (policy.listeners.inbound?.tls === 'mesh') for (const reason of TLS_FAILURE_REASONS) this.tlsHandshakeFailures.labels('inbound', reason).inc(0);
+
+    for (const up of policy.upstreams.values()) this.zeroUpstream(up);
+    for (const route of policy.routes) this.zeroRoute(route, policy.upstreams.get(route.upstream) ?? null);
+    const inbound = policy.inbound;
+    if (inbound !== null) {
+      this.zeroUpstream(inbound.app);
+      for (const route of inbound.routes) this.zeroRoute(route, inbound.app);
+    }
+    const routes = [...policy.routes, ...(inbound?.routes ?? [])];
+    if (routes.some((r) => r.rateLimit?.scope === 'global')) for (const kind of REDIS_ERROR_KINDS) this.redisErrors.labels(kind).inc(0);
+  }
+
+  private zeroUpstream(up: UpstreamPolicy): void {
+    const name = up.name;
+    const breaker = up.circuitBreaker;
+    if (breaker !== null) {
+      if (breaker.consecutiveFailures !== null) this.breakerTransitions.labels(name, 'closed', 'open', 'consecutive-failures').inc(0);
+      if (breaker.failureRate !== null) this.breakerTransitions.labels(name, 'closed', 'open', 'failure-rate').inc(0);
+      for (const [from, to, reason] of BREAKER_PATHS) this.breakerTransitions.labels(name, from, to, reason).inc(0);
+      if (breaker.shadow) this.shadowRejects.labels('circuit_breaker', name).inc(0);
+    }
+    if (up.bulkhead !== null) {
+      for (const reason of ['full', 'timeout']) this.bulkheadRejections.labels(name, reason).inc(0);
+      if (up.bulkhead.shadow) this.shadowRejects.labels('bulkhead', name).inc(0);
+    }
+    if (up.outlierDetection !== null) this.ejections.labels(name).inc(0);
+    // A pick panics when no endpoint is eligible: all ejected or all failing their checks.
+    if (up.outlierDetection !== null || up.healthCheck !== null) this.panics.labels(name).inc(0);
+    if (up.healthCheck !== null) for (const result of ['pass', 'fail']) this.healthChecks.labels(name, result).inc(0);
+    this.discoveryUpdates.labels(name, up.discovery.kind).inc(0);
+    this.discoveryErrors.labels(name, up.discovery.kind).inc(0);
+  }
+
+  private zeroRoute(route: RoutePolicy, upstream: UpstreamPolicy | null): void {
+    const { name, direction } = route;
+    const up = route.upstream;
+    const codes = new Set<ErrorCode>(ROUTE_CODES);
+    const rl = route.rateLimit;
+    if (rl !== null) {
+      codes.add('rate_limited');
+      if (rl.shadow) this.shadowRejects.labels('rate_limit', name).inc(0);
+      if (rl.scope === 'local') this.rateLimitedTotal.labels(name).inc(0);
+      else {
+        for (const decision of GLOBAL_DECISIONS) this.globalDecisions.labels(name, decision).inc(0);
+        for (const fate of ['leased', 'expired']) this.leasedTokens.labels(name, fate).inc(0);
+      }
+    }
+    if (route.retry.attempts > 1) {
+      const on = route.retry.on;
+      const reasons = [...on.conditions, ...[...on.statuses].map(String), ...[...on.grpc].map(grpcRetryName)];
+      for (const reason of reasons) this.retries.labels(name, up, reason).inc(0);
+      for (const why of RETRY_REFUSALS) this.retriesRefused.labels(name, up, why === 'budget' ? 'retries_exhausted' : why).inc(0);
+      this.backoffSeconds.labels(up).inc(0);
+    }
+    if (route.hedge !== null) for (const outcome of HEDGE_EVENTS) this.hedges.labels(name, up, outcome).inc(0);
+    const fault = route.fault;
+    if (fault !== null) {
+      codes.add('fault_injected');
+      // A fault header lets a request ask for either kind, whatever the policy sets.
+      if (fault.delay !== null || fault.header !== null) this.faults.labels(name, 'delay').inc(0);
+      if (fault.abort !== null || fault.header !== null) this.faults.labels(name, 'abort').inc(0);
+    }
+    if (route.jwt !== null) {
+      codes.add('unauthenticated').add('auth_unavailable');
+      for (const reason of JWT_FAILURES) this.unauthenticatedTotal.labels(name, reason).inc(0);
+    }
+    if (route.authorize !== null) codes.add('forbidden');
+    if (upstream?.circuitBreaker) codes.add('circuit_open');
+    if (upstream?.bulkhead) codes.add('bulkhead_full');
+    if (upstream?.adaptiveConcurrency) codes.add('concurrency_limited');
+    for (const code of codes) this.proxyErrors.labels(code, name, up, direction).inc(0);
   }
 
   /** Request metrics for one route, to be kept on the route's runtime. */

@@ -8,8 +8,11 @@ import type { Registry } from 'prom-client';
 import { GRPC_CODE_NAMES } from '../http/grpc.js';
 import type { Direction } from '../policy/types.js';
 
-/** Latency buckets (seconds): sub-millisecond loopback hops up to the 15 s default deadline. */
-export const LATENCY_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30];
+/**
+ * Latency buckets (seconds), 1-2.5-5 per decade: from 100 µs (a sidecar and its app on one
+ * host answer well under a millisecond) up to the 15 s default deadline; 17 buckets per series.
+ */
+export const LATENCY_BUCKETS: readonly number[] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15];
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE', 'CONNECT', 'OTHER'] as const;
 const METHOD_INDEX: ReadonlyMap<string, number> = new Map(METHODS.map((m, i) => [m, i]));

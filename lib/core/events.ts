@@ -4,6 +4,15 @@
  * metrics module imports prom-client.
  */
 import type { BreakerState } from '../resilience/circuit-breaker.js';
+import type { EjectionReason } from '../resilience/outlier-detector.js';
+
+/** An ejection's length and cause, for the decision log and ring. */
+export interface EjectionFacts {
+  readonly ms: number;
+  readonly reason: EjectionReason;
+  /** For a person: `5 consecutive failures (threshold 5)`. */
+  readonly detail: string;
+}
 
 /** Why a retry was not made although the attempt failed. */
 export type RetryRefusal = 'budget' | 'deadline' | 'not_replayable' | 'attempts' | 'circuit_open';
@@ -22,7 +31,10 @@ export interface ProxyEvents {
   retried(route: string, upstream: string, reason: string): void;
   retryRefused(route: string, upstream: string, why: RetryRefusal): void;
   backoff(upstream: string, ms: number): void;
-  breakerTransition(upstream: string, from: BreakerState, to: BreakerState, reason: string): void;
+  /** `detail` says the reason for a person, with its numbers. */
+  breakerTransition(upstream: string, from: BreakerState, to: BreakerState, reason: string, detail?: string): void;
+  /** The upstream's breaker refused a try (503 circuit_open). Optional: only the decision ring listens. */
+  circuitOpen?(upstream: string): void;
   shadowReject(limit: ShadowLimit, name: string): void;
   bulkheadRejected(upstream: string, reason: 'full' | 'timeout'): void;
   rateLimited(route: string): void;
@@ -34,7 +46,7 @@ export interface ProxyEvents {
   faultInjected(route: string, kind: FaultKind): void;
   /** A route's hedging sent a second try, saw it win, or was out of budget. */
   hedge(route: string, upstream: string, what: HedgeEvent): void;
-  ejected(upstream: string, address: string): void;
+  ejected(upstream: string, address: string, facts?: EjectionFacts): void;
   ejectionEnded(upstream: string, address: string): void;
   panic(upstream: string): void;
   discoveryUpdated(upstream: string, source: string, endpoints: number, stale: boolean): void;

@@ -26,10 +26,15 @@ export type BreakerTransitionReason =
 
 /** Optional observers, for metrics and the transition log. */
 export interface BreakerEvents {
-  /** The state changed (reported when the change is noticed, i.e. lazily on the next read). */
-  transition?(from: BreakerState, to: BreakerState, reason: BreakerTransitionReason): void;
+  /**
+   * The state changed (reported when the change is noticed, i.e. lazily on the next read);
+   * `detail` says it for a person (`5 consecutive failures (threshold 5)`).
+   */
+  transition?(from: BreakerState, to: BreakerState, reason: BreakerTransitionReason, detail: string): void;
   /** Shadow mode let through a request the breaker would have refused. */
   wouldReject?(): void;
+  /** A request was refused (open, or half-open with every probe out). */
+  rejected?(): void;
 }
 
 /** Admission to call the upstream; report how the call ended exactly once. */
@@ -38,9 +43,19 @@ export interface BreakerPermit {
   record(outcome: Outcome): void;
 }
 
-/** The breaker's state for /admin and metrics. */
+/** The breaker's state for /admin and metrics. Times are the clock's (monotonic): /admin converts them. */
 export interface BreakerSnapshot {
   state: BreakerState;
+  /** What moved it into this state; null while it has never left `closed`. */
+  reason: BreakerTransitionReason | null;
+  /** The same for a person, with the numbers (`failure rate 60% (6 of 10) over 10s, threshold 50%`). */
+  detail: string | null;
+  /** When it entered this state (its creation, while never moved). */
+  since: number;
+  /** While open: when the first half-open probe becomes possible; otherwise null. */
+  nextProbeAt: number | null;
+  /** Requests refused since it entered this state. */
+  refused: number;
   consecutiveFailures: number;
   windowRequests: number;
   windowFailures: number;
@@ -48,10 +63,13 @@ export interface BreakerSnapshot {
   opens: number;
   /** Opens since creation. */
   opensTotal: number;
-  /** Clock time the open period ends, while open. */
-  openUntil?: number;
   /** Milliseconds until half-open, while open; else 0. */
   retryAfterMs: number;
+}
+
+/** `0.625` → `62.5%`. */
+function percent(ratio: number): string {
+  return `${Math.round(ratio * 1000) / 10}%`;
 }
 
 /** The open period varies by ±20% so breakers that tripped together do not probe together. */
@@ -86,6 +104,11 @@ export class CircuitBreaker {
   private opensInRow = 0;
   private opensTotal = 0;
   private openUntil = 0;
+  /** Clock time of the last transition (creation at first), why it happened, and refusals since. */
+  private since: number;
+  private reason: BreakerTransitionReason | null = null;
+  private detail: string | null = null;
+  private refused = 0;
   /** Unsettled half-open probes, oldest first (at most `halfOpenProbes`). */
   private readonly probes: Permit[] = [];
 
@@ -96,6 +119,7 @@ export class CircuitBreaker {
     private readonly events: BreakerEvents = {},
   ) {
     this.window = policy.failureRate ? new SlidingWindow(policy.failureRate.windowMs, 2, clock) : null;
+    this.since = clock.now();
   }
 
   /**
@@ -112,7 +136,11 @@ export class CircuitBreaker {
       this.probes.push(probe);
       return probe;
     }
-    if (!this.policy.shadow) return null;
+    if (!this.policy.shadow) {
+      this.refused++;
+      this.events.rejected?.();
+      return null;
+    }
     this.events.wouldReject?.();
     return INERT_PERMIT;
   }
@@ -135,8 +163,13 @@ export class CircuitBreaker {
   snapshot(): BreakerSnapshot {
     const now = this.clock.now();
     const state = this.refresh(now);
-    const snap: BreakerSnapshot = {
+    return {
       state,
+      reason: this.reason,
+      detail: this.detail,
+      since: this.since,
+      nextProbeAt: state === 'open' ? this.openUntil : null,
+      refused: this.refused,
       consecutiveFailures: this.consecutive,
       windowRequests: this.window ? this.window.total(REQUESTS) : 0,
       windowFailures: this.window ? this.window.total(FAILURES) : 0,
@@ -144,8 +177,6 @@ export class CircuitBreaker {
       opensTotal: this.opensTotal,
       retryAfterMs: state === 'open' ? Math.max(0, this.openUntil - now) : 0,
     };
-    if (state === 'open') snap.openUntil = this.openUntil;
-    return snap;
   }
 
   /** @internal Called once per permit by `BreakerPermit.record`. */
@@ -158,8 +189,8 @@ export class CircuitBreaker {
     } else if (this.current === 'half-open') {
       const i = this.probes.indexOf(permit);
       if (i >= 0) this.probes.splice(i, 1);
-      if (outcome === 'success') this.transition('closed', 'probe-success');
-      else if (outcome === 'failure') this.transition('open', 'probe-failure');
+      if (outcome === 'success') this.transition('closed', 'probe-success', 'a half-open probe succeeded');
+      else if (outcome === 'failure') this.transition('open', 'probe-failure', 'a half-open probe failed');
       // 'ignore' (429, client gone) says nothing: the slot is freed for another probe.
     }
   }
@@ -175,7 +206,7 @@ export class CircuitBreaker {
       window?.add(FAILURES);
       const limit = this.policy.consecutiveFailures;
       if (limit !== null && this.consecutive >= limit) {
-        this.transition('open', 'consecutive-failures');
+        this.transition('open', 'consecutive-failures', `${this.consecutive} consecutive failures (threshold ${limit})`);
         return;
       }
     }
@@ -184,9 +215,11 @@ export class CircuitBreaker {
     const rate = this.policy.failureRate;
     if (rate && window) {
       const requests = window.total(REQUESTS);
+      const failures = window.total(FAILURES);
       // Division, not failures >= threshold·requests: 0.3·10 is 3.0000000000000004 in floats.
-      if (requests >= rate.minRequests && window.total(FAILURES) / requests >= rate.threshold) {
-        this.transition('open', 'failure-rate');
+      if (requests >= rate.minRequests && failures / requests >= rate.threshold) {
+        const detail = `failure rate ${percent(failures / requests)} (${failures} of ${requests}) over ${rate.windowMs / 1000}s, threshold ${percent(rate.threshold)}`;
+        this.transition('open', 'failure-rate', detail);
       }
     }
   }
@@ -194,22 +227,28 @@ export class CircuitBreaker {
   /** Applies the time-driven transitions (open period over, probe hung) and returns the state. */
   private refresh(now: number): BreakerState {
     if (this.current === 'open' && now >= this.openUntil) {
-      this.transition('half-open', 'open-elapsed');
+      // Half-open from the moment the period ended, not from when someone noticed.
+      this.transition('half-open', 'open-elapsed', 'the open period elapsed', this.openUntil);
     }
     if (this.current === 'half-open') {
       const oldest = this.probes[0];
       if (oldest && now - oldest.startedAt >= this.policy.probeTimeoutMs) {
-        this.transition('open', 'probe-timeout');
+        this.transition('open', 'probe-timeout', `a half-open probe had no answer within ${this.policy.probeTimeoutMs}ms`);
       }
     }
     return this.current;
   }
 
-  private transition(to: BreakerState, reason: BreakerTransitionReason): void {
+  /** `at`: when the change took effect (now, unless it is noticed late). */
+  private transition(to: BreakerState, reason: BreakerTransitionReason, detail: string, at = this.clock.now()): void {
     const from = this.current;
     this.current = to;
     this.generation++;
     this.probes.length = 0;
+    this.since = at;
+    this.reason = reason;
+    this.detail = detail;
+    this.refused = 0;
     if (to === 'open') {
       this.opensInRow++;
       this.opensTotal++;
@@ -220,7 +259,7 @@ export class CircuitBreaker {
       // What led to the last trip must not count towards the next one.
       this.window?.clear();
     }
-    this.events.transition?.(from, to, reason);
+    this.events.transition?.(from, to, reason, detail);
   }
 
   /**

@@ -14,23 +14,30 @@ import type { Clock } from '../core/clock.js';
 import type { OutlierDetectionPolicy } from '../policy/types.js';
 import type { Outcome } from './outcome.js';
 
+/** Why an endpoint was ejected. */
+export type EjectionReason = 'consecutive-failures' | 'probation-failure';
+
 /** Optional observers, for metrics and logs. */
 export interface OutlierEvents {
-  /** `address` was taken out of rotation for `ms`. */
-  ejected?(address: string, ms: number): void;
+  /** `address` was taken out of rotation for `ms`; `detail` says why for a person. */
+  ejected?(address: string, ms: number, reason: EjectionReason, detail: string): void;
   /** `address`'s ejection ran out (noticed lazily); it is back, on probation. */
   returned?(address: string): void;
   /** `address` should have been ejected, but `maxEjectedPercent` was already reached. */
   ejectionSkipped?(address: string): void;
 }
 
-/** One endpoint's record, as /admin shows it. */
+/** One endpoint's record, as /admin shows it. Times are the clock's (monotonic): /admin converts them. */
 export interface OutlierSnapshot {
   ejected: boolean;
   /** Ejections in a row (k). */
   ejections: number;
+  /** Clock time the ejection began, while ejected. */
+  since: number | null;
   /** Clock time the ejection ends, while ejected. */
   until: number | null;
+  /** Why it was ejected, while ejected. */
+  reason: EjectionReason | null;
   consecutiveFailures: number;
   /** Back from an ejection and not yet proven healthy: one failure ejects it again. */
   probation: boolean;
@@ -43,8 +50,10 @@ interface EndpointRecord {
   consecutiveFailures: number;
   ejections: number;
   ejected: boolean;
-  /** Clock time the current ejection ends (meaningful while `ejected`). */
+  /** Clock times the current ejection began and ends, and why (meaningful while `ejected`). */
+  since: number;
   until: number;
+  reason: EjectionReason;
   probation: boolean;
 }
 
@@ -74,7 +83,7 @@ export class OutlierDetector {
     if (rec === undefined) {
       // A healthy endpoint with no record needs none: successes allocate nothing.
       if (outcome === 'success') return;
-      rec = { consecutiveFailures: 0, ejections: 0, ejected: false, until: 0, probation: false };
+      rec = { consecutiveFailures: 0, ejections: 0, ejected: false, since: 0, until: 0, reason: 'consecutive-failures', probation: false };
       this.records.set(address, rec);
     }
     if (this.expire(address, rec, now)) return;
@@ -127,12 +136,14 @@ export class OutlierDetector {
   /** `address`'s record for /admin. */
   snapshot(address: string): OutlierSnapshot {
     const rec = this.records.get(address);
-    if (rec === undefined) return { ejected: false, ejections: 0, until: null, consecutiveFailures: 0, probation: false };
+    if (rec === undefined) return { ejected: false, ejections: 0, since: null, until: null, reason: null, consecutiveFailures: 0, probation: false };
     this.expire(address, rec, this.clock.now());
     return {
       ejected: rec.ejected,
       ejections: rec.ejections,
+      since: rec.ejected ? rec.since : null,
       until: rec.ejected ? rec.until : null,
+      reason: rec.ejected ? rec.reason : null,
       consecutiveFailures: rec.consecutiveFailures,
       probation: rec.probation,
     };
@@ -162,11 +173,18 @@ export class OutlierDetector {
     }
     rec.ejections++;
     const ms = this.policy.ejectForMs * Math.min(rec.ejections, MAX_MULTIPLIER);
+    const reason: EjectionReason = rec.probation ? 'probation-failure' : 'consecutive-failures';
     rec.ejected = true;
+    rec.since = now;
     rec.until = now + ms;
+    rec.reason = reason;
+    const failures = rec.consecutiveFailures;
     rec.consecutiveFailures = 0;
     rec.probation = false;
     this.ejectedSet.add(address);
-    this.events.ejected?.(address, ms);
+    if (this.events.ejected) {
+      const detail = reason === 'probation-failure' ? `failed on probation after ejection ${rec.ejections - 1}` : `${failures} consecutive failures (threshold ${this.policy.consecutiveFailures})`;
+      this.events.ejected(address, ms, reason, detail);
+    }
   }
 }

@@ -1,26 +1,53 @@
 /**
  * The admin listener: /metrics for Prometheus, /healthz (alive), /readyz (policy loaded,
- * listeners up, endpoints resolved; 503 while draining), /admin/policy, /admin/upstreams and
- * /admin/identity (this workload's certificate: who, until when, the last rotation).
+ * listeners up, endpoints resolved; 503 while draining), /admin/policy (with the last reload as a
+ * diff), /admin/upstreams, /admin/decisions (the latest refusals, breaker transitions, ejections
+ * and reloads) and /admin/identity (this workload's certificate: who, until when, the last rotation).
+ * Every time they show is wall-clock ISO 8601: the units keep monotonic times, converted here with
+ * the offset between the two clocks at the moment of the view.
  * The listener may face the pod network so Prometheus can scrape; /admin/* answers only
  * clients in `listeners.admin.adminFrom` (loopback by default) and never shows secrets.
  */
 import http, { type ServerResponse } from 'node:http';
+import type { Clock } from '../core/clock.js';
 import { cidrsContain } from '../http/cidr.js';
 import type { Metrics } from '../observe/metrics.js';
+import { wallTimes, type DecisionRing, type ToWall } from '../observe/decision-ring.js';
 import { redactLimiterKey, redactSecrets } from '../observe/redact.js';
+import type { PolicyDiff } from '../policy/diff.js';
 import { ERROR_HEADER } from './error-response.js';
+import { serveAdminUi } from './admin-ui.js';
+import type { OutlierSnapshot } from '../resilience/outlier-detector.js';
 import type { Runtime, StateReport } from '../runtime/runtime.js';
 import type { PolicyIssue } from '../policy/types.js';
+
+/** The last reload attempt, as /admin/policy shows it (`changes` is already redacted). */
+export interface LastReload {
+  readonly at: string;
+  readonly ok: boolean;
+  readonly issues: readonly PolicyIssue[];
+  /** What kept its state and what started fresh; null when rejected. */
+  readonly state: StateReport | null;
+  /** The hash serving before; null at start. */
+  readonly previousHash: string | null;
+  /** The hash serving after; null when rejected. */
+  readonly hash: string | null;
+  /** Field paths added, removed and changed; null at start and when rejected. */
+  readonly changes: PolicyDiff | null;
+}
 
 /** What the admin endpoints read. */
 export interface AdminView {
   readonly metrics: Metrics;
+  /** For the wall-clock times of the views. */
+  readonly clock: Clock;
+  /** The latest decisions, for /admin/decisions. */
+  readonly decisions: DecisionRing;
   runtime(): Runtime;
   /** Null when ready, else why not. */
   notReadyReason(): string | null;
   /** The last reload attempt. */
-  lastReload(): { at: string; ok: boolean; issues: readonly PolicyIssue[]; state: StateReport | null } | null;
+  lastReload(): LastReload | null;
   /** This workload's identity as facts (no key material); null without one. */
   identity(): unknown;
 }
@@ -49,19 +76,26 @@ function forbidden(res: ServerResponse, client: string | undefined): void {
   res.end(text);
 }
 
-/** JSON view of every upstream, its endpoints and resilience state, fit to show (redacted). */
-export function upstreamsView(runtime: Runtime): unknown {
+/**
+ * JSON view of every upstream, its endpoints and resilience state, fit to show (redacted). Times:
+ * the breaker's `since` and `nextProbeAt`, an ejection's `since` and `until`, a health check's
+ * `lastCheckedAt`, discovery's `endpointSetUpdatedAt`, all through `toWall`.
+ */
+export function upstreamsView(runtime: Runtime, toWall: ToWall): unknown {
   const out: Record<string, unknown> = {};
+  const at = (ms: number | null): string | null => (ms === null ? null : toWall(ms));
   // The local app behind the inbound listener shows as the upstream `inbound`.
   for (const u of [...runtime.upstreams.values(), ...(runtime.inbound ? [runtime.inbound.app] : [])]) {
+    const breaker = u.breaker?.snapshot() ?? null;
     out[u.name] = {
       discovery: u.policy.discovery.kind,
-      healthChecks: u.health ? u.health.snapshot() : null,
+      healthChecks: u.health ? u.health.snapshot().map((h) => ({ ...h, lastCheckedAt: at(h.lastCheckedAt) })) : null,
       balancer: u.policy.balancer,
       resolved: u.resolved,
       stale: u.endpointSet?.stale ?? false,
       endpointSetVersion: u.endpointSet?.version ?? null,
-      circuitBreaker: u.breaker ? u.breaker.snapshot() : null,
+      endpointSetUpdatedAt: at(u.endpointSet?.updatedAt ?? null),
+      circuitBreaker: breaker ? { ...breaker, since: toWall(breaker.since), nextProbeAt: at(breaker.nextProbeAt) } : null,
       bulkhead: u.bulkhead ? { inFlight: u.bulkhead.inFlight, queued: u.bulkhead.queued } : null,
       adaptiveConcurrency: u.adaptive ? u.adaptive.snapshot() : null,
       endpoints: u.endpoints.map((ep) => ({
@@ -70,7 +104,7 @@ export function upstreamsView(runtime: Runtime): unknown {
         inFlight: ep.inFlight,
         metadata: ep.spec.metadata,
         healthy: u.isHealthy(ep.spec.address),
-        outlier: u.outliers ? u.outliers.snapshot(ep.spec.address) : null,
+        outlier: u.outliers ? outlierView(u.outliers.snapshot(ep.spec.address), at) : null,
       })),
     };
   }
@@ -83,6 +117,11 @@ export function upstreamsView(runtime: Runtime): unknown {
     limits[name] = { keys: r.limiter.keys(), buckets };
   }
   return redactSecrets({ upstreams: out, rateLimits: limits });
+}
+
+/** An endpoint's outlier record with its times in wall-clock ISO. */
+function outlierView(o: OutlierSnapshot, at: (ms: number | null) => string | null): unknown {
+  return { ...o, since: at(o.since), until: at(o.until) };
 }
 
 /** Creates the admin HTTP server (not yet listening). */
@@ -118,17 +157,26 @@ export function createAdminServer(view: AdminView): http.Server {
         return;
       case '/admin/policy': {
         const policy = view.runtime().policy;
-        json(res, 200, redactSecrets({ file: policy.source.file, hash: policy.source.hash, lastReload: view.lastReload(), effective: policy.effective }));
+        const last = view.lastReload();
+        // The changes were redacted when computed: redacting them again would hash hashed header values.
+        const lastReload = last === null ? null : { ...(redactSecrets({ ...last, changes: null }) as object), changes: last.changes };
+        json(res, 200, { ...(redactSecrets({ file: policy.source.file, hash: policy.source.hash }) as object), lastReload, effective: redactSecrets(policy.effective) });
         return;
       }
       case '/admin/upstreams':
-        json(res, 200, upstreamsView(view.runtime()));
+        json(res, 200, upstreamsView(view.runtime(), wallTimes(view.clock)));
+        return;
+      case '/admin/decisions':
+        json(res, 200, { decisions: redactSecrets(view.decisions.snapshot(wallTimes(view.clock))) });
         return;
       case '/admin/identity':
         json(res, 200, { identity: view.identity() });
         return;
+      case '/admin/ui':
+        serveAdminUi(res);
+        return;
       default:
-        json(res, 404, { error: 'not_found', paths: ['/metrics', '/healthz', '/readyz', '/admin/policy', '/admin/upstreams', '/admin/identity'] });
+        json(res, 404, { error: 'not_found', paths: ['/metrics', '/healthz', '/readyz', '/admin/policy', '/admin/upstreams', '/admin/decisions', '/admin/identity', '/admin/ui'] });
     }
   });
 }

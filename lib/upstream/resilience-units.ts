@@ -29,8 +29,9 @@ export class ResilienceUnits {
     const name = policy.name;
     this.breaker = policy.circuitBreaker
       ? new CircuitBreaker(policy.circuitBreaker, clock, random, {
-          transition: (from, to, reason) => events.breakerTransition(name, from, to, reason),
+          transition: (from, to, reason, detail) => events.breakerTransition(name, from, to, reason, detail),
           wouldReject: () => events.shadowReject('circuit_breaker', name),
+          rejected: () => events.circuitOpen?.(name),
         })
       : null;
     this.bulkhead = policy.bulkhead
@@ -42,7 +43,7 @@ export class ResilienceUnits {
     this.adaptive = policy.adaptiveConcurrency ? new AdaptiveLimit(policy.adaptiveConcurrency, clock) : null;
     this.outliers = policy.outlierDetection
       ? new OutlierDetector(policy.outlierDetection, clock, {
-          ejected: (address) => events.ejected(name, address),
+          ejected: (address, ms, reason, detail) => events.ejected(name, address, { ms, reason, detail }),
           returned: (address) => events.ejectionEnded(name, address),
         })
       : null;

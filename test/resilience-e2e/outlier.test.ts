@@ -17,7 +17,8 @@ const EJECT_FOR = 10_000;
 interface OutlierView {
   ejected: boolean;
   ejections: number;
-  until: number | null;
+  /** Wall-clock ISO time (the proxy's ManualClock: its wall time is a fixed offset from its monotonic time). */
+  until: string | null;
   probation: boolean;
 }
 type View = { upstreams: Record<string, { endpoints: { address: string; outlier: OutlierView }[] }> };
@@ -71,7 +72,7 @@ routes:
     t.equal(seen(bad, 'three'), 3, 'round-robin gave the bad endpoint its three tries');
     const o = await outlier('three', bad.address);
     t.equal(o?.ejected, true, '/admin/upstreams shows it ejected');
-    t.equal(o?.until, clock.now() + EJECT_FOR, 'for ejectFor');
+    t.equal(o?.until, new Date(clock.wallNow() + EJECT_FOR).toISOString(), 'for ejectFor');
     t.equal(await active('three'), 1, 'pilotfish_outlier_ejections_active 1');
     t.equal(await metric(proxy, agent, 'pilotfish_outlier_ejections_total', { upstream: 'three' }), 1);
     t.ok(
@@ -97,7 +98,7 @@ routes:
     const again = await outlier('three', bad.address);
     t.equal(again?.ejected, true, 'its first failure on probation ejected it again');
     t.equal(again?.ejections, 2, 'the second ejection in a row');
-    t.equal(again?.until, clock.now() + 2 * EJECT_FOR, 'for ejectFor × 2');
+    t.equal(again?.until, new Date(clock.wallNow() + 2 * EJECT_FOR).toISOString(), 'for ejectFor × 2');
     for (let i = 0; i < 9; i++) await send(proxy, agent, 'three');
     t.equal(seen(bad, 'three'), 4, 'and it gets nothing while ejected');
   });

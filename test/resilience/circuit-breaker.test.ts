@@ -258,16 +258,95 @@ t.test('snapshot and disabled rules', async (t) => {
   const { clock, breaker } = setup({ consecutiveFailures: 2, failureRate: { threshold: 1, minRequests: 100, windowMs: 1000 } });
   breaker.tryAcquire()!.record('success');
   breaker.tryAcquire()!.record('failure');
-  t.same(breaker.snapshot(), { state: 'closed', consecutiveFailures: 1, windowRequests: 2, windowFailures: 1, opens: 0, opensTotal: 0, retryAfterMs: 0 }, 'closed snapshot');
-  breaker.tryAcquire()!.record('failure');
-  clock.advance(200);
   t.same(
     breaker.snapshot(),
-    { state: 'open', consecutiveFailures: 2, windowRequests: 3, windowFailures: 2, opens: 1, opensTotal: 1, openUntil: 1000, retryAfterMs: 800 },
-    'open snapshot says until when',
+    {
+      state: 'closed',
+      reason: null,
+      detail: null,
+      since: 0,
+      nextProbeAt: null,
+      refused: 0,
+      consecutiveFailures: 1,
+      windowRequests: 2,
+      windowFailures: 1,
+      opens: 0,
+      opensTotal: 0,
+      retryAfterMs: 0,
+    },
+    'closed snapshot: closed since its creation, for no reason yet',
+  );
+  breaker.tryAcquire()!.record('failure');
+  clock.advance(200);
+  t.equal(breaker.tryAcquire(), null, 'refused while open');
+  t.same(
+    breaker.snapshot(),
+    {
+      state: 'open',
+      reason: 'consecutive-failures',
+      detail: '2 consecutive failures (threshold 2)',
+      since: 0,
+      nextProbeAt: 1000,
+      refused: 1,
+      consecutiveFailures: 2,
+      windowRequests: 3,
+      windowFailures: 2,
+      opens: 1,
+      opensTotal: 1,
+      retryAfterMs: 800,
+    },
+    'open snapshot says why, since when, when the next probe may go, and what it refused',
   );
 
   const never = setup({ consecutiveFailures: null, failureRate: null });
   for (let i = 0; i < 1000; i++) never.call('failure');
   t.equal(never.breaker.state(), 'closed', 'with both rules disabled it never trips');
+});
+
+t.test('reason, since and nextProbeAt through every transition', async (t) => {
+  const transitions: string[] = [];
+  const clock = new ManualClock();
+  const breaker = new CircuitBreaker(
+    policy({ consecutiveFailures: null, failureRate: { threshold: 0.5, minRequests: 4, windowMs: 10_000 }, probeTimeoutMs: 300 }),
+    clock,
+    new ScriptedRandom([0.5]),
+    { transition: (from, to, reason, detail) => transitions.push(`${from}->${to} ${reason}: ${detail}`) },
+  );
+  clock.advance(100);
+  for (const o of ['success', 'failure', 'failure', 'failure'] as const) breaker.tryAcquire()!.record(o);
+  t.match(
+    breaker.snapshot(),
+    { state: 'open', reason: 'failure-rate', detail: 'failure rate 75% (3 of 4) over 10s, threshold 50%', since: 100, nextProbeAt: 1100 },
+    'the failure-rate rule, with its numbers',
+  );
+  clock.advance(1500);
+  t.match(breaker.snapshot(), { state: 'half-open', reason: 'open-elapsed', since: 1100, nextProbeAt: null }, 'half-open since the period ended, not since it was noticed at 1600');
+  breaker.tryAcquire();
+  t.equal(breaker.tryAcquire(), null, 'a second probe is refused');
+  t.equal(breaker.snapshot().refused, 1, 'refusals count in each state');
+  clock.advance(300);
+  t.match(
+    breaker.snapshot(),
+    { state: 'open', reason: 'probe-timeout', detail: 'a half-open probe had no answer within 300ms', since: 1900, nextProbeAt: 3900, refused: 0 },
+    'a hung probe reopens it for the next period (2000ms)',
+  );
+  clock.advance(2000);
+  breaker.tryAcquire()!.record('failure');
+  t.match(breaker.snapshot(), { state: 'open', reason: 'probe-failure', detail: 'a half-open probe failed', since: 3900 });
+  clock.advance(4000);
+  breaker.tryAcquire()!.record('success');
+  t.match(breaker.snapshot(), { state: 'closed', reason: 'probe-success', detail: 'a half-open probe succeeded', since: 7900, nextProbeAt: null });
+  t.same(
+    transitions,
+    [
+      'closed->open failure-rate: failure rate 75% (3 of 4) over 10s, threshold 50%',
+      'open->half-open open-elapsed: the open period elapsed',
+      'half-open->open probe-timeout: a half-open probe had no answer within 300ms',
+      'open->half-open open-elapsed: the open period elapsed',
+      'half-open->open probe-failure: a half-open probe failed',
+      'open->half-open open-elapsed: the open period elapsed',
+      'half-open->closed probe-success: a half-open probe succeeded',
+    ],
+    'every transition reports its detail',
+  );
 });

@@ -6,19 +6,24 @@ import { OutlierDetector } from '../../lib/resilience/outlier-detector.js';
 function setup(over: Partial<OutlierDetectionPolicy> = {}) {
   const clock = new ManualClock();
   const log: string[] = [];
+  /** Why each ejection happened, as the events say it. */
+  const why: string[] = [];
   const detector = new OutlierDetector({ consecutiveFailures: 3, ejectForMs: 1000, maxEjectedPercent: 50, ...over }, clock, {
-    ejected: (a, ms) => log.push(`ejected ${a} ${ms}`),
+    ejected: (a, ms, reason, detail) => {
+      log.push(`ejected ${a} ${ms}`);
+      why.push(`${reason}: ${detail}`);
+    },
     returned: (a) => log.push(`returned ${a}`),
     ejectionSkipped: (a) => log.push(`skipped ${a}`),
   });
   const fail = (address: string, times: number, endpoints = 4) => {
     for (let i = 0; i < times; i++) detector.record(address, 'failure', endpoints);
   };
-  return { clock, detector, log, fail };
+  return { clock, detector, log, why, fail };
 }
 
 t.test('consecutive failures eject; a success in between resets the count', async (t) => {
-  const { detector, log, fail } = setup();
+  const { detector, log, why, fail } = setup();
   fail('a', 2);
   detector.record('a', 'success', 4);
   fail('a', 2);
@@ -27,7 +32,12 @@ t.test('consecutive failures eject; a success in between resets the count', asyn
   fail('a', 1);
   t.ok(detector.isEjected('a'), 'the third in a row ejects');
   t.same(log, ['ejected a 1000'], 'for ejectFor');
-  t.same(detector.snapshot('a'), { ejected: true, ejections: 1, until: 1000, consecutiveFailures: 0, probation: false }, 'snapshot');
+  t.same(why, ['consecutive-failures: 3 consecutive failures (threshold 3)'], 'saying why, with the numbers');
+  t.same(
+    detector.snapshot('a'),
+    { ejected: true, ejections: 1, since: 0, until: 1000, reason: 'consecutive-failures', consecutiveFailures: 0, probation: false },
+    'snapshot: since when, until when, why',
+  );
   t.equal(detector.ejectedCount(), 1, 'one ejected');
 });
 
@@ -59,7 +69,7 @@ t.test('a success on probation clears the record', async (t) => {
   clock.advance(2000);
   t.notOk(detector.isEjected('a'), 'back');
   detector.record('a', 'success', 4);
-  t.same(detector.snapshot('a'), { ejected: false, ejections: 0, until: null, consecutiveFailures: 0, probation: false }, 'k reset');
+  t.same(detector.snapshot('a'), { ejected: false, ejections: 0, since: null, until: null, reason: null, consecutiveFailures: 0, probation: false }, 'k reset');
   t.equal(detector.tracked(), 0, 'a healthy endpoint holds no state');
   fail('a', 2);
   t.notOk(detector.isEjected('a'), 'off probation, one failure no longer ejects');
@@ -72,7 +82,7 @@ t.test('outcomes reported while ejected are ignored', async (t) => {
   fail('a', 3);
   detector.record('a', 'success', 4);
   fail('a', 5);
-  t.same(detector.snapshot('a'), { ejected: true, ejections: 1, until: 1000, consecutiveFailures: 0, probation: false }, 'late results of calls begun before the ejection change nothing');
+  t.same(detector.snapshot('a'), { ejected: true, ejections: 1, since: 0, until: 1000, reason: 'consecutive-failures', consecutiveFailures: 0, probation: false }, 'late results of calls begun before the ejection change nothing');
   clock.advance(1000);
   t.notOk(detector.isEjected('a'), 'returns on time');
 });
@@ -132,4 +142,20 @@ t.test('maxEjectedPercent gives way while another endpoint is known to work', as
   od.record('b', 'failure', 3, true);
   t.ok(od.isEjected('b'), 'but with c known to work, b goes too: better served from c than from b');
   t.equal(od.ejectedCount(), 2);
+});
+
+t.test('snapshot times: since and until follow each ejection; the reason says which rule', async (t) => {
+  const { clock, detector, why, fail } = setup();
+  clock.advance(5000);
+  fail('a', 3);
+  t.match(detector.snapshot('a'), { ejected: true, since: 5000, until: 6000, reason: 'consecutive-failures' }, 'ejected at 5000 for ejectFor');
+  clock.advance(1500);
+  t.match(detector.snapshot('a'), { ejected: false, since: null, until: null, reason: null, probation: true }, 'back: no times, no reason');
+  fail('a', 1);
+  t.match(
+    detector.snapshot('a'),
+    { ejected: true, ejections: 2, since: 6500, until: 8500, reason: 'probation-failure' },
+    'the failure on probation ejects it from that moment, for twice as long',
+  );
+  t.same(why, ['consecutive-failures: 3 consecutive failures (threshold 3)', 'probation-failure: failed on probation after ejection 1']);
 });

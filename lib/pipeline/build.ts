@@ -7,7 +7,7 @@ import type { ProxyEvents } from '../core/events.js';
 import type { Random } from '../core/random.js';
 import { Authorizer } from '../auth/authorize.js';
 import type { JwtVerifier } from '../auth/jwt.js';
-import type { JwtRoutePolicy, RoutePolicy } from '../policy/types.js';
+import type { JwtRoutePolicy, RoutePolicy, UpstreamPolicy } from '../policy/types.js';
 import type { GlobalLimiter } from '../quota/global-limiter.js';
 import type { RateLimiter } from '../resilience/rate-limiter.js';
 import type { UpstreamRuntime } from '../upstream/upstream-runtime.js';
@@ -36,7 +36,58 @@ export interface PipelineDeps {
   readonly jwtVerifier?: (policy: JwtRoutePolicy) => JwtVerifier;
 }
 
-/** The ordered stages of a route (absent ones as null). */
+/** The stages a pipeline may have (each one's `Stage.name`), forward aside: it ends every pipeline. */
+export type StageName =
+  | 'authenticate'
+  | 'authorize'
+  | 'rate-limit'
+  | 'global-rate-limit'
+  | 'deadline'
+  | 'fault'
+  | 'retry'
+  | 'hedge'
+  | 'circuit-breaker'
+  | 'bulkhead'
+  | 'adaptive-concurrency'
+  | 'balance'
+  | 'per-try-timeout';
+
+/**
+ * Which stages a route's pipeline has, outermost first, decided from the compiled policy
+ * alone: `pipelineStages` builds exactly these, and `pilotfish explain` (lib/routing/explain.ts)
+ * prints them, so what is explained is what runs.
+ */
+export function stagePlan(route: RoutePolicy, upstream: UpstreamPolicy): StageName[] {
+  const plan: (StageName | false)[] = [
+    // Inbound, outermost: who is calling decides before anything is spent on them, and the
+    // token comes first because authorization rules and rate-limit keys may read its claims.
+    route.jwt !== null && 'authenticate',
+    route.authorize !== null && 'authorize',
+    // Then the rate limit: a refused request costs nothing downstream and never waits.
+    route.rateLimit?.scope === 'local' && 'rate-limit',
+    route.rateLimit?.scope === 'global' && 'global-rate-limit',
+    // The deadline covers every try and every backoff sleep.
+    'deadline',
+    // Injected faults inside the deadline (a delay counts against it) and outside retry (an abort is never retried away).
+    route.fault !== null && 'fault',
+    // Retry outside breaker, bulkhead and balancer: each try is admitted and balanced afresh.
+    route.retry.attempts > 1 && 'retry',
+    // Hedging inside retry (a retried try is hedged again), outside what admits and balances each try.
+    route.hedge !== null && 'hedge',
+    // Breaker before bulkhead: an open circuit sheds load without queueing it.
+    upstream.circuitBreaker !== null && 'circuit-breaker',
+    upstream.bulkhead !== null && 'bulkhead',
+    // The adaptive limit takes the bulkhead's place (the policy allows one or the other).
+    upstream.adaptiveConcurrency !== null && 'adaptive-concurrency',
+    // Pick the endpoint last, so the choice sees the load as it is when the try starts.
+    'balance',
+    // Per-try timeout innermost: time queued in the bulkhead does not eat into the try.
+    'per-try-timeout',
+  ];
+  return plan.filter((name): name is StageName => name !== false);
+}
+
+/** The ordered stages of a route: one per name of its `stagePlan`. */
 export function pipelineStages(
   route: RoutePolicy,
   upstream: UpstreamRuntime,
@@ -44,34 +95,45 @@ export function pipelineStages(
   deps: PipelineDeps,
   /** `rateLimit.scope: global`: this sidecar's share of the route's bucket in Redis. */
   global: GlobalLimiter | null = null,
-): (Stage | null)[] {
+): Stage[] {
   const { clock, random, events } = deps;
-  return [
-    // Inbound, outermost: who is calling decides before anything is spent on them, and the
-    // token comes first because authorization rules and rate-limit keys may read its claims.
-    route.jwt ? authenticateStage(route.name, route.jwt, verifierFor(route.jwt, deps), events) : null,
-    route.authorize ? authorizeStage(route.name, new Authorizer(route.authorize), events) : null,
-    // Then the rate limit: a refused request costs nothing downstream and never waits.
-    route.rateLimit && limiter ? rateLimitStage(route.name, route.rateLimit, limiter, events) : null,
-    route.rateLimit && global ? globalRateLimitStage(route.name, route.rateLimit, global, events) : null,
-    // The deadline covers every try and every backoff sleep.
-    deadlineStage(route.timeoutMs, clock),
-    // Injected faults inside the deadline (a delay counts against it) and outside retry (an abort is never retried away).
-    route.fault ? faultStage(route.name, route.fault, clock, random, events) : null,
-    // Retry outside breaker, bulkhead and balancer: each try is admitted and balanced afresh.
-    route.retry.attempts > 1 ? new RetryStage(route.name, route.retry, upstream, clock, random, events) : null,
-    // Hedging inside retry (a retried try is hedged again), outside what admits and balances each try.
-    route.hedge ? new HedgeStage(route.name, route.hedge, route.retry, upstream, clock, events) : null,
-    // Breaker before bulkhead: an open circuit sheds load without queueing it.
-    upstream.breaker ? circuitBreakerStage(upstream, upstream.breaker) : null,
-    upstream.bulkhead ? bulkheadStage(upstream.bulkhead) : null,
-    // The adaptive limit takes the bulkhead's place (the policy allows one or the other).
-    upstream.adaptive ? adaptiveConcurrencyStage(upstream.name, upstream.adaptive, clock) : null,
-    // Pick the endpoint last, so the choice sees the load as it is when the try starts.
-    balanceStage(upstream),
-    // Per-try timeout innermost: time queued in the bulkhead does not eat into the try.
-    perTryTimeoutStage(route.retry.perTryTimeoutMs, clock),
-  ];
+  const make = (name: StageName): Stage => {
+    switch (name) {
+      case 'authenticate':
+        return authenticateStage(route.name, need(route.jwt, name), verifierFor(need(route.jwt, name), deps), events);
+      case 'authorize':
+        return authorizeStage(route.name, new Authorizer(need(route.authorize, name)), events);
+      case 'rate-limit':
+        return rateLimitStage(route.name, need(route.rateLimit, name), need(limiter, name), events);
+      case 'global-rate-limit':
+        return globalRateLimitStage(route.name, need(route.rateLimit, name), need(global, name), events);
+      case 'deadline':
+        return deadlineStage(route.timeoutMs, clock);
+      case 'fault':
+        return faultStage(route.name, need(route.fault, name), clock, random, events);
+      case 'retry':
+        return new RetryStage(route.name, route.retry, upstream, clock, random, events);
+      case 'hedge':
+        return new HedgeStage(route.name, need(route.hedge, name), route.retry, upstream, clock, events);
+      case 'circuit-breaker':
+        return circuitBreakerStage(upstream, need(upstream.breaker, name));
+      case 'bulkhead':
+        return bulkheadStage(need(upstream.bulkhead, name));
+      case 'adaptive-concurrency':
+        return adaptiveConcurrencyStage(upstream.name, need(upstream.adaptive, name), clock);
+      case 'balance':
+        return balanceStage(upstream);
+      case 'per-try-timeout':
+        return perTryTimeoutStage(route.retry.perTryTimeoutMs, clock);
+    }
+  };
+  return stagePlan(route, upstream.policy).map(make);
+}
+
+/** What the plan's stage is built from; missing, the caller passed less than the plan needs. */
+function need<T>(value: T | null, stage: StageName): T {
+  if (value === null) throw new Error(`the ${stage} stage of this route needs what was not given (see pipelineStages)`);
+  return value;
 }
 
 function verifierFor(policy: JwtRoutePolicy, deps: PipelineDeps): JwtVerifier {

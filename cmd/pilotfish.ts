@@ -5,16 +5,27 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Pilotfish, PolicyLoadError } from '../lib/app.js';
+import { LEVELS, parseLevel, type Level } from '../lib/observe/logger.js';
 import { formatIssue, loadPolicy } from '../lib/policy/load.js';
 import { runCertsCommand } from './certs.js';
+import { runExplainCommand } from './explain.js';
+import { runSimulateCommand } from './simulate.js';
 
 const DEFAULT_POLICY = 'config/pilotfish.yaml';
 
 const HELP = `pilotfish — a service-mesh sidecar proxy
 
 Usage:
-  pilotfish run [--policy FILE]     run the sidecar (default policy: ${DEFAULT_POLICY})
+  pilotfish run [--policy FILE] [--log-level LEVEL]
+                                    run the sidecar (default policy: ${DEFAULT_POLICY}); LEVEL is the
+                                    least severe operational message written to stderr: debug, info
+                                    (default), warn or error; else $PILOTFISH_LOG_LEVEL
   pilotfish validate FILE           check a policy; exit 0 if valid, 1 with its errors
+  pilotfish simulate SCENARIO [--policy FILE] [--seed N] [--every DURATION] [--json]
+                                    replay a scenario (examples/simulate/) through the real pipeline
+                                    on a virtual clock; the same seed prints the same timeline
+  pilotfish explain --policy FILE --method M --url URL [--header NAME:VALUE]... [--inbound] [--json]
+                                    the route, stages and deadline budget a request would get (proxy not started)
   pilotfish certs --out DIR --workload NAME[=SPIFFE-ID] ...
                                     make a development CA and workload certificates (needs openssl)
   pilotfish --help | --version
@@ -53,14 +64,26 @@ async function validate(file: string | undefined): Promise<number> {
 
 async function run(args: string[]): Promise<number> {
   let policy = DEFAULT_POLICY;
+  let levelText: string | undefined;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === '--policy' || a === '-p') policy = args[++i] ?? '';
     else if (a?.startsWith('--policy=')) policy = a.slice('--policy='.length);
+    else if (a === '--log-level') levelText = args[++i] ?? '';
+    else if (a?.startsWith('--log-level=')) levelText = a.slice('--log-level='.length);
     else {
       process.stderr.write(`pilotfish run: unknown argument ${a}\n`);
       return 2;
     }
+  }
+  // The flag wins over the environment (an empty variable counts as unset).
+  const env = process.env.PILOTFISH_LOG_LEVEL;
+  const named = levelText ?? (env === '' ? undefined : env);
+  const logLevel: Level | null = named === undefined ? 'info' : parseLevel(named);
+  if (logLevel === null) {
+    const from = levelText !== undefined ? '--log-level' : 'PILOTFISH_LOG_LEVEL';
+    process.stderr.write(`pilotfish run: ${from} ${JSON.stringify(named)} is not one of ${LEVELS.join(', ')}\n`);
+    return 2;
   }
   // Signal handlers first: as PID 1 in a container, a SIGTERM during start-up would
   // otherwise be ignored until the orchestrator's kill.
@@ -73,7 +96,7 @@ async function run(args: string[]): Promise<number> {
   process.on('SIGINT', onSignal);
   let app: Pilotfish;
   try {
-    app = await Pilotfish.start({ policyFile: resolve(policy), version: await version() });
+    app = await Pilotfish.start({ policyFile: resolve(policy), version: await version(), logLevel });
   } catch (err) {
     if (err instanceof PolicyLoadError) {
       for (const issue of err.issues) process.stderr.write(`error: ${formatIssue(issue)}\n`);
@@ -100,6 +123,10 @@ async function main(argv: string[]): Promise<number> {
       return run(rest);
     case 'validate':
       return validate(rest[0]);
+    case 'simulate':
+      return runSimulateCommand(rest);
+    case 'explain':
+      return runExplainCommand(rest);
     case 'certs':
       return runCertsCommand(rest);
     case '--version':

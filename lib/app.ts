@@ -13,7 +13,10 @@ import { createDiscoverySource, type DiscoveryTuning } from './discovery/create-
 import { formatHostPort } from './http/host-port.js';
 import { AccessLog } from './observe/access-log.js';
 import { withDecisionLog } from './observe/decision-log.js';
-import { jsonLogger, type Logger } from './observe/logger.js';
+import { DecisionRing } from './observe/decision-ring.js';
+import { redactSecrets } from './observe/redact.js';
+import { diffPolicies, formatChanges, summarizeChanges, type PolicyDiff } from './policy/diff.js';
+import { jsonLogger, type Level, type Logger } from './observe/logger.js';
 import { Metrics } from './observe/metrics.js';
 import { formatIssue, loadPolicy } from './policy/load.js';
 import type { IdentityPolicy, Policy, PolicyIssue, RedisPolicy, RoutePolicy } from './policy/types.js';
@@ -28,6 +31,7 @@ import { GlobalLimiter } from './quota/global-limiter.js';
 import { RedisBucket } from './quota/redis-bucket.js';
 import { PoolRegistry } from './upstream/pools.js';
 import { Tunnels } from './server/tunnels.js';
+import { Tracing } from './tracing/tracing.js';
 import { WebSocketForwarder } from './upstream/websocket.js';
 import type { UpstreamRuntime } from './upstream/upstream-runtime.js';
 
@@ -39,6 +43,8 @@ export interface StartOptions {
   /** Where access log lines go (stdout by default). */
   readonly accessLogOut?: Writable;
   readonly logger?: Logger;
+  /** The least severe operational message written (default info); ignored with `logger`. */
+  readonly logLevel?: Level;
   /** Watch the policy file for changes (default true). */
   readonly watch?: boolean;
   readonly version?: string;
@@ -56,12 +62,15 @@ export class PolicyLoadError extends Error {
   }
 }
 
-/** The result of the last load, for /admin/policy. */
+/** The result of the last load, for /admin/policy (`LastReload` in server/admin.ts). */
 export interface ReloadRecord {
   readonly at: string;
   readonly ok: boolean;
   readonly issues: readonly PolicyIssue[];
   readonly state: StateReport | null;
+  readonly previousHash: string | null;
+  readonly hash: string | null;
+  readonly changes: PolicyDiff | null;
 }
 
 /** How long upstreams retired by a reload keep serving the requests that started on them. */
@@ -81,6 +90,10 @@ export class Pilotfish {
   private registrar: Registrar | null = null;
   /** Closes the Redis connection of global rate limits, if one was made. */
   private closeRedis: () => Promise<void> = () => Promise.resolve();
+  /** The tracer serving now, swapped on reload (tracing/tracing.ts). */
+  private tracing: Tracing | null = null;
+  /** The latest decisions (/admin/decisions); reloads are recorded here, the rest through the events. */
+  private decisions: DecisionRing | null = null;
 
   private constructor(
     policy: Policy,
@@ -104,14 +117,14 @@ export class Pilotfish {
     this.startedAt = deps.clock.now();
     const built = buildRuntime(policy, null, deps);
     this.runtime_ = built.runtime;
-    this.last = { at: new Date(deps.clock.wallNow()).toISOString(), ok: true, issues: [], state: built.report };
+    this.last = { at: new Date(deps.clock.wallNow()).toISOString(), ok: true, issues: [], state: built.report, previousHash: null, hash: policy.source.hash, changes: null };
   }
 
   /** Loads the policy, starts discovery and both listeners. Rejects on an invalid policy. */
   static async start(options: StartOptions): Promise<Pilotfish> {
     const clock = options.clock ?? systemClock;
     const random = options.random ?? systemRandom;
-    const logger = options.logger ?? jsonLogger(process.stderr, () => clock.wallNow());
+    const logger = options.logger ?? jsonLogger(process.stderr, () => clock.wallNow(), options.logLevel);
     const loaded = await loadPolicy(options.policyFile);
     if (!loaded.ok) throw new PolicyLoadError(loaded.issues);
     for (const w of loaded.warnings) logger.log('warn', `policy: ${formatIssue(w)}`);
@@ -127,6 +140,8 @@ export class Pilotfish {
       certificates: () => (identity === null ? null : { workload: identity.material.notAfterMs, trustBundle: identity.material.bundleNotAfterMs }),
     };
     const metrics = new Metrics(view, { version: options.version ?? '0.0.0' });
+    const tracing = new Tracing({ clock, random, logger, registry: metrics.registry, version: options.version ?? '0.0.0' });
+    tracing.apply(policy.tracing);
     const accessLog = policy.accessLog.enabled
       ? new AccessLog(options.accessLogOut ?? process.stdout, (n) => metrics.accessLogDropped.inc(n), clock)
       : null;
@@ -157,10 +172,11 @@ export class Pilotfish {
     const { limits } = policy;
     const tunnels = new Tunnels(limits.maxTunnels, limits.tunnelIdleTimeoutMs, () => metrics.connectionClosed('tunnel_idle'));
     const websocket = new WebSocketForwarder(clock, tunnels);
+    const decisions = new DecisionRing(clock);
     const deps: RuntimeDeps = {
       clock,
       random,
-      events: withDecisionLog(metrics, logger),
+      events: withDecisionLog(metrics, logger, decisions),
       pools,
       jwtVerifier: (jwt) => verifiers.get(jwt),
       globalLimiter,
@@ -196,6 +212,7 @@ export class Pilotfish {
       tunnels,
       websocket,
       draining: () => (app as Pilotfish).isDraining,
+      tracer: () => tracing.current(),
     };
     const outbound = createProxyListener(listenerDeps);
     const inboundAt = policy.listeners.inbound;
@@ -210,6 +227,8 @@ export class Pilotfish {
           });
     const admin = createAdminServer({
       metrics,
+      clock,
+      decisions,
       runtime: () => (app as Pilotfish).runtime(),
       notReadyReason: () => (app as Pilotfish).notReadyReason(),
       lastReload: () => (app as Pilotfish).last,
@@ -217,9 +236,12 @@ export class Pilotfish {
     });
     app = new Pilotfish(policy, deps, metrics, logger, accessLog, pools, tunnels, websocket, outbound, inbound, admin, load, identity, verifiers);
     app.closeRedis = closeRedis;
+    app.tracing = tracing;
+    app.decisions = decisions;
     metrics.reloads.labels('success').inc();
     metrics.lastReloadSuccess.set(1);
     metrics.policyInfo.labels(policy.source.hash).set(1);
+    metrics.exportKnownSeriesAtZero(policy);
     await Promise.all([
       outbound.listen(policy.listeners.outbound.port, policy.listeners.outbound.host),
       inbound?.listen(inboundAt?.port ?? 0, inboundAt?.host ?? '127.0.0.1'),
@@ -335,13 +357,17 @@ export class Pilotfish {
   private async reloadOnce(): Promise<boolean> {
     const file = this.runtime_.policy.source.file;
     const at = new Date(this.deps.clock.wallNow()).toISOString();
-    const succeeded = (state: StateReport): void => {
-      this.last = { at, ok: true, issues: [], state };
+    const previousHash = this.runtime_.policy.source.hash;
+    const succeeded = (state: StateReport, hash: string, changes: PolicyDiff): void => {
+      this.last = { at, ok: true, issues: [], state, previousHash, hash, changes };
+      this.decisions?.reload(true, previousHash, hash, summarizeChanges(changes));
       this.metrics.reloads.labels('success').inc();
       this.metrics.lastReloadSuccess.set(1);
     };
     const failed = (issues: readonly PolicyIssue[]): false => {
-      this.last = { at, ok: false, issues, state: null };
+      this.last = { at, ok: false, issues, state: null, previousHash, hash: null, changes: null };
+      // The first issue, redacted as /admin shows it (it may quote the refused value of a secret).
+      this.decisions?.reload(false, previousHash, null, issues[0] ? formatIssue(redactSecrets(issues[0]) as PolicyIssue) : null);
       this.metrics.reloads.labels('failure').inc();
       this.metrics.lastReloadSuccess.set(0);
       this.logger.log('error', 'policy rejected; the last good policy keeps serving', { file, errors: issues.map(formatIssue) });
@@ -359,7 +385,10 @@ export class Pilotfish {
           ...[...serving.upstreams.keys()].map((name) => `upstream:${name}`),
           ...serving.table.routes.filter((r) => r.limiter !== null).map((r) => `rateLimit:${r.name}`),
         ];
-        succeeded({ kept, reset: [] });
+        const previous = this.last;
+        succeeded({ kept, reset: [] }, policy.source.hash, diffPolicies(serving.policy.effective, policy.effective));
+        // Nothing changed: /admin/policy keeps showing the last change, unless a failure since must be cleared.
+        if (previous?.ok === true) this.last = previous;
         this.logger.log('info', 'policy unchanged: the file is the policy serving', { file, hash: policy.source.hash });
         return false;
       }
@@ -369,13 +398,23 @@ export class Pilotfish {
       this.verifiers.beginBuild();
       const built = buildRuntime(policy, this.runtime_, this.deps);
       const unused = this.verifiers.endBuild();
+      const changes = diffPolicies(old.effective, policy.effective);
       this.runtime_ = built.runtime;
-      succeeded(built.report);
+      this.tracing?.apply(policy.tracing);
+      succeeded(built.report, policy.source.hash, changes);
       // Requests that started on the old routes may still be verifying with these.
       if (unused.length > 0) this.deps.clock.setTimer(() => unused.forEach((v) => v.close()), RETIRE_AFTER_MS);
       this.metrics.policyInfo.reset();
       this.metrics.policyInfo.labels(policy.source.hash).set(1);
-      this.logger.log('info', 'policy reloaded', { file, hash: policy.source.hash, kept: built.report.kept, reset: built.report.reset });
+      this.metrics.exportKnownSeriesAtZero(policy);
+      this.logger.log('info', 'policy reloaded', {
+        file,
+        previousHash,
+        hash: policy.source.hash,
+        changes: formatChanges(changes),
+        kept: built.report.kept,
+        reset: built.report.reset,
+      });
       for (const up of built.retired) this.retire(up);
       return true;
     } catch (err) {
@@ -433,6 +472,8 @@ export class Pilotfish {
     await this.pools.closeAll();
     this.verifiers.closeAll();
     await this.closeRedis();
+    // The spans of the last requests, within a bound (a dead collector delays the exit at most 2 s).
+    await this.tracing?.close();
     this.identity?.close();
     this.accessLog?.flush();
     await new Promise<void>((resolve) => this.admin.close(() => resolve()));

@@ -15,14 +15,28 @@ const FLUSH_BYTES = 64 * 1024;
 export interface AccessRecord {
   time: string;
   requestId: string | null;
+  /** The W3C trace id (32 hex digits) the request belongs to, or null. */
+  traceId: string | null;
+  /** The client's address, `host:port` (the app outbound, the calling sidecar inbound), or null when unknown. */
+  client: string | null;
   method: string;
   authority: string;
   path: string;
   route: string | null;
   upstream: string | null;
+  /** The endpoint whose answer the client got (else the last one tried). */
   endpoint: string | null;
+  /** Every endpoint tried, in order, retries and hedges included: `host:port` joined by `,`; null when none. */
+  endpoints: string | null;
   status: number;
+  /** Why the request ended as it did, Envoy-style (`UF,URX`...), `-` when nothing went wrong (response-flags.ts). */
+  flags: string;
+  /** From the request's head to its response's end, or its failure (ms). */
   durationMs: number;
+  /** From the request's head to the response head written to the client (ms); null when none was. */
+  ttfbMs: number | null;
+  /** The answering try's wait: from its dispatch to its response head (ms); null when no try's head was relayed. */
+  upstreamMs: number | null;
   bytesIn: number;
   bytesOut: number;
   attempts: number;
@@ -40,6 +54,8 @@ export interface AccessRecord {
   direction: string;
   /** Inbound: the caller's verified SPIFFE ID, or null. */
   caller: string | null;
+  /** The client's `User-Agent`, or null. */
+  userAgent: string | null;
 }
 
 /** Characters a JSON string literal must escape (and non-ASCII, left to JSON.stringify). */
@@ -58,11 +74,13 @@ function q(value: string | null): string {
  */
 export function toJsonLine(r: AccessRecord): string {
   return (
-    `{"time":${q(r.time)},"requestId":${q(r.requestId)},"method":${q(r.method)},"authority":${q(r.authority)},` +
-    `"path":${q(r.path)},"route":${q(r.route)},"upstream":${q(r.upstream)},"endpoint":${q(r.endpoint)},` +
-    `"status":${r.status},"durationMs":${r.durationMs},"bytesIn":${r.bytesIn},"bytesOut":${r.bytesOut},` +
-    `"attempts":${r.attempts},"error":${q(r.error)},"retry":${q(r.retry)},"fault":${q(r.fault)},"hedge":${q(r.hedge)},` +
-    `"protocol":${q(r.protocol)},"grpcStatus":${q(r.grpcStatus)},"direction":${q(r.direction)},"caller":${q(r.caller)}}`
+    `{"time":${q(r.time)},"requestId":${q(r.requestId)},"traceId":${q(r.traceId)},"client":${q(r.client)},` +
+    `"method":${q(r.method)},"authority":${q(r.authority)},"path":${q(r.path)},"protocol":${q(r.protocol)},` +
+    `"route":${q(r.route)},"upstream":${q(r.upstream)},"endpoint":${q(r.endpoint)},"endpoints":${q(r.endpoints)},` +
+    `"status":${r.status},"flags":${q(r.flags)},"durationMs":${r.durationMs},"ttfbMs":${r.ttfbMs},"upstreamMs":${r.upstreamMs},` +
+    `"bytesIn":${r.bytesIn},"bytesOut":${r.bytesOut},"attempts":${r.attempts},"error":${q(r.error)},"retry":${q(r.retry)},` +
+    `"fault":${q(r.fault)},"hedge":${q(r.hedge)},"grpcStatus":${q(r.grpcStatus)},"direction":${q(r.direction)},` +
+    `"caller":${q(r.caller)},"userAgent":${q(r.userAgent)}}`
   );
 }
 

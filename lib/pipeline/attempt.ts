@@ -48,6 +48,13 @@ export class Attempt {
   endpoint: EndpointRuntime | null = null;
   /** Absolute clock time by which this try's response headers must arrive (per-try timeout). */
   deadline = Infinity;
+  /** Clock time this try went on the wire (-1 before, or when the terminal did not say). */
+  dispatchedAt = -1;
+  /**
+   * The request headers of this try when they are its own (a traced try names its span in
+   * `traceparent`); null: the exchange's. A copy, so a hedge never rewrites a try still queued.
+   */
+  headers: string[] | null = null;
   /** Clock time this try's response headers arrived (0 before). */
   respondedAt = 0;
   /** True once this try's response headers arrived. */
@@ -98,15 +105,19 @@ export class Attempt {
     this.abortFn?.(reason);
   }
 
-  /** The terminal call puts the try on the wire: `abort` reaches it through `fn` from now on. */
-  dispatched(fn: (reason: Error) => void): void {
+  /**
+   * The terminal call puts the try on the wire at clock time `now`: `abort` reaches it through
+   * `fn` from now on.
+   */
+  dispatched(fn: (reason: Error) => void, now = -1): void {
     this.abortFn = fn;
+    this.dispatchedAt = now;
     this.ex.tryStarted(this);
   }
 
-  /** The try is over (its response ended, or it failed). */
-  settled(): void {
+  /** The try is over (its response ended, or it failed), with its result when the terminal has one. */
+  settled(result: AttemptResult | null = null): void {
     this.abortFn = null;
-    this.ex.tryEnded(this);
+    this.ex.tryEnded(this, result);
   }
 }

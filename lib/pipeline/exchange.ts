@@ -7,8 +7,11 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Cancellation } from '../core/cancel.js';
 import type { ErrorCode } from '../core/errors.js';
+import type { RetryRefusal } from '../core/events.js';
 import type { ClientProtocol, ClientRequest, ClientResponse } from '../http/client.js';
+import type { FailureKind } from '../resilience/outcome.js';
 import type { RouteRuntime } from '../routing/route-runtime.js';
+import type { RequestTrace } from '../tracing/tracer.js';
 import type { EndpointRuntime } from '../upstream/upstream-runtime.js';
 import type { Attempt, AttemptResult } from './attempt.js';
 import { Deadline } from './deadline.js';
@@ -38,6 +41,12 @@ export class Exchange {
   attempts = 0;
   /** The endpoint of the last try put on the wire. */
   endpoint: EndpointRuntime | null = null;
+  /**
+   * Every endpoint tried, in the order the tries went on the wire (hedges included), for the
+   * access log; null while there was at most one (`endpoint` then says it): a request that
+   * takes one try allocates nothing for it.
+   */
+  endpointsTried: string[] | null = null;
   /** Addresses already tried, so a retry or a hedge prefers another; null until needed. */
   tried: Set<string> | null = null;
   /** The try whose response was committed to the client (null before). */
@@ -50,6 +59,19 @@ export class Exchange {
   bytesOut = 0;
   /** Per-exchange notes for the access log (e.g. a retry reason). */
   note: string | null = null;
+  /** Why the retry stage declined another try (set by it), null when it never did. */
+  retryRefusal: RetryRefusal | null = null;
+  /** How a response already committed to the client broke off (the upstream reset or stalled mid-body), else null. */
+  responseFailure: FailureKind | null = null;
+  /**
+   * The W3C trace id this request belongs to (32 hex digits): an incoming `traceparent`'s, or
+   * the trace the proxy started for it; null when there is none.
+   */
+  traceId: string | null = null;
+  /** This request's spans while it is traced (sampled); null when it is not (tracing/tracer.ts). */
+  trace: RequestTrace | null = null;
+  /** The client's address, `host:port` (the app's on the outbound side, the caller's inbound). */
+  client: string | null = null;
   /** How long the client may leave response bytes unread before it is cut (the listener's limit). */
   writeIdleMs = 60_000;
   /** What fault injection did to this request (`delay`, `abort`, `delay+abort`), for the access log. */
@@ -98,20 +120,28 @@ export class Exchange {
 
   /** A try went on the wire (Attempt.dispatched). */
   tryStarted(at: Attempt): void {
-    this.attempts++;
+    if (this.attempts++ > 0) (this.endpointsTried ??= [addressOf(this.endpoint)]).push(addressOf(at.endpoint));
     this.endpoint = at.endpoint;
+    // Before `live` changes: a try sent while another is in flight is a hedge.
+    if (this.trace !== null) this.trace.tryStarted(at, this.live !== null);
     if (this.live === null) this.live = at;
     else (this.more ??= []).push(at);
     if (this.cancel.reason !== null) at.abort(this.cancel.reason);
   }
 
-  /** A try is over (Attempt.settled). */
-  tryEnded(at: Attempt): void {
+  /** A try is over (Attempt.settled), with what it came to when the terminal says. */
+  tryEnded(at: Attempt, result: AttemptResult | null = null): void {
+    if (this.trace !== null) this.trace.tryEnded(at, result);
     if (this.live === at) this.live = this.more?.shift() ?? null;
     else if (this.more !== null) {
       const i = this.more.indexOf(at);
       if (i >= 0) this.more.splice(i, 1);
     }
+  }
+
+  /** Every endpoint tried as the access log shows it: `host:port` joined by `,`; null when none was. */
+  endpointsText(): string | null {
+    return this.endpointsTried === null ? (this.endpoint?.spec.address ?? null) : this.endpointsTried.join(',');
   }
 
   /**
@@ -123,4 +153,8 @@ export class Exchange {
     this.winner = at;
     return true;
   }
+}
+
+function addressOf(ep: EndpointRuntime | null): string {
+  return ep?.spec.address ?? '-';
 }

@@ -30,6 +30,7 @@ import type {
   RetryPolicy,
   RouteMatch,
   RoutePolicy,
+  TracingPolicy,
   UpstreamPolicy,
   UpstreamTls,
 } from './types.js';
@@ -93,6 +94,7 @@ export function compilePolicy(wire: PolicyWire, source: PolicySource): CompileRe
     upstreams: new Map(Object.entries(wire.upstreams).map(([name, u]) => [name, compileUpstream(name, u, dir, resolvers)])),
     routes: wire.routes.map((r, index) => compileRoute(r, index, wire.defaults)),
     accessLog: { enabled: wire.accessLog.enabled },
+    tracing: compileTracing(wire.tracing),
     limits: compileLimits(wire.limits),
     drainTimeoutMs: ms(wire.shutdown.drainTimeout),
     quietPeriodMs: ms(wire.shutdown.quietPeriod),
@@ -154,6 +156,16 @@ function compileRegistration(r: PolicyWire['registration']): RegistrationPolicy 
     ttlMs: ms(r.ttl),
     health: { path: r.healthCheck.path, intervalMs: ms(r.healthCheck.interval), timeoutMs: ms(r.healthCheck.timeout) },
     ...(r.metadata ? { metadata: r.metadata } : {}),
+  };
+}
+
+function compileTracing(t: PolicyWire['tracing']): TracingPolicy | null {
+  if (t === undefined) return null;
+  return {
+    serviceName: t.serviceName,
+    otlp: { endpoint: t.otlp.endpoint, timeoutMs: ms(t.otlp.timeout), headers: { ...t.otlp.headers } },
+    sampling: { ratio: parseRatio(t.sampling.ratio), parentBased: t.sampling.parentBased },
+    batch: { maxSpans: t.batch.maxSpans, maxQueued: t.batch.maxQueued, intervalMs: ms(t.batch.interval) },
   };
 }
 
@@ -420,6 +432,10 @@ function findErrors(wire: PolicyWire, policy: Policy): Finding[] {
     }
   } else if (wire.inbound !== undefined) {
     error(['inbound'], 'inbound routes need an inbound listener: add listeners.inbound (address, app)');
+  }
+  const tracing = policy.tracing;
+  if (tracing !== null && tracing.batch.maxSpans > tracing.batch.maxQueued) {
+    error(['tracing', 'batch', 'maxSpans'], `a batch of ${tracing.batch.maxSpans} spans can never fill a queue of maxQueued ${tracing.batch.maxQueued}: make maxSpans at most maxQueued`);
   }
   const reg = policy.registration;
   if (reg !== null) {

@@ -481,6 +481,26 @@ export const policySchema = fields({
   upstreams: z.record(name(), upstream, expecting('a mapping of upstream name to upstream')),
   routes: z.array(route, expecting('a list of routes')).describe('first match wins'),
   accessLog: fields({ enabled: flag().default(true) }).prefault({}),
+  tracing: fields({
+    serviceName: pattern(/^\S.*$/, 'a service name like orders-sidecar').describe('the resource\'s service.name on every span').default('pilotfish'),
+    otlp: fields({
+      endpoint: z.url({ protocol: /^https?$/, ...expecting('an http(s) URL like http://127.0.0.1:4318/v1/traces') })
+        .describe('the collector\'s OTLP/HTTP traces URL (JSON bodies)'),
+      timeout: duration().describe('the longest one export may take; a collector slower than this loses that batch (counted)').default('5s'),
+      headers: z.record(pattern(TOKEN, 'a header name'), z.string(expecting('a string')), expecting('a mapping of header name to value'))
+        .describe('sent with every export (e.g. an API key)')
+        .default({}),
+    }),
+    sampling: fields({
+      ratio: ratio().describe('share of new traces recorded, decided on the trace id (OpenTelemetry\'s TraceIdRatioBased)').default('1%'),
+      parentBased: flag().describe('a request with a traceparent follows its sampled flag; without one, the ratio decides').default(true),
+    }).prefault({}),
+    batch: fields({
+      maxSpans: count(1).describe('spans per export; a full batch is sent at once').default(512),
+      maxQueued: count(1).describe('spans waiting for export at most; beyond, new spans are dropped and counted').default(2048),
+      interval: duration().describe('a partial batch waits at most this long').default('1s'),
+    }).prefault({}),
+  }).describe('OpenTelemetry spans for each request and each try, exported by OTLP/HTTP; absent: off').optional(),
   shutdown: fields({
     drainTimeout: duration().describe('the longest drain on SIGTERM: the app keeps its egress meanwhile; what is left then is cut').default('20s'),
     quietPeriod: duration(true).describe('the drain ends early once nothing was in flight and no connection open for this long').default('5s'),

@@ -291,6 +291,34 @@ export interface AccessLogPolicy {
   readonly enabled: boolean;
 }
 
+/** OpenTelemetry tracing: spans per request and per try, exported by OTLP/HTTP (JSON). */
+export interface TracingPolicy {
+  /** The resource's `service.name`. */
+  readonly serviceName: string;
+  readonly otlp: {
+    /** The collector's OTLP/HTTP traces URL, e.g. `http://127.0.0.1:4318/v1/traces`. */
+    readonly endpoint: string;
+    /** The longest one export may take (connect, send, answer). */
+    readonly timeoutMs: number;
+    /** Extra request headers (e.g. an API key), sent with every export. */
+    readonly headers: Readonly<Record<string, string>>;
+  };
+  readonly sampling: {
+    /** Share of new traces recorded, 0 to 1 (deterministic on the trace id). */
+    readonly ratio: number;
+    /** Follow the caller's sampled flag when a `traceparent` came in (else: the ratio decides). */
+    readonly parentBased: boolean;
+  };
+  readonly batch: {
+    /** Spans per export at most; a full batch is sent at once. */
+    readonly maxSpans: number;
+    /** Spans waiting to be exported at most; beyond, new spans are dropped and counted. */
+    readonly maxQueued: number;
+    /** A partial batch waits at most this long. */
+    readonly intervalMs: number;
+  };
+}
+
 export interface Policy {
   readonly version: 1;
   /** Absolute path of the file it was read from, and the sha256 of its text. */
@@ -310,6 +338,8 @@ export interface Policy {
   /** In policy order; first match wins. */
   readonly routes: readonly RoutePolicy[];
   readonly accessLog: AccessLogPolicy;
+  /** Tracing; null: off (no trace context is read or written, no span is made). */
+  readonly tracing: TracingPolicy | null;
   readonly limits: LimitsPolicy;
   /** The longest drain on SIGTERM. */
   readonly drainTimeoutMs: number;

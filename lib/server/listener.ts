@@ -18,7 +18,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import http, { ServerResponse, type IncomingMessage } from 'node:http';
-import { constants as h2 } from 'node:http2';
+import { constants as h2, type Http2Session } from 'node:http2';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
@@ -36,11 +36,12 @@ import {
   upstreamRequestHeaders,
   type InboundForwarding,
 } from '../http/headers.js';
-import { parseAuthority } from '../http/host-port.js';
+import { formatHost, parseAuthority } from '../http/host-port.js';
 import { parseTarget, type Target } from '../http/target.js';
 import { isoTime, type AccessLog } from '../observe/access-log.js';
 import type { Logger } from '../observe/logger.js';
 import type { Metrics } from '../observe/metrics.js';
+import { edgeFlags, responseFlags } from '../observe/response-flags.js';
 import type { AttemptResult } from '../pipeline/attempt.js';
 import { Exchange } from '../pipeline/exchange.js';
 import { RequestBody } from '../pipeline/request-body.js';
@@ -49,6 +50,8 @@ import type { Direction, LimitsPolicy } from '../policy/types.js';
 import type { RouteRuntime } from '../routing/route-runtime.js';
 import { RouteTable } from '../routing/route-table.js';
 import type { Runtime } from '../runtime/runtime.js';
+import type { Tracer } from '../tracing/tracer.js';
+import { parseTraceparent } from '../tracing/trace-context.js';
 import type { WebSocketForwarder } from '../upstream/websocket.js';
 import { sendError, sendGrpcError, sendSocketError } from './error-response.js';
 import { H2cSessions } from './h2c.js';
@@ -83,6 +86,8 @@ export interface ListenerDeps {
   readonly websocket: WebSocketForwarder;
   /** True once the drain began: every response then closes its connection. */
   readonly draining: () => boolean;
+  /** The tracer of the policy serving now (null: tracing off); read once per request. */
+  readonly tracer?: () => Tracer | null;
 }
 
 /** Status logged for a request whose client went away before it was answered (as nginx). */
@@ -98,6 +103,8 @@ interface ClientConnection {
   queued: number;
   /** Inside a CONNECT tunnel: how long it may sit idle between requests (else Node's keep-alive). */
   tunnelIdleMs: number | null;
+  /** The client's `host:port`, formatted at its first request (null before). */
+  client: string | null;
 }
 /** Node keeps the response being written on `_httpMessage` (null between requests). */
 type TrackedSocket = Socket & { [CONNECTION]?: ClientConnection; _httpMessage?: ServerResponse | null };
@@ -222,7 +229,7 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
 
   server.on('connection', (socket: TrackedSocket) => {
     adopt(socket);
-    socket[CONNECTION] = { queued: 0, tunnelIdleMs: null };
+    socket[CONNECTION] = { queued: 0, tunnelIdleMs: null, client: null };
   });
   server.on('timeout', onSocketTimeout);
   server.on('request', (req: IncomingMessage, res: ServerResponse) => accept(req, res, false));
@@ -342,6 +349,11 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
     );
     if (grpc) ex.clientTimeoutMs = parseGrpcTimeout(headerValue(req.headers['grpc-timeout'])) ?? Infinity;
     ex.caller = caller;
+    ex.client = clientOf(req);
+    // Sampling, the trace id, and the trace context sent upstream (tracing/tracer.ts).
+    const tracer = deps.tracer?.() ?? null;
+    if (tracer !== null) tracer.begin(ex, req.headers.traceparent);
+    else ex.traceId = traceIdOf(req); // tracing off: the access log still names the caller's trace
     return ex;
   }
 
@@ -477,27 +489,35 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
     const code = clientErrorCode(err, limits.maxUrlBytes);
     const error = new ProxyError(code, `malformed request: ${err.code ?? err.message}`);
     metrics.proxyErrors.labels(code, '', '', direction).inc();
-    writeLog('', '', '', null, error.status, code, clock.now());
+    writeLog(null, '', '', error.status, code, clock.now(), null, peerOf(socket as Socket));
     sendSocketError(socket, error, { route: null, upstream: null, requestId: null });
   }
 
   /** Logs and counts a finished request. */
   function finish(ex: Exchange): void {
     deps.load.inFlight--;
-    const seconds = (clock.now() - ex.startedAt) / 1000;
+    if (ex.trace !== null) ex.trace.end();
+    const elapsedMs = clock.now() - ex.startedAt;
+    const seconds = elapsedMs / 1000;
     ex.route.metrics.observe(ex.req.method ?? 'GET', ex.status, ex.grpcStatus, seconds);
     if (ex.errorCode !== null) metrics.proxyErrors.labels(ex.errorCode, ex.route.name, ex.route.upstream.name, direction).inc();
     accessLog?.write({
       time: isoTime(clock.wallNow()),
       requestId: ex.id,
+      traceId: ex.traceId,
+      client: ex.client,
       method: ex.req.method ?? '',
       authority: ex.authority,
       path: ex.req.url ?? '',
       route: ex.route.name,
       upstream: ex.route.upstream.name,
       endpoint: (ex.winner?.endpoint ?? ex.endpoint)?.spec.address ?? null,
+      endpoints: ex.endpointsText(),
       status: ex.status,
-      durationMs: Math.round(seconds * 1e6) / 1e3,
+      flags: responseFlags(ex),
+      durationMs: roundMs(elapsedMs),
+      ttfbMs: ttfbOf(ex, elapsedMs),
+      upstreamMs: upstreamMsOf(ex),
       bytesIn: ex.body?.bytes ?? 0,
       bytesOut: ex.bytesOut,
       attempts: ex.attempts,
@@ -509,6 +529,7 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
       grpcStatus: ex.grpcStatus < 0 ? null : grpcCodeName(ex.grpcStatus),
       direction,
       caller: ex.caller,
+      userAgent: userAgentOf(ex.req),
     });
   }
 
@@ -533,6 +554,8 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
       else answer(ex, reason instanceof ProxyError ? reason : (result.error ?? internal('attempt ended without a response')));
     } else if (reason instanceof ClientClosedError && ex.upgrade === null) {
       ex.status = CLIENT_CLOSED_STATUS; // the client hung up mid-response
+    } else if (result.failure !== null && result.failure !== 'local') {
+      ex.responseFailure = result.failure; // the upstream broke off a response under way
     }
     finish(ex);
   }
@@ -554,12 +577,12 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
     metrics.proxyErrors.labels(err.code, '', '', direction).inc();
     if (isGrpcCall(req)) {
       const code = sendGrpcError(res, err, ctx);
-      writeLog(requestId, req.method ?? '', authority, req.url ?? '', 200, err.code, started, protocolOf(req), grpcCodeName(code));
+      writeLog(req, requestId, authority, 200, err.code, started, grpcCodeName(code));
       return null;
     }
     const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
     sendError(res, err, ctx, hasBody && !req.complete);
-    writeLog(requestId, req.method ?? '', authority, req.url ?? '', err.status, err.code, started, protocolOf(req));
+    writeLog(req, requestId, authority, err.status, err.code, started);
     return null;
   }
 
@@ -574,32 +597,40 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
 
   function logEdge(req: ClientRequest, started: number, status: number, code: ErrorCode | null, authority: string): void {
     const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
-    writeLog(requestId, req.method ?? '', authority, req.url ?? '', status, code, started, protocolOf(req));
+    writeLog(req, requestId, authority, status, code, started);
   }
 
-  /** An access log line for what never reached a route. */
+  /** An access log line for what never reached a route (`req` null: a head Node could not parse). */
   function writeLog(
+    req: ClientRequest | null,
     requestId: string,
-    method: string,
     authority: string,
-    path: string | null,
     status: number,
     code: ErrorCode | null,
     started: number,
-    protocol: ClientProtocol = 'HTTP/1.1',
     grpcStatus: string | null = null,
+    client: string | null = req === null ? null : clientOf(req),
   ): void {
+    const durationMs = roundMs(clock.now() - started);
+    const closed = status === CLIENT_CLOSED_STATUS;
     accessLog?.write({
       time: isoTime(clock.wallNow()),
       requestId,
-      method,
+      traceId: req === null ? null : traceIdOf(req),
+      client,
+      method: req?.method ?? '',
       authority,
-      path: path ?? '',
+      path: req?.url ?? '',
       route: null,
       upstream: null,
       endpoint: null,
+      endpoints: null,
       status,
-      durationMs: Math.round((clock.now() - started) * 1e3) / 1e3,
+      flags: edgeFlags(code, closed),
+      durationMs,
+      // What never reached a route is answered at once, as the line is written (or not at all).
+      ttfbMs: closed ? null : durationMs,
+      upstreamMs: null,
       bytesIn: 0,
       bytesOut: 0,
       attempts: 0,
@@ -607,10 +638,11 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
       retry: null,
       fault: null,
       hedge: null,
-      protocol,
+      protocol: req === null ? 'HTTP/1.1' : protocolOf(req),
       grpcStatus,
       direction,
       caller: null,
+      userAgent: req === null ? null : userAgentOf(req),
     });
   }
 
@@ -649,6 +681,68 @@ function authorityOf(req: ClientRequest): string {
 
 function protocolOf(req: ClientRequest): ClientProtocol {
   return req.httpVersionMajor === 2 ? 'HTTP/2' : req.httpVersionMinor === 0 ? 'HTTP/1.0' : 'HTTP/1.1';
+}
+
+/** The client's address on an HTTP/2 session, kept on the session (its streams share it). */
+const SESSION_CLIENT = Symbol('pilotfish.client');
+type TaggedSession = Http2Session & { [SESSION_CLIENT]?: string | null };
+
+/** The client's `host:port`, formatted once per connection (its keep-alive requests share it). */
+function clientOf(req: ClientRequest): string | null {
+  if (req instanceof H2Request) {
+    const session = req.stream.session as TaggedSession | undefined;
+    if (session === undefined) return null;
+    const known = session[SESSION_CLIENT];
+    if (known !== undefined) return known;
+    try {
+      // The session's `socket` is a proxy that throws once the session is gone.
+      return (session[SESSION_CLIENT] = peerOf(session.socket));
+    } catch {
+      return null;
+    }
+  }
+  const socket = req.socket as TrackedSocket;
+  const conn = socket[CONNECTION];
+  if (conn === undefined) return peerOf(socket);
+  return (conn.client ??= peerOf(socket));
+}
+
+/** `host:port` of a socket's peer (IPv6 bracketed); null once the socket no longer knows it. */
+function peerOf(socket: { readonly remoteAddress?: string | undefined; readonly remotePort?: number | undefined }): string | null {
+  const address = socket.remoteAddress;
+  return address === undefined ? null : `${formatHost(address)}:${socket.remotePort ?? 0}`;
+}
+
+/** The trace id of the request's `traceparent`, when it has a valid one. */
+function traceIdOf(req: ClientRequest): string | null {
+  const value = req.headers.traceparent;
+  return value === undefined ? null : (parseTraceparent(headerValue(value))?.traceId ?? null);
+}
+
+function userAgentOf(req: ClientRequest): string | null {
+  return req.headers['user-agent'] ?? null;
+}
+
+/** Milliseconds as the access log shows them: to the microsecond. */
+function roundMs(ms: number): number {
+  return Math.round(ms * 1e3) / 1e3;
+}
+
+/**
+ * From the request's head to the response head written to the client: the answering try's
+ * head (relayed at once), or the proxy's own answer (written as the request ends); null when
+ * the client got no head.
+ */
+function ttfbOf(ex: Exchange, elapsedMs: number): number | null {
+  const w = ex.winner;
+  if (w !== null && w.responded) return roundMs(w.respondedAt - ex.startedAt);
+  return ex.errorCode !== null ? roundMs(elapsedMs) : null;
+}
+
+/** The answering try's wait for its response head, from its dispatch; null when none got one. */
+function upstreamMsOf(ex: Exchange): number | null {
+  const w = ex.winner;
+  return w !== null && w.responded && w.dispatchedAt >= 0 ? roundMs(w.respondedAt - w.dispatchedAt) : null;
 }
 
 /** HTTP/1.1: a client that stops reading is bounded by its socket's inactivity timeout. */

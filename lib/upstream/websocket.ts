@@ -47,7 +47,7 @@ export class WebSocketForwarder {
     const attempt = new WebSocketAttempt(at, ep.spec.address, this.clock, this.tunnels, ex.route.upstream.policy.connectTimeoutMs);
     this.attempts.set(upgrade.req, attempt);
     const promise = new Promise<AttemptResult>((resolve) => (attempt.resolve = resolve));
-    at.dispatched(attempt.abort);
+    at.dispatched(attempt.abort, this.clock.now());
     if (at.abortReason !== null) attempt.abort(at.abortReason);
     else {
       // http-proxy writes `req`'s headers upstream: give it the pipeline's, with this hop's

@@ -10,6 +10,7 @@
 //   --dry-run       print the policy and exit
 //   --write FILE    write the policy to FILE and exit (test/bench/pilotfish.sh then execs Pilotfish itself,
 //                   so the harness measures Pilotfish's process alone, without this wrapper's RSS)
+//   --otlp-sink     run a minimal OTLP/HTTP collector (answers 200, keeps nothing) for the tracing-* policies
 // Environment:
 //   BENCH_POLICY=basic|full   basic (default): the catch-all route with the built-in defaults.
 //                             full: every mechanism on (rate limit, bulkhead, retries with budget, circuit
@@ -19,9 +20,15 @@
 //                             cleartext HTTP/2 with prior knowledge).
 //                             local-limit / global-limit: basic plus a route rate limit that never rejects, in
 //                             this sidecar (scope: local) or shared through Redis (scope: global, REDIS_ADDRESS).
+//                             tracing-off / tracing-1 / tracing-100: basic, then basic plus OpenTelemetry tracing
+//                             sampling 1% or 100% of requests, exported to TRACING_COLLECTOR (run a collector there,
+//                             e.g. `node test/bench/start-for-bench.js --otlp-sink`): the cost of tracing, per request.
 //   ADMIN_PORT                admin listener port [PORT + 1000]
+//   TRACING_COLLECTOR         tracing-*: the OTLP/HTTP traces URL [http://127.0.0.1:4318/v1/traces]
+//   TRACING_SINK              --otlp-sink: where the sink listens [127.0.0.1:4318]
 //   REDIS_ADDRESS             global-limit: the Redis server [127.0.0.1:6379]
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -55,8 +62,17 @@ function endpoint(url) {
 }
 
 /** The policy text: plain YAML with only contract fields (see /work/shared/policy-contract.yaml). */
-export function benchPolicy({ port: listenPort, adminPort, endpoints, mode, redis = '127.0.0.1:6379' }) {
+export function benchPolicy({ port: listenPort, adminPort, endpoints, mode, redis = '127.0.0.1:6379', collector = 'http://127.0.0.1:4318/v1/traces' }) {
   const list = endpoints.join(', ');
+  if (mode === 'tracing-1' || mode === 'tracing-100') {
+    // basic plus tracing: every request a root (wrk sends no traceparent), so the ratio alone decides.
+    const ratio = mode === 'tracing-1' ? '1%' : '100%';
+    return `${benchPolicy({ port: listenPort, adminPort, endpoints, mode: 'basic' }).replace('(basic): one catch-all route, built-in defaults.', `(${mode}): basic plus tracing at ${ratio}.`)}tracing:
+  serviceName: pilotfish-bench
+  otlp: { endpoint: ${collector} }
+  sampling: { ratio: ${ratio} }
+`;
+  }
   if (mode === 'local-limit' || mode === 'global-limit') {
     // The same limit, high enough never to reject: the two figures compare where its bucket lives.
     const scope = mode === 'global-limit' ? 'global' : 'local';
@@ -74,7 +90,7 @@ routes:
     rateLimit: { rate: 10000000/s, burst: 100000, scope: ${scope} }
 `;
   }
-  if (mode === 'basic' || mode === 'h2c') {
+  if (mode === 'basic' || mode === 'h2c' || mode === 'tracing-off') {
     // h2c differs from basic in the upstream protocol alone, so the two figures compare the protocols.
     const what = mode === 'h2c' ? 'h2c: basic, the origins spoken to over cleartext HTTP/2' : 'basic';
     const protocol = mode === 'h2c' ? '\n    protocol: h2c' : '';
@@ -138,13 +154,48 @@ function policyFromEnv(env) {
   const urls = (env.UPSTREAMS ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   if (urls.length === 0) fail('UPSTREAMS is required (comma-separated http://host:port origins)');
   const mode = env.BENCH_POLICY || 'basic';
-  if (!['basic', 'full', 'h2c', 'local-limit', 'global-limit'].includes(mode)) {
-    fail(`BENCH_POLICY must be basic, full, h2c, local-limit or global-limit, got ${JSON.stringify(mode)}`);
+  if (!['basic', 'full', 'h2c', 'local-limit', 'global-limit', 'tracing-off', 'tracing-1', 'tracing-100'].includes(mode)) {
+    fail(`BENCH_POLICY must be basic, full, h2c, local-limit or global-limit (or tracing-off, tracing-1, tracing-100), got ${JSON.stringify(mode)}`);
   }
-  return benchPolicy({ port: listenPort, adminPort, endpoints: urls.map(endpoint), mode, redis: env.REDIS_ADDRESS || undefined });
+  return benchPolicy({
+    port: listenPort,
+    adminPort,
+    endpoints: urls.map(endpoint),
+    mode: mode === 'tracing-off' ? 'basic' : mode,
+    redis: env.REDIS_ADDRESS || undefined,
+    collector: env.TRACING_COLLECTOR || undefined,
+  });
+}
+
+/**
+ * `--otlp-sink`: the collector for the tracing-* policies, as cheap as one can be (answers 200, keeps
+ * nothing), so the figure is the proxy's cost and not a collector's. Prints spans and bytes received on exit.
+ */
+function otlpSink(env) {
+  const [host, portText] = (env.TRACING_SINK || '127.0.0.1:4318').split(':');
+  let requests = 0;
+  let bytes = 0;
+  let spans = 0;
+  const server = http.createServer((req, res) => {
+    requests++;
+    req.on('data', (chunk) => {
+      bytes += chunk.length;
+      // Each span carries one "spanId" (a try's parent is "parentSpanId"): a count without parsing.
+      for (let i = chunk.indexOf('"spanId"'); i >= 0; i = chunk.indexOf('"spanId"', i + 1)) spans++;
+    });
+    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+  });
+  server.listen(port('TRACING_SINK', portText), host, () => process.stderr.write(`otlp sink on http://${host}:${portText}/v1/traces\n`));
+  const stop = () => {
+    process.stderr.write(`otlp sink: ${requests} exports, ${spans} spans, ${bytes} bytes\n`);
+    process.exit(0);
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
 }
 
 function main(argv) {
+  if (argv[0] === '--otlp-sink') return otlpSink(process.env);
   const text = policyFromEnv(process.env);
   if (argv[0] === '--dry-run') {
     process.stdout.write(text);

@@ -7,14 +7,20 @@ import { AccessLog, type AccessRecord } from '../../lib/observe/access-log.js';
 const record = (i: number): AccessRecord => ({
   time: '2026-11-23T00:00:00.000Z',
   requestId: `r${i}`,
+  traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
+  client: '127.0.0.1:51234',
   method: 'GET',
   authority: 'orders',
   path: `/${i}`,
   route: 'orders',
   upstream: 'orders',
   endpoint: '127.0.0.1:9001',
+  endpoints: '127.0.0.1:9001',
   status: 200,
+  flags: '-',
   durationMs: 1.5,
+  ttfbMs: 1.25,
+  upstreamMs: 1.125,
   bytesIn: 0,
   bytesOut: 10,
   attempts: 1,
@@ -26,6 +32,7 @@ const record = (i: number): AccessRecord => ({
   grpcStatus: null,
   direction: 'outbound',
   caller: null,
+  userAgent: 'curl/8.5.0',
 });
 
 const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -82,8 +89,39 @@ t.test('a full batch is written at once, without waiting for the timer', async (
 });
 
 t.test('each line is exactly the record as JSON, with hostile strings escaped', async (t) => {
-  const r = { ...record(1), path: '/a"b\\c\n\u0000é', authority: 'x\ty', error: 'no_route' as const, retry: '503' };
+  const r = { ...record(1), path: '/a"b\\c\n\u0000é', authority: 'x\ty', error: 'no_route' as const, retry: '503', userAgent: 'evil"\r\nUA\u2028' };
   const { toJsonLine } = await import('../../lib/observe/access-log.js');
   t.same(JSON.parse(toJsonLine(r)), r, 'parses back to the same record');
   t.notMatch(toJsonLine(r), /\n/, 'one line');
+});
+
+t.test('every field of the record is on the line, in a fixed order, absent values as null', async (t) => {
+  const { toJsonLine } = await import('../../lib/observe/access-log.js');
+  const full = record(7);
+  const line = JSON.parse(toJsonLine(full)) as Record<string, unknown>;
+  t.same(Object.keys(line).sort(), Object.keys(full).sort(), 'no field is left out, none is added');
+  t.same(line, full, 'each value as recorded');
+  t.same(
+    Object.keys(line).slice(0, 8),
+    ['time', 'requestId', 'traceId', 'client', 'method', 'authority', 'path', 'protocol'],
+    'who and what come first, as a person scans the line',
+  );
+  const bare: AccessRecord = {
+    ...full,
+    traceId: null,
+    client: null,
+    endpoint: null,
+    endpoints: null,
+    ttfbMs: null,
+    upstreamMs: null,
+    userAgent: null,
+    flags: 'NR',
+    status: 404,
+  };
+  const parsed = JSON.parse(toJsonLine(bare)) as Record<string, unknown>;
+  for (const field of ['traceId', 'client', 'endpoint', 'endpoints', 'ttfbMs', 'upstreamMs', 'userAgent']) t.equal(parsed[field], null, `${field} is null when absent`);
+  t.equal(parsed.flags, 'NR');
+  const retried = JSON.parse(toJsonLine({ ...full, endpoints: '10.0.0.1:80,10.0.0.2:80', flags: 'UF,RR,URX', attempts: 2 })) as AccessRecord;
+  t.equal(retried.endpoints, '10.0.0.1:80,10.0.0.2:80', 'every endpoint tried, in order');
+  t.equal(retried.flags, 'UF,RR,URX');
 });

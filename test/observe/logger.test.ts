@@ -1,7 +1,7 @@
-/** The operational log never prints a credential: URLs and secret-named fields are redacted, as on /admin. */
+/** The operational log: never prints a credential (URLs and secret-named fields are redacted, as on /admin), and writes only from its minimum level up. */
 import { Writable } from 'node:stream';
 import t from 'tap';
-import { jsonLogger } from '../../lib/observe/logger.js';
+import { jsonLogger, LEVELS, parseLevel } from '../../lib/observe/logger.js';
 
 t.test('credentials in URLs and secret-named fields are redacted; everything else is kept', async (t) => {
   const lines: string[] = [];
@@ -26,4 +26,45 @@ t.test('credentials in URLs and secret-named fields are redacted; everything els
   t.equal(line.upstream, 'orders', 'ordinary fields are kept');
   t.equal(line.hash, 'f00d');
   t.equal(line.level, 'error');
+});
+
+t.test('levels: messages below the minimum are not written, and cost nothing (not dated, redacted or read)', async (t) => {
+  const lines: string[] = [];
+  const out = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      lines.push(chunk.toString());
+      done();
+    },
+  });
+  let dated = 0;
+  const logger = jsonLogger(out, () => (dated++, 0), 'warn');
+  const untouchable = {
+    get secret(): string {
+      throw new Error('a filtered message must not read its fields');
+    },
+  };
+  logger.log('debug', 'noisy', untouchable);
+  logger.log('info', 'chatty', untouchable);
+  t.equal(dated, 0, 'no clock read for a filtered message');
+  logger.log('warn', 'careful');
+  logger.log('error', 'broken');
+  const shown = lines.map((l) => (JSON.parse(l) as { level: string; msg: string }).level);
+  t.same(shown, ['warn', 'error'], 'warn and above are written');
+
+  lines.length = 0;
+  const byDefault = jsonLogger(out, () => 0);
+  for (const level of LEVELS) byDefault.log(level, level);
+  t.same(lines.map((l) => (JSON.parse(l) as { level: string }).level), ['info', 'warn', 'error'], 'the default minimum is info');
+
+  lines.length = 0;
+  const everything = jsonLogger(out, () => 0, 'debug');
+  for (const level of LEVELS) everything.log(level, level);
+  t.equal(lines.length, 4, 'debug writes every level');
+});
+
+t.test('parseLevel reads a level name in any case and refuses anything else', async (t) => {
+  t.equal(parseLevel('debug'), 'debug');
+  t.equal(parseLevel('WARN'), 'warn');
+  t.equal(parseLevel(' Error '), 'error');
+  for (const bad of [undefined, '', 'verbose', 'warning', 'toString', '__proto__']) t.equal(parseLevel(bad), null, `${String(bad)} is not a level`);
 });

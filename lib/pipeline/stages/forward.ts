@@ -248,7 +248,7 @@ class TryHandler implements Dispatcher.DispatchHandler, ResponseHead {
   private settle(result: AttemptResult): void {
     if (this.settled) return;
     this.settled = true;
-    this.at.settled();
+    this.at.settled(result);
     this.resolve(result);
   }
 }
@@ -291,14 +291,14 @@ export function forward(upstream: string, clock: Clock): Next {
     const promise = new Promise<AttemptResult>((resolve) => {
       handler.resolve = resolve;
     });
-    at.dispatched(handler.abort);
+    at.dispatched(handler.abort, clock.now());
     try {
       ep.pool.dispatch(
         {
           origin: undefined,
           path: ex.path,
           method: (ex.req.method ?? 'GET') as Dispatcher.HttpMethod,
-          headers: ex.headers,
+          headers: at.headers ?? ex.headers,
           body: ex.body === null ? null : ex.body.forAttempt(),
           upgrade: null,
         },

@@ -110,7 +110,10 @@ class RetryRun {
       deadline: ex.deadline.at,
     });
     if (!decision.retry) {
-      if (decision.refusal !== null) stage.events.retryRefused(stage.routeName, upstream.name, decision.refusal);
+      if (decision.refusal !== null) {
+        ex.retryRefusal = decision.refusal; // the access log's URX
+        stage.events.retryRefused(stage.routeName, upstream.name, decision.refusal);
+      }
       return false;
     }
     this.backoffMs = decision.delayMs;

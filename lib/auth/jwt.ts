@@ -7,7 +7,23 @@
  * keys older than `jwksRefreshMs` re-checks them. The only timer is a fetch's timeout.
  */
 import { open } from 'node:fs/promises';
-import { createLocalJWKSet, errors, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose';
+import type { JSONWebKeySet, JWTPayload, JWTVerifyGetKey, JWTVerifyOptions } from 'jose';
+
+type Jose = typeof import('jose');
+
+/**
+ * jose, loaded when the first verifier loads its keys: a sidecar without a `jwt:` route never
+ * pays its memory (about 9 MiB of RSS). Keys are loaded before any token is verified, so every
+ * later use finds it loaded.
+ */
+let jose: Jose | null = null;
+async function loadJose(): Promise<Jose> {
+  return (jose ??= await import('jose'));
+}
+function loadedJose(): Jose {
+  if (jose === null) throw new Error('jose used before a key set was loaded');
+  return jose;
+}
 import type { Clock, Timer } from '../core/clock.js';
 import type { Logger } from '../observe/logger.js';
 
@@ -117,7 +133,7 @@ export class JwtVerifier {
       return await this.verifyWith(token, keys);
     } catch (err) {
       // Key rotation: a kid we do not know may be a key published since the last load.
-      if (err instanceof errors.JWKSNoMatchingKey && (await this.keys.reloadForUnknownKid())) {
+      if (err instanceof loadedJose().errors.JWKSNoMatchingKey && (await this.keys.reloadForUnknownKid())) {
         try {
           return await this.verifyWith(token, this.keys.loaded() ?? keys);
         } catch (again) {
@@ -143,6 +159,7 @@ export class JwtVerifier {
   }
 
   private async verifyWith(token: string, keys: JWTVerifyGetKey): Promise<JwtResult> {
+    const { errors, jwtVerify } = loadedJose();
     const now = this.deps.clock.wallNow();
     const options: JWTVerifyOptions = { ...this.options, currentDate: new Date(now) };
     // jose checks iat only against a maximum age; one from beyond the skew in the future is refused too.
@@ -170,6 +187,7 @@ export class JwtVerifier {
 
   /** The one mapping from jose's errors to a reason and a client-safe message. */
   private failure(err: unknown): Failure {
+    const { errors } = loadedJose();
     if (err instanceof errors.JWTExpired) return fail('expired', 'token expired');
     if (err instanceof errors.JWTClaimValidationFailed) {
       if (err.reason === 'missing') return fail('missing_claim', `missing required claim "${claimName(err.claim)}"`);
@@ -297,7 +315,7 @@ async function readBounded(res: Response, limit: number): Promise<string> {
 }
 
 /** Parses a JWKS document into jose's key lookup; throws with a loggable message. */
-function parseJwks(text: string): { keys: JWTVerifyGetKey; count: number } {
+function parseJwks(text: string, { createLocalJWKSet }: Jose): { keys: JWTVerifyGetKey; count: number } {
   let doc: unknown;
   try {
     doc = JSON.parse(text);
@@ -393,7 +411,7 @@ class KeyCache {
         const text = await this.load(force, this.abort.signal);
         if (text !== null) {
           if (text !== this.keys?.text) {
-            const { keys, count } = parseJwks(text);
+            const { keys, count } = parseJwks(text, await loadJose());
             this.keys = { lookup: keys, text };
             this.opts.logger.log(count === 0 ? 'warn' : 'info', 'jwt: signing keys loaded', { source: this.source, keys: count });
           }

@@ -21,7 +21,7 @@ else
   # Two passes. Unit tests (injected clocks, no load, no timing bounds) run two files at a time;
   # every test that starts processes under load or measures time runs alone, one file at a time,
   # since two of them at once on two cores would measure each other.
-  mapfile -t unit < <(ls test/{auth,balancer,core,http,identity,observe,ops,pipeline,resilience,runtime}/*.test.ts test/pipeline/stages/*.test.ts test/policy/*.test.ts test/quota/lease-policy.test.ts | grep -v 'test/policy/fuzz.test.ts')
+  mapfile -t unit < <(ls test/{auth,balancer,core,http,identity,observe,ops,pipeline,resilience,runtime,simulate}/*.test.ts test/pipeline/stages/*.test.ts test/policy/*.test.ts test/quota/lease-policy.test.ts test/tracing/*.test.ts | grep -v -e 'test/policy/fuzz.test.ts' -e 'test/tracing/otlp.test.ts')
   mapfile -t rest < <(ls test/*/*.test.ts test/*/*/*.test.ts | grep -v -x -F -f <(printf '%s\n' "${unit[@]}"))
   compiled() { for f in "$@"; do printf '.tap-js/%s\n' "${f%.ts}.js"; done; }
   mapfile -t unit < <(compiled "${unit[@]}")

@@ -38,4 +38,13 @@ export default tseslint.config(
   },
   { files: ['lib/**/*.ts'], ignores: ['lib/core/clock.ts', 'lib/core/random.ts'], rules: clockRule },
   { files: ['lib/**/*.ts'], rules: socketRule },
+  // npm test runs the tests compiled into .tap-js/: a path made from a test's own location would point
+  // there, so repository files are found through test/support/repo.ts alone.
+  {
+    files: ['test/**/*.ts'],
+    ignores: ['test/support/repo.ts'],
+    rules: {
+      'no-restricted-syntax': ['error', { selector: "MetaProperty[meta.name='import'][property.name='meta']", message: 'Find repository files with REPO or inRepo() from test/support/repo.ts: tests run compiled from .tap-js/.' }],
+    },
+  },
 );

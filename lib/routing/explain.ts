@@ -28,6 +28,7 @@ import type {
 import { formatDuration } from '../policy/units.js';
 import { headerDelayCapMs, parseFaultHeader } from '../resilience/fault.js';
 import { isIdempotent, mayReplay } from '../resilience/replay.js';
+import { rewritePath } from './route-runtime.js';
 import { mismatches, type Mismatch } from './route-table.js';
 
 /** The request to explain, as a client would send it. */
@@ -222,14 +223,7 @@ function explainRoute(policy: Policy, route: RoutePolicy, req: RequestFacts, at:
   const ctx: StageContext = { policy, route, upstream, req, deadlineMs: budget.deadlineMs, clientTimeoutMs: budget.clientTimeoutMs };
   const stages = stagePlan(route, upstream).map((name) => explainStage(name, ctx));
   stages.push(explainForward(ctx));
-  return { name: route.name, at, upstream: upstream.name, upstreamPath: rewritten(route, req.path), stages, budget };
-}
-
-/** The path sent upstream, as RouteRuntime.rewrite computes it. */
-function rewritten(route: RoutePolicy, path: string): string {
-  const prefix = route.match.pathPrefix;
-  if (route.rewrite === null || prefix === null) return path;
-  return route.rewrite.pathPrefix + path.slice(prefix.length);
+  return { name: route.name, at, upstream: upstream.name, upstreamPath: rewritePath(route, req.path), stages, budget };
 }
 
 interface StageContext {

@@ -35,9 +35,13 @@ export class RouteRuntime {
 
   /** The path sent upstream: the route's prefix rewritten, if it says so. */
   rewrite(path: string): string {
-    const rewrite = this.policy.rewrite;
-    const prefix = this.policy.match.pathPrefix;
-    if (rewrite === null || prefix === null) return path;
-    return rewrite.pathPrefix + path.slice(prefix.length);
+    return rewritePath(this.policy, path);
   }
+}
+
+/** The path `route` sends upstream for `path` (the one rule; `pilotfish explain` shows it too). */
+export function rewritePath(route: RoutePolicy, path: string): string {
+  const prefix = route.match.pathPrefix;
+  if (route.rewrite === null || prefix === null) return path;
+  return route.rewrite.pathPrefix + path.slice(prefix.length);
 }

@@ -7,6 +7,7 @@ import type { Exchange } from '../../lib/pipeline/exchange.js';
 import { RetryStage } from '../../lib/pipeline/stages/retry.js';
 import { edgeFlags, FLAGS, responseFlags, type FlagSource, type ResponseFlag } from '../../lib/observe/response-flags.js';
 import { deadlineIn, exchange, failed, harness, routeOf, scriptedNext, settle, simplePolicy, upstreamOf } from '../pipeline/harness.js';
+import { inRepo } from '../support/repo.js';
 
 /** The flag every refusal code must set: exhaustive over ErrorCode, so a new code fails to compile here until it is given one. */
 const EXPECTED: Record<ErrorCode, ResponseFlag> = {
@@ -141,7 +142,7 @@ t.test('several flags are listed in the documented order, each once', async (t) 
 });
 
 t.test('the module documents exactly the flags it emits', async (t) => {
-  const text = await readFile(new URL('../../lib/observe/response-flags.ts', import.meta.url), 'utf8');
+  const text = await readFile(inRepo('lib/observe/response-flags.ts'), 'utf8');
   const documented = [...text.matchAll(/^ \* \| ([A-Z]+) +\|/gm)].map((m) => m[1]);
   t.same(documented, [...FLAGS], 'one row per flag, in output order');
   const emitted = new Set<string>(Object.values(EXPECTED));

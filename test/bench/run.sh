@@ -37,7 +37,8 @@ case $BENCH_POLICY in
   basic) MODES=(basic) ;;
   full) MODES=(full) ;;
   both) MODES=(basic full) ;;
-  *) echo "BENCH_POLICY must be basic, full or both (got '$BENCH_POLICY')" >&2; exit 2 ;;
+  tracing) MODES=(tracing) ;;
+  *) echo "BENCH_POLICY must be basic, full, both or tracing (got '$BENCH_POLICY')" >&2; exit 2 ;;
 esac
 
 # ---------------------------------------------------------------- tools (apt, only what is missing)
@@ -81,6 +82,26 @@ if [[ -n ${TARGETS:-} ]]; then
   export TARGETS
 fi
 BASE_OUTDIR=${OUTDIR:-}
+
+pilotfish_cmd() {  # pilotfish_cmd MODE NAME: the harness's command for one policy variant
+  printf 'env BENCH_POLICY=%s BENCH_POLICY_FILE=%q bash %q' "$1" "$POLICY_DIR/$2.yaml" "$REPO/test/bench/pilotfish.sh"
+}
+
+if [[ ${MODES[0]} == tracing ]]; then
+  # Tracing off, at 1% and at 100%, in the same interleaved rounds (a patched copy of the harness takes
+  # the two extra proxies), exporting to a minimal OTLP sink on the load generator's core.
+  node "$REPO/test/bench/extra-proxies.js" "$PEERS_DIR/run.sh"
+  taskset -c "${LOAD_CPU:-0}" node "$REPO/test/bench/start-for-bench.js" --otlp-sink >"$POLICY_DIR/sink.log" 2>&1 &
+  sink=$!
+  trap 'kill $sink 2>/dev/null; rm -rf "$POLICY_DIR"' EXIT
+  EXTRA_PROXIES="pilotfish-tracing-1|$((PROXY_PORT + 2))|$(pilotfish_cmd tracing-1 pilotfish-tracing-1)
+pilotfish-tracing-100|$((PROXY_PORT + 4))|$(pilotfish_cmd tracing-100 pilotfish-tracing-100)" \
+    PROXY_NAME=pilotfish-tracing-off PROXY_CMD="$(pilotfish_cmd tracing-off pilotfish-tracing-off)" \
+    bash "$PEERS_DIR/run.sh"
+  kill "$sink"; wait "$sink" 2>/dev/null || true
+  cat "$POLICY_DIR/sink.log"
+  exit 0
+fi
 
 for mode in "${MODES[@]}"; do
   name=pilotfish; [[ $mode == full ]] && name=pilotfish-full

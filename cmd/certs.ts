@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { parseSpiffeId, spiffeIdProblem } from '../lib/identity/spiffe.js';
+import { splitFlag } from './flags.js';
 
 const run = promisify(execFile);
 
@@ -242,8 +243,7 @@ export async function runCertsCommand(
   };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
-    const eq = arg.indexOf('=');
-    const [flag, inline] = arg.startsWith('--') && eq > 0 ? [arg.slice(0, eq), arg.slice(eq + 1)] : [arg, undefined];
+    const [flag, inline] = splitFlag(arg);
     const value = (): string | undefined => inline ?? args[++i];
     switch (flag) {
       case '--help':

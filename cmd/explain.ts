@@ -6,6 +6,7 @@
 import { resolve } from 'node:path';
 import { formatIssue, loadPolicy } from '../lib/policy/load.js';
 import { explain, formatExplanation, type ExplainRequest } from '../lib/routing/explain.js';
+import { splitFlag } from './flags.js';
 
 /** The subcommand's usage, for `--help` and usage errors. */
 export const EXPLAIN_USAGE = `Usage: pilotfish explain --policy FILE --method M --url URL [--header NAME:VALUE]... [--inbound] [--json]
@@ -37,8 +38,7 @@ export async function runExplainCommand(
   };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
-    const eq = arg.indexOf('=');
-    const [flag, inline] = arg.startsWith('--') && eq > 0 ? [arg.slice(0, eq), arg.slice(eq + 1)] : [arg, undefined];
+    const [flag, inline] = splitFlag(arg);
     const value = (): string | undefined => inline ?? args[++i];
     switch (flag) {
       case '--help':

@@ -10,6 +10,7 @@ import { formatIssue, loadPolicy } from '../lib/policy/load.js';
 import { runCertsCommand } from './certs.js';
 import { runExplainCommand } from './explain.js';
 import { runSimulateCommand } from './simulate.js';
+import { splitFlag } from './flags.js';
 
 const DEFAULT_POLICY = 'config/pilotfish.yaml';
 
@@ -66,13 +67,11 @@ async function run(args: string[]): Promise<number> {
   let policy = DEFAULT_POLICY;
   let levelText: string | undefined;
   for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    if (a === '--policy' || a === '-p') policy = args[++i] ?? '';
-    else if (a?.startsWith('--policy=')) policy = a.slice('--policy='.length);
-    else if (a === '--log-level') levelText = args[++i] ?? '';
-    else if (a?.startsWith('--log-level=')) levelText = a.slice('--log-level='.length);
+    const [flag, inline] = splitFlag(args[i]!);
+    if (flag === '--policy' || flag === '-p') policy = inline ?? args[++i] ?? '';
+    else if (flag === '--log-level') levelText = inline ?? args[++i] ?? '';
     else {
-      process.stderr.write(`pilotfish run: unknown argument ${a}\n`);
+      process.stderr.write(`pilotfish run: unknown argument ${args[i]}\n`);
       return 2;
     }
   }

@@ -9,6 +9,7 @@ import { parseDuration, UnitError } from '../lib/policy/units.js';
 import { toJson, toText } from '../lib/simulate/report.js';
 import { loadScenario } from '../lib/simulate/scenario.js';
 import { simulate, SimulationError } from '../lib/simulate/simulate.js';
+import { splitFlag } from './flags.js';
 
 /** The command's synopsis, for usage errors and the help. */
 export const SIMULATE_USAGE = 'pilotfish simulate SCENARIO [--policy FILE] [--seed N] [--every DURATION] [--json]';
@@ -26,7 +27,7 @@ export async function runSimulateCommand(args: readonly string[]): Promise<numbe
   };
   for (let i = 0; i < args.length; i++) {
     const a = args[i] as string;
-    const [flag, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, null];
+    const [flag, inline] = splitFlag(a);
     const value = (): string | null => inline ?? args[++i] ?? null;
     if (flag === '--json') json = true;
     else if (flag === '--policy' || flag === '-p') {

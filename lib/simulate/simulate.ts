@@ -14,7 +14,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ProxyError, type ErrorCode } from '../core/errors.js';
 import type { ProxyEvents } from '../core/events.js';
 import { deriveSeed, SeededRandom, type Random } from '../core/random.js';
-import type { DiscoverySource, EndpointSet } from '../discovery/types.js';
+import { StaticSource } from '../discovery/static.js';
+import type { DiscoveryEvents } from '../discovery/types.js';
 import type { AttemptResult } from '../pipeline/attempt.js';
 import { compose, entry } from '../pipeline/stage.js';
 import { pipelineStages } from '../pipeline/build.js';
@@ -31,6 +32,9 @@ import { ScriptedEndpoint, scriptedTerminal } from './endpoints.js';
 import { DEFAULT_BEHAVIOUR, type LoadStream, type Scenario, type UpstreamScript } from './scenario.js';
 import { Timeline } from './timeline.js';
 import { VirtualClock } from './virtual-clock.js';
+
+/** The scripted endpoints are the policy's static ones: the real static source publishes them, unlogged. */
+const QUIET_DISCOVERY: DiscoveryEvents = { updated: () => {}, failed: () => {} };
 
 /** A scenario that does not fit its policy (an upstream it scripts is not there, no route for its load). */
 export class SimulationError extends Error {
@@ -186,7 +190,7 @@ function buildUpstreams(scenario: Scenario, policy: Policy, world: World, notes:
     endpoints.set(name, specs.map((s) => s.address));
     if (up.healthCheck !== null) notes.push(`upstream ${name}: active health checks are not simulated (outlier detection and the breaker are)`);
     const simulated: UpstreamPolicy = { ...up, healthCheck: null };
-    const runtime = new UpstreamRuntime(simulated, { clock, random, pools: new NoPools(), events, discover: () => fixedSource(specs) });
+    const runtime = new UpstreamRuntime(simulated, { clock, random, pools: new NoPools(), events, discover: () => new StaticSource(up.name, specs, { clock, events: QUIET_DISCOVERY }) });
     runtime.start();
     upstreams.set(name, runtime);
   }
@@ -225,20 +229,6 @@ function endpointSpecs(up: UpstreamPolicy, script: UpstreamScript): EndpointSpec
   return Array.from({ length: n }, (_, i) => ({ address: `${up.name}-${i + 1}:80`, host: `${up.name}-${i + 1}`, port: 80, weight: 1, metadata: {} }));
 }
 
-/** A discovery source that publishes `specs` once, synchronously, when started. */
-function fixedSource(specs: readonly EndpointSpec[]): DiscoverySource {
-  const set: EndpointSet = { version: 1, endpoints: specs, stale: false, updatedAt: 0 };
-  let started = false;
-  return {
-    kind: 'static',
-    start(onUpdate) {
-      started = true;
-      onUpdate(set);
-    },
-    current: () => (started ? set : null),
-    close: async () => {},
-  };
-}
 
 /**
  * A request as the listener would build it, without sockets: req and res are plain objects

@@ -144,7 +144,7 @@ export interface BulkRequest {
   done: boolean;
 }
 
-/** An upstream for hostile tests: `/big?bytes=N` streams N bytes; `/hold` waits for `release()`; everything else echoes a small 200 after reading the body. */
+/** An upstream for hostile tests: `/big?bytes=N` streams N bytes (`&holdAfter=M`: M of them, the rest after `release()`); `/hold` waits for `release()`; everything else echoes a small 200 after reading the body. */
 export interface BulkUpstream extends TestUpstream {
   readonly requests: BulkRequest[];
   /** Requests whose url starts with `prefix`. */
@@ -177,7 +177,16 @@ export async function startBulkUpstream(): Promise<BulkUpstream> {
       req.resume();
       const total = Number(url.searchParams.get('bytes') ?? 16 * MiB);
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': total });
-      void streamBytes(res, total, (n) => (record.sent = n));
+      // `holdAfter=N`: N bytes, then the rest only on release(), so a download stays under way
+      // however fast the client and the proxy read.
+      const holdAfter = Math.min(total, Number(url.searchParams.get('holdAfter') ?? total));
+      if (holdAfter >= total) {
+        void streamBytes(res, total, (n) => (record.sent = n));
+        return;
+      }
+      res.write(Buffer.alloc(holdAfter, 0x78));
+      record.sent = holdAfter;
+      held.push(() => void streamBytes(res, total - holdAfter, (n) => (record.sent = holdAfter + n)));
       return;
     }
     if (url.pathname === '/hold') {

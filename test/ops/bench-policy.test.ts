@@ -94,8 +94,9 @@ t.test('without flags it runs the CLI on the policy, forwards SIGTERM and exits 
         'pilotfish.js': [
           "import { readFileSync } from 'node:fs';",
           "const file = process.argv[process.argv.indexOf('--policy') + 1];",
-          "process.stdout.write(JSON.stringify({ args: process.argv.slice(2), file, policy: readFileSync(file, 'utf8') }) + '\\n');",
+          // The handler before the line: the test signals as soon as it reads the line.
           "process.on('SIGTERM', () => process.exit(7));",
+          "process.stdout.write(JSON.stringify({ args: process.argv.slice(2), file, policy: readFileSync(file, 'utf8') }) + '\\n');",
           'process.stdin.resume();',
         ].join('\n'),
       },

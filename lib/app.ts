@@ -213,6 +213,7 @@ export class Pilotfish {
       websocket,
       draining: () => (app as Pilotfish).isDraining,
       tracer: () => tracing.current(),
+      decisions,
     };
     const outbound = createProxyListener(listenerDeps);
     const inboundAt = policy.listeners.inbound;

@@ -59,6 +59,7 @@ import { handshakeFailureReason, identifyPeer, peerIdentity, serverContextOption
 import { sniffProtocol } from './protocol-sniff.js';
 import { adopt } from './sockets.js';
 import type { Tunnels } from './tunnels.js';
+import type { DecisionRing } from '../observe/decision-ring.js';
 
 /** Mutual TLS on a listener: this workload's identity (rotated), and the lowest version accepted. */
 export interface ListenerTls {
@@ -88,7 +89,24 @@ export interface ListenerDeps {
   readonly draining: () => boolean;
   /** The tracer of the policy serving now (null: tracing off); read once per request. */
   readonly tracer?: () => Tracer | null;
+  /** /admin/decisions: the refusals only the listener sees are recorded here (the rest come through events). */
+  readonly decisions?: DecisionRing;
 }
+
+/**
+ * Refusals that no stage reports as an event, so the listener records them in the decision ring
+ * when it answers: no endpoint left, the adaptive limit, a timeout (per try or the route's), and those
+ * made before a route (no route, tunnels, local resources). The others (rate limit, bulkhead,
+ * breaker, authentication, authorization) are recorded from their events, once.
+ */
+const LISTENER_REFUSALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'no_endpoint',
+  'concurrency_limited',
+  'upstream_timeout',
+  'no_route',
+  'tunnel_limit',
+  'proxy_overloaded',
+]);
 
 /** Status logged for a request whose client went away before it was answered (as nginx). */
 const CLIENT_CLOSED_STATUS = 499;
@@ -500,7 +518,10 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
     const elapsedMs = clock.now() - ex.startedAt;
     const seconds = elapsedMs / 1000;
     ex.route.metrics.observe(ex.req.method ?? 'GET', ex.status, ex.grpcStatus, seconds);
-    if (ex.errorCode !== null) metrics.proxyErrors.labels(ex.errorCode, ex.route.name, ex.route.upstream.name, direction).inc();
+    if (ex.errorCode !== null) {
+      metrics.proxyErrors.labels(ex.errorCode, ex.route.name, ex.route.upstream.name, direction).inc();
+      if (LISTENER_REFUSALS.has(ex.errorCode)) deps.decisions?.refusal(ex.errorCode, ex.route.name, ex.route.upstream.name);
+    }
     accessLog?.write({
       time: isoTime(clock.wallNow()),
       requestId: ex.id,
@@ -613,6 +634,7 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
   ): void {
     const durationMs = roundMs(clock.now() - started);
     const closed = status === CLIENT_CLOSED_STATUS;
+    if (code !== null && LISTENER_REFUSALS.has(code)) deps.decisions?.refusal(code, null, null);
     accessLog?.write({
       time: isoTime(clock.wallNow()),
       requestId,

@@ -198,6 +198,17 @@ t.test('/admin answers since when, why, until when and what changed', async (t) 
     t.equal(rateLimited.reduce((n, d) => n + (d.count ?? 0), 0), 3, 'the three rate-limit refusals');
   });
 
+  await t.test('/admin/decisions: a refusal no stage reports (no route) is recorded by the listener, once', async (t) => {
+    t.equal((await send('nowhere')).status, 404, 'no route for host nowhere');
+    t.equal((await send('nowhere')).status, 404, 'twice');
+    const { decisions } = await admin<{ decisions: Decision[] }>('/admin/decisions');
+    const noRoute = decisions.filter((d) => d.kind === 'refusal' && d.code === 'no_route');
+    t.equal(noRoute.reduce((n, d) => n + (d.count ?? 0), 0), 2, 'both no_route refusals counted');
+    t.match(decisions[0], { kind: 'refusal', code: 'no_route' }, 'the newest decision');
+    const circuitOpen = decisions.filter((d) => d.kind === 'refusal' && d.code === 'circuit_open');
+    t.equal(circuitOpen.reduce((n, d) => n + (d.count ?? 0), 0), 2, 'refusals with their own event are still counted once');
+  });
+
   await t.test('a hot reload shows as a diff with field paths and the previous hash', async (t) => {
     const before = await admin<PolicyView>('/admin/policy');
     t.equal(before.lastReload.previousHash, null, 'at start there is no previous policy');

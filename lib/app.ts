@@ -22,7 +22,7 @@ import { formatIssue, loadPolicy } from './policy/load.js';
 import type { IdentityPolicy, Policy, PolicyIssue, RedisPolicy, RoutePolicy } from './policy/types.js';
 import { watchPolicyFile } from './policy/watch.js';
 import { buildRuntime, type Runtime, type RuntimeDeps, type StateReport } from './runtime/runtime.js';
-import { createAdminServer } from './server/admin.js';
+import { createAdminServer, type LastReload } from './server/admin.js';
 import { createProxyListener, type ListenerDeps, type ProxyListener } from './server/listener.js';
 import { JwtVerifiers } from './auth/verifiers.js';
 import { IdentityLoadError, WorkloadIdentity } from './identity/workload-identity.js';
@@ -62,17 +62,6 @@ export class PolicyLoadError extends Error {
   }
 }
 
-/** The result of the last load, for /admin/policy (`LastReload` in server/admin.ts). */
-export interface ReloadRecord {
-  readonly at: string;
-  readonly ok: boolean;
-  readonly issues: readonly PolicyIssue[];
-  readonly state: StateReport | null;
-  readonly previousHash: string | null;
-  readonly hash: string | null;
-  readonly changes: PolicyDiff | null;
-}
-
 /** How long upstreams retired by a reload keep serving the requests that started on them. */
 const RETIRE_AFTER_MS = 30_000;
 
@@ -80,7 +69,7 @@ const RETIRE_AFTER_MS = 30_000;
 export class Pilotfish {
   private runtime_: Runtime;
   private draining = false;
-  private last: ReloadRecord | null = null;
+  private last: LastReload | null = null;
   private reloading: Promise<boolean> | null = null;
   private reloadAgain = false;
   private readonly startedAt: number;

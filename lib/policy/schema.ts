@@ -480,7 +480,9 @@ export const policySchema = fields({
     .prefault({}),
   upstreams: z.record(name(), upstream, expecting('a mapping of upstream name to upstream')),
   routes: z.array(route, expecting('a list of routes')).describe('first match wins'),
-  accessLog: fields({ enabled: flag().default(true) }).prefault({}),
+  accessLog: fields({
+    enabled: flag().describe('one JSON line per request on stdout; off by default, as in Envoy and Linkerd (it is paid on every request)').default(false),
+  }).prefault({}),
   tracing: fields({
     serviceName: pattern(/^\S.*$/, 'a service name like orders-sidecar').describe('the resource\'s service.name on every span').default('pilotfish'),
     otlp: fields({

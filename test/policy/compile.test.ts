@@ -34,7 +34,7 @@ t.test('a minimal policy gets every default', async (t) => {
   const { adminFrom, ...admin } = policy.listeners.admin;
   t.same({ outbound: policy.listeners.outbound, admin }, { outbound: { host: '127.0.0.1', port: 15001 }, admin: { host: '127.0.0.1', port: 15000 } });
   t.same(adminFrom.map((c) => c.text), ['127.0.0.0/8', '::1/128'], '/admin/* answers loopback only');
-  t.same(policy.accessLog, { enabled: true });
+  t.same(policy.accessLog, { enabled: false }, 'the access log is off unless asked for (as in Envoy and Linkerd)');
   t.same(policy.limits, {
     maxConnections: 10_000,
     headerReadTimeoutMs: 10_000,
@@ -100,7 +100,7 @@ t.test('a minimal policy gets every default', async (t) => {
     },
     upstreams: { orders: { discovery: { static: ['127.0.0.1:9001'] }, balancer: 'round-robin', hashBalanceFactor: 1.25, connectTimeout: '1s', protocol: 'http1', maxConnectionsPerEndpoint: 1024, tls: 'none' } },
     routes: [{ match: {}, upstream: 'orders', idempotent: false, upgrade: ['websocket'] }],
-    accessLog: { enabled: true },
+    accessLog: { enabled: false },
     shutdown: { drainTimeout: '20s', quietPeriod: '5s' },
     limits: {
       maxConnections: 10_000, headerReadTimeout: '10s', bodyIdleTimeout: '30s', writeIdleTimeout: '60s',

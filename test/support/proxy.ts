@@ -37,15 +37,24 @@ listeners:
 `;
 
 /**
- * Starts Pilotfish on `policy` (YAML; `LISTENERS` is prepended unless it has its own
- * `listeners:`). The file watcher is off unless `watch: true`: tests reload explicitly.
+ * A test's policy as written to disk: `LISTENERS` prepended unless it has its own
+ * `listeners:`, and the access log (off by default) turned on unless it says otherwise,
+ * because tests read what each request did from it.
+ */
+export function testPolicy(policy: string): string {
+  const listened = policy.includes('listeners:') ? policy : `${LISTENERS}${policy}`;
+  return /^accessLog:/m.test(listened) ? listened : `${listened.trimEnd()}\naccessLog: { enabled: true }\n`;
+}
+
+/**
+ * Starts Pilotfish on `policy` (YAML, completed by `testPolicy`). The file watcher is off
+ * unless `watch: true`: tests reload explicitly.
  */
 export async function startProxy(policy: string, options: Partial<StartOptions> & { files?: Record<string, string> } = {}): Promise<TestProxy> {
   const dir = await mkdtemp(join(tmpdir(), 'pilotfish-test-'));
   const policyFile = join(dir, 'pilotfish.yaml');
-  const text = (p: string): string => (p.includes('listeners:') ? p : `${LISTENERS}${p}`);
   for (const [name, content] of Object.entries(options.files ?? {})) await writeFile(join(dir, name), content);
-  await writeFile(policyFile, text(policy));
+  await writeFile(policyFile, testPolicy(policy));
   const accessLog: Record<string, unknown>[] = [];
   const logs: TestProxy['logs'] = [];
   const logger: Logger = { log: (level, msg, fields) => logs.push({ level, msg, fields }) };
@@ -70,7 +79,7 @@ export async function startProxy(policy: string, options: Partial<StartOptions> 
       return accessLog.at(-1);
     },
     async rewrite(next) {
-      await writeFile(policyFile, text(next));
+      await writeFile(policyFile, testPolicy(next));
       return app.reload();
     },
     async close() {

@@ -10,7 +10,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LISTENERS } from './proxy.js';
+import { testPolicy } from './proxy.js';
 import { REPO } from './repo.js';
 
 /** The repository root. */
@@ -147,8 +147,8 @@ export async function runCli(args: readonly string[], options: { timeoutMs?: num
 }
 
 /**
- * Spawns `pilotfish run --policy FILE` on `policy` (YAML; `LISTENERS` is prepended unless it
- * has its own `listeners:`), resolving once the started line names both ports. The process is
+ * Spawns `pilotfish run --policy FILE` on `policy` (YAML, completed by `testPolicy`),
+ * resolving once the started line names both ports. The process is
  * SIGKILLed and its temp dir removed on `t`'s teardown.
  */
 export async function spawnProxy(
@@ -159,9 +159,8 @@ export async function spawnProxy(
   assertBuilt();
   const dir = await mkdtemp(join(tmpdir(), 'pilotfish-spawn-'));
   const policyFile = join(dir, 'pilotfish.yaml');
-  const text = (p: string): string => (p.includes('listeners:') ? p : `${LISTENERS}${p}`);
   for (const [name, content] of Object.entries(options.files ?? {})) await writeFile(join(dir, name), content);
-  await writeFile(policyFile, text(policy));
+  await writeFile(policyFile, testPolicy(policy));
 
   const child = spawn(process.execPath, [...(options.nodeArgs ?? []), CLI, 'run', '--policy', policyFile], {
     cwd: dir,
@@ -232,7 +231,7 @@ export async function spawnProxy(
         return false;
       }
     },
-    writePolicy: (next) => writeFile(policyFile, text(next)),
+    writePolicy: (next) => writeFile(policyFile, testPolicy(next)),
     signal(sig) {
       if (live.has(child)) child.kill(sig);
     },

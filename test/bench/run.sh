@@ -8,6 +8,7 @@
 #   ROUNDS=1 DURATION=5 TARGETS=direct npm run bench     # a quick smoke run
 #   BENCH_MODE=h2c npm run bench                         # h2c → h2c with h2load instead: test/bench/h2c.sh
 #   BENCH_MODE=mtls npm run bench                        # two sidecars, a plaintext hop against mTLS: test/bench/mtls.sh
+#   BENCH_MODE=soak npm run bench                        # 5 min of load each, Pilotfish against the forwarder: test/bench/soak.sh
 #
 # Knobs: BENCH_POLICY=basic|full|both [basic]; PROXY_PORT [18090] (admin on PROXY_PORT+1000);
 # PEERS_DIR [/tmp/peers] (the harness's copy); SHARED_BENCH [<repo>/../shared/bench]. Everything else
@@ -26,7 +27,8 @@ case ${BENCH_MODE:-http1} in
   http1) ;;
   h2c) exec bash "$REPO/test/bench/h2c.sh" ;;
   mtls) exec bash "$REPO/test/bench/mtls.sh" ;;
-  *) echo "BENCH_MODE must be http1, h2c or mtls (got '$BENCH_MODE')" >&2; exit 2 ;;
+  soak) exec bash "$REPO/test/bench/soak.sh" ;;
+  *) echo "BENCH_MODE must be http1, h2c, mtls or soak (got '$BENCH_MODE')" >&2; exit 2 ;;
 esac
 SHARED_BENCH=${SHARED_BENCH:-$REPO/../shared/bench}
 PEERS_DIR=${PEERS_DIR:-/tmp/peers}

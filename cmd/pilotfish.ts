@@ -1,15 +1,13 @@
 #!/usr/bin/env node
 /**
  * The CLI: `pilotfish run`, `pilotfish validate`. Thin by design: all logic is in lib/.
+ * Each command imports its modules when it runs: a sidecar's resident memory is paid for
+ * every line of code loaded, and `run` has no use for the simulator, explain or certs.
  */
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { Pilotfish, PolicyLoadError } from '../lib/app.js';
+import type { Pilotfish } from '../lib/app.js';
 import { LEVELS, parseLevel, type Level } from '../lib/observe/logger.js';
-import { formatIssue, loadPolicy } from '../lib/policy/load.js';
-import { runCertsCommand } from './certs.js';
-import { runExplainCommand } from './explain.js';
-import { runSimulateCommand } from './simulate.js';
 import { splitFlag } from './flags.js';
 
 const DEFAULT_POLICY = 'config/pilotfish.yaml';
@@ -52,6 +50,7 @@ async function validate(file: string | undefined): Promise<number> {
     process.stderr.write('pilotfish validate: which file? (pilotfish validate FILE)\n');
     return 2;
   }
+  const { formatIssue, loadPolicy } = await import('../lib/policy/load.js');
   const result = await loadPolicy(resolve(file));
   if (!result.ok) {
     for (const issue of result.issues) process.stderr.write(`error: ${formatIssue(issue)}\n`);
@@ -93,11 +92,12 @@ async function run(args: string[]): Promise<number> {
   const onSignal = (): void => stop();
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  const [lib, { formatIssue }] = await Promise.all([import('../lib/app.js'), import('../lib/policy/load.js')]);
   let app: Pilotfish;
   try {
-    app = await Pilotfish.start({ policyFile: resolve(policy), version: await version(), logLevel });
+    app = await lib.Pilotfish.start({ policyFile: resolve(policy), version: await version(), logLevel });
   } catch (err) {
-    if (err instanceof PolicyLoadError) {
+    if (err instanceof lib.PolicyLoadError) {
       for (const issue of err.issues) process.stderr.write(`error: ${formatIssue(issue)}\n`);
       return 1;
     }
@@ -123,11 +123,11 @@ async function main(argv: string[]): Promise<number> {
     case 'validate':
       return validate(rest[0]);
     case 'simulate':
-      return runSimulateCommand(rest);
+      return (await import('./simulate.js')).runSimulateCommand(rest);
     case 'explain':
-      return runExplainCommand(rest);
+      return (await import('./explain.js')).runExplainCommand(rest);
     case 'certs':
-      return runCertsCommand(rest);
+      return (await import('./certs.js')).runCertsCommand(rest);
     case '--version':
     case '-v':
       process.stdout.write(`${await version()}\n`);

@@ -25,13 +25,13 @@ import { buildRuntime, type Runtime, type RuntimeDeps, type StateReport } from '
 import { createAdminServer, type LastReload } from './server/admin.js';
 import { createProxyListener, type ListenerDeps, type ProxyListener } from './server/listener.js';
 import { JwtVerifiers } from './auth/verifiers.js';
-import { IdentityLoadError, WorkloadIdentity } from './identity/workload-identity.js';
-import { Registrar } from './registration/registrar.js';
+import type { WorkloadIdentity } from './identity/workload-identity.js';
+import type { Registrar } from './registration/registrar.js';
 import { GlobalLimiter } from './quota/global-limiter.js';
 import { RedisBucket } from './quota/redis-bucket.js';
 import { PoolRegistry } from './upstream/pools.js';
 import { Tunnels } from './server/tunnels.js';
-import { Tracing } from './tracing/tracing.js';
+import type { Tracing, TracingDeps } from './tracing/tracing.js';
 import { WebSocketForwarder } from './upstream/websocket.js';
 import type { UpstreamRuntime } from './upstream/upstream-runtime.js';
 
@@ -79,8 +79,10 @@ export class Pilotfish {
   private registrar: Registrar | null = null;
   /** Closes the Redis connection of global rate limits, if one was made. */
   private closeRedis: () => Promise<void> = () => Promise.resolve();
-  /** The tracer serving now, swapped on reload (tracing/tracing.ts). */
+  /** The tracer serving now, swapped on reload (tracing/tracing.ts); null until a policy has `tracing`. */
   private tracing: Tracing | null = null;
+  /** What a Tracing is made with, once a policy asks for one. */
+  private tracingDeps: TracingDeps | null = null;
   /** The latest decisions (/admin/decisions); reloads are recorded here, the rest through the events. */
   private decisions: DecisionRing | null = null;
 
@@ -129,8 +131,10 @@ export class Pilotfish {
       certificates: () => (identity === null ? null : { workload: identity.material.notAfterMs, trustBundle: identity.material.bundleNotAfterMs }),
     };
     const metrics = new Metrics(view, { version: options.version ?? '0.0.0' });
-    const tracing = new Tracing({ clock, random, logger, registry: metrics.registry, version: options.version ?? '0.0.0' });
-    tracing.apply(policy.tracing);
+    const tracingDeps: TracingDeps = { clock, random, logger, registry: metrics.registry, version: options.version ?? '0.0.0' };
+    // Tracing's modules are loaded only for a policy that traces (here, or at a reload).
+    const tracing = policy.tracing === null ? null : await loadTracing(tracingDeps);
+    tracing?.apply(policy.tracing);
     const accessLog = policy.accessLog.enabled
       ? new AccessLog(options.accessLogOut ?? process.stdout, (n) => metrics.accessLogDropped.inc(n), clock)
       : null;
@@ -201,7 +205,7 @@ export class Pilotfish {
       tunnels,
       websocket,
       draining: () => (app as Pilotfish).isDraining,
-      tracer: () => tracing.current(),
+      tracer: () => (app as Pilotfish).tracing?.current() ?? null,
       decisions,
     };
     const outbound = createProxyListener(listenerDeps);
@@ -227,6 +231,7 @@ export class Pilotfish {
     app = new Pilotfish(policy, deps, metrics, logger, accessLog, pools, tunnels, websocket, outbound, inbound, admin, load, identity, verifiers);
     app.closeRedis = closeRedis;
     app.tracing = tracing;
+    app.tracingDeps = tracingDeps;
     app.decisions = decisions;
     metrics.reloads.labels('success').inc();
     metrics.lastReloadSuccess.set(1);
@@ -239,6 +244,7 @@ export class Pilotfish {
     ]);
     // Registered only once this sidecar can take the traffic the registration brings.
     if (policy.registration !== null) {
+      const { Registrar } = await import('./registration/registrar.js');
       app.registrar = new Registrar(policy.registration, { clock, random, logger, events: metrics.registrationEvents() });
       app.registrar.start();
     }
@@ -383,6 +389,8 @@ export class Pilotfish {
         return false;
       }
       for (const w of loaded.warnings) this.logger.log('warn', `policy: ${formatIssue(w)}`);
+      // Before the swap, so the new runtime and its tracer start serving together.
+      if (policy.tracing !== null && this.tracing === null && this.tracingDeps !== null) this.tracing = await loadTracing(this.tracingDeps);
       const old = this.runtime_.policy;
       if (!sameListeners(old, policy)) this.logger.log('warn', 'listeners, limits, identity files, registration or redis changed: they apply at the next restart');
       this.verifiers.beginBuild();
@@ -479,8 +487,16 @@ function sameListeners(a: Policy, b: Policy): boolean {
   return l(a) === l(b);
 }
 
+/** A Tracing, its modules (tracer, OTLP exporter and encoding) loaded on first use. */
+async function loadTracing(deps: TracingDeps): Promise<Tracing> {
+  const { Tracing } = await import('./tracing/tracing.js');
+  return new Tracing(deps);
+}
+
 /** Loads this workload's certificate at start; the files must be right, or mTLS cannot work. */
 async function loadIdentity(files: IdentityPolicy, clock: Clock, logger: Logger): Promise<WorkloadIdentity> {
+  // Imported only for a policy with `identity`: most sidecars in a plain-HTTP mesh have none.
+  const { IdentityLoadError, WorkloadIdentity } = await import('./identity/workload-identity.js');
   try {
     return await WorkloadIdentity.load(files, { clock, logger });
   } catch (err) {

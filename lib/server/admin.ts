@@ -16,7 +16,6 @@ import { wallTimes, type DecisionRing, type ToWall } from '../observe/decision-r
 import { redactLimiterKey, redactSecrets } from '../observe/redact.js';
 import type { PolicyDiff } from '../policy/diff.js';
 import { ERROR_HEADER } from './error-response.js';
-import { serveAdminUi } from './admin-ui.js';
 import type { OutlierSnapshot } from '../resilience/outlier-detector.js';
 import type { Runtime, StateReport } from '../runtime/runtime.js';
 import type { PolicyIssue } from '../policy/types.js';
@@ -173,7 +172,11 @@ export function createAdminServer(view: AdminView): http.Server {
         json(res, 200, { identity: view.identity() });
         return;
       case '/admin/ui':
-        serveAdminUi(res);
+        // Loaded on the first request: most sidecars never serve the page, so it costs them no memory.
+        import('./admin-ui.js').then(
+          ({ serveAdminUi }) => serveAdminUi(res),
+          (err: unknown) => json(res, 500, { error: String(err) }),
+        );
         return;
       default:
         json(res, 404, { error: 'not_found', paths: ['/metrics', '/healthz', '/readyz', '/admin/policy', '/admin/upstreams', '/admin/decisions', '/admin/identity', '/admin/ui'] });

@@ -5,12 +5,13 @@
  * other answer is relayed as an ordinary HTTP response — framed by Node, hop-by-hop fields
  * removed, retried like any response when the policy says so. The try settles when the
  * tunnel closes, so the bulkhead permit and the endpoint's in-flight count are held for the
- * tunnel's life (it is load on the upstream).
+ * tunnel's life (it is load on the upstream). http-proxy is loaded with the first handshake:
+ * a sidecar that never sees an upgrade does not keep it in memory.
  */
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { pipeline, type Duplex } from 'node:stream';
-import httpProxy from 'http-proxy';
+import type HttpProxy from 'http-proxy';
 import type { Clock } from '../core/clock.js';
 import { relayResponseHeaders } from '../http/headers.js';
 import { headOf, type Attempt, type AttemptResult } from '../pipeline/attempt.js';
@@ -26,24 +27,36 @@ const HALF_CLOSE_GRACE_MS = 5_000;
 
 /** Runs WebSocket handshakes through http-proxy, one try at a time. */
 export class WebSocketForwarder {
-  private readonly proxy = httpProxy.createProxyServer({ ws: true });
+  /** http-proxy's server, made with the first handshake. */
+  private proxy: Promise<HttpProxy> | null = null;
   /** The try in flight for each client request (http-proxy's events name the request). */
   private readonly attempts = new WeakMap<IncomingMessage, WebSocketAttempt>();
 
   constructor(
     private readonly clock: Clock,
     private readonly tunnels: Tunnels,
-  ) {
-    this.proxy.on('proxyReqWs', (proxyReq, req) => this.attempts.get(req)?.bind(proxyReq));
-    // Failures reach each try's callback; this keeps the emitter from throwing on stray ones.
-    this.proxy.on('error', () => {});
+  ) {}
+
+  private loadProxy(): Promise<HttpProxy> {
+    return (this.proxy ??= import('http-proxy').then(({ default: httpProxy }) => {
+      const proxy = httpProxy.createProxyServer({ ws: true });
+      proxy.on('proxyReqWs', (proxyReq, req) => this.attempts.get(req)?.bind(proxyReq));
+      // Failures reach each try's callback; this keeps the emitter from throwing on stray ones.
+      proxy.on('error', () => {});
+      return proxy;
+    }));
   }
 
   /** One handshake try with `ep`; resolves when it is refused, fails, or its tunnel closes. */
   readonly forward = (at: Attempt, ep: EndpointRuntime): Promise<AttemptResult> => {
-    const ex = at.ex;
-    const upgrade = ex.upgrade;
+    const upgrade = at.ex.upgrade;
     if (upgrade === null) throw new Error('WebSocketForwarder.forward without an upgrade');
+    // An abort while http-proxy loads is found in `at.abortReason` once the try is dispatched.
+    return this.loadProxy().then((proxy) => this.start(proxy, at, ep, upgrade));
+  };
+
+  private start(proxy: HttpProxy, at: Attempt, ep: EndpointRuntime, upgrade: UpgradeContext): Promise<AttemptResult> {
+    const ex = at.ex;
     const attempt = new WebSocketAttempt(at, ep.spec.address, this.clock, this.tunnels, ex.route.upstream.policy.connectTimeoutMs);
     this.attempts.set(upgrade.req, attempt);
     const promise = new Promise<AttemptResult>((resolve) => (attempt.resolve = resolve));
@@ -58,14 +71,14 @@ export class WebSocketForwarder {
       const head = upgrade.head;
       upgrade.head = EMPTY;
       attempt.holdClientOpen();
-      this.proxy.ws(upgrade.req, upgrade.socket, head, { target: `http://${ep.spec.address}` }, (err) => attempt.failed(err));
+      proxy.ws(upgrade.req, upgrade.socket, head, { target: `http://${ep.spec.address}` }, (err) => attempt.failed(err));
     }
     return promise;
-  };
+  }
 
   /** Stops accepting handshakes (shutdown). */
   close(): void {
-    this.proxy.close();
+    void this.proxy?.then((proxy) => proxy.close());
   }
 }
 

@@ -1,7 +1,7 @@
 /**
  * The CLI as a user runs it (`node dist/cmd/pilotfish.js`): help, version, `validate` on the
- * contract and on a broken file (every error located FILE:LINE:COL), and `run` refusing an
- * invalid policy with exit 1.
+ * contract and on a broken file (every error located FILE:LINE:COL), `run` refusing an
+ * invalid policy with exit 1, and the subcommands whose modules load only when they run.
  */
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -97,6 +97,18 @@ t.test('the CLI', async (t) => {
     t.equal(r.code, 2);
     t.match(r.stderr, /unknown command serve/);
     t.match(r.stderr, /Usage:/);
+  });
+
+  await t.test('simulate, explain and certs load their modules when they run', async (t) => {
+    const explain = await runCli(['explain', '--help']);
+    t.equal(explain.code, 0, explain.stderr);
+    t.match(explain.stdout, /^Usage: pilotfish explain --policy FILE/);
+    const certs = await runCli(['certs', '--help']);
+    t.equal(certs.code, 0, certs.stderr);
+    t.match(certs.stdout, /^Usage: pilotfish certs --out DIR/);
+    const simulate = await runCli(['simulate']);
+    t.equal(simulate.code, 2, 'no scenario: a usage error');
+    t.match(simulate.stderr, /^pilotfish simulate: .*\nusage: pilotfish simulate SCENARIO/);
   });
 
   await t.test('run with an invalid policy exits 1 naming the file and line', async (t) => {

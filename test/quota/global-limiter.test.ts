@@ -280,7 +280,11 @@ t.test('(d) a steady moderate rate never waits after warm-up; (e) decision laten
   const slowBefore = run.outcomes.filter((o) => o.at < warm && o.slow).length;
   t.comment(`(d) 200/s against 500/s for 1.5 s: ${run.outcomes.length} requests; slow path ${slowBefore} during the first 300 ms, ${slowAfter} after`);
   t.equal(slowAfter, 0, 'after warm-up every decision comes from the local lease (tryTake never null)');
-  t.ok(run.outcomes.every((o) => o.d === 'allowed'), 'all admitted: the rate is under the limit');
+  // Admitted, by Redis or (if a lease round trip passed timeoutMs on a loaded machine: seen once in
+  // CI) by the fail-open policy; what must never happen under the limit is a refusal.
+  const notGlobal = run.outcomes.filter((o) => o.d !== 'allowed').map((o) => `${o.d} after ${(o.at - run.startedAt).toFixed(0)} ms, waited ${o.waitMs.toFixed(1)} ms`);
+  if (notGlobal.length > 0) t.comment(`(d) decided without Redis: ${notGlobal.join('; ')}`);
+  t.ok(run.outcomes.every((o) => isAllowed(o.d)), 'all admitted: the rate is under the limit');
 
   // (e) Back-to-back decisions: the global limiter against a local one with the same figures.
   const big = { key: 'e-latency', ratePerSec: 200_000, burst: 5_000 };

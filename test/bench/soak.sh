@@ -25,41 +25,17 @@ UP1=19201 UP2=19202 PF_PORT=18291 FWD_PORT=18292 ADMIN_PORT=19291
 OUTDIR=${OUTDIR:-$RUN/results/$(date +%Y%m%dT%H%M%S)}
 CLK_TCK=$(getconf CLK_TCK)
 
-source "$REPO/test/support/install/apt.sh"
-for pair in wrk:wrk nginx:nginx curl:curl taskset:util-linux bc:bc; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || apt_install "${pair#*:}"
-done
-if [[ ! -f $PEERS_DIR/proxies/undici-forwarder.js || ! -d $PEERS_DIR/node_modules ]]; then
-  SHARED_BENCH=${SHARED_BENCH:-$REPO/../shared/bench}
-  echo "copying $SHARED_BENCH to $PEERS_DIR (npm ci) for its forwarder"
-  mkdir -p "$PEERS_DIR"
-  (cd "$SHARED_BENCH" && tar --exclude=./node_modules --exclude=./results -cf - .) | (cd "$PEERS_DIR" && tar -xf -)
-  chmod -R u+w "$PEERS_DIR"
-  (cd "$PEERS_DIR" && npm ci --no-audit --no-fund)
-fi
-mkdir -p "$RUN/nginx" "$OUTDIR"
+source "$REPO/test/bench/origin.sh"
+ensure_peers
+mkdir -p "$OUTDIR"
 (cd "$REPO" && npm run build --silent)
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-BODY=$(printf 'abcdefghijklmnopqrstuvwxyz0123456789%.0s' $(seq 29) | head -c 1024)
-cat >"$RUN/origin.conf" <<EOF
-worker_processes 1;
-pid $RUN/origin.pid;
-error_log $RUN/origin.error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off; keepalive_timeout 75s; keepalive_requests 10000000;
-    client_body_temp_path $RUN/nginx/b; proxy_temp_path $RUN/nginx/p; fastcgi_temp_path $RUN/nginx/f;
-    uwsgi_temp_path $RUN/nginx/u; scgi_temp_path $RUN/nginx/s;
-    server { listen 127.0.0.1:$UP1 backlog=4096; location / { default_type text/plain; return 200 "$BODY"; } }
-    server { listen 127.0.0.1:$UP2 backlog=4096; location / { default_type text/plain; return 200 "$BODY"; } }
-}
-EOF
-taskset -c "$LOAD_CPU" nginx -p "$RUN/nginx" -c "$RUN/origin.conf" -g 'daemon off;' &
-PIDS+=($!)
+start_origin "$RUN" "$LOAD_CPU" "$UP1" "$UP2"
+PIDS+=("$ORIGIN_PID")
 
 export UPSTREAMS="http://127.0.0.1:$UP1,http://127.0.0.1:$UP2"
 PORT=$PF_PORT ADMIN_PORT=$ADMIN_PORT BENCH_POLICY=${BENCH_POLICY:-basic} node "$REPO/test/bench/start-for-bench.js" --write "$RUN/policy.yaml"

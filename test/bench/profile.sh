@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Where the time goes (`BENCH_MODE=profile npm run bench`, or run this file): Pilotfish and the bare undici
+# forwarder, each in turn alone on PROXY_CPU under `node --cpu-prof`, behind an nginx origin (1 KiB) with
+# wrk -t1 -c$CONNS on LOAD_CPU for DURATION seconds after a 2 s warm-up; then profile-report.js prints busy
+# self time per request by category (socket syscalls, node:http, undici, V8, our modules...) for both.
+# The profiler inflates every figure; compare the two columns, and shares, not absolute µs.
+#
+# Knobs: DURATION [10] CONNS [64] BENCH_POLICY [basic] PILOTFISH_ONLY [0] LOAD_CPU [0] PROXY_CPU [1]
+#        PEERS_DIR [/tmp/peers] (the harness copy `npm run bench` makes, made here if missing: the forwarder)
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+RUN=/tmp/pilotfish-profile
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-64}
+LOAD_CPU=${LOAD_CPU:-0}
+PROXY_CPU=${PROXY_CPU:-1}
+PEERS_DIR=${PEERS_DIR:-/tmp/peers}
+UP1=19211 UP2=19212 PORT=18391
+OUTDIR=${OUTDIR:-$RUN/results/$(date +%Y%m%dT%H%M%S)}
+
+source "$REPO/test/bench/origin.sh"
+ensure_peers
+mkdir -p "$OUTDIR"
+(cd "$REPO" && npm run build --silent)
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+start_origin "$RUN" "$LOAD_CPU" "$UP1" "$UP2"
+PIDS+=("$ORIGIN_PID")
+export UPSTREAMS="http://127.0.0.1:$UP1,http://127.0.0.1:$UP2"
+# The forwarder ends on SIGTERM without a handler, which would lose its profile: this wrapper exits cleanly.
+printf "process.on('SIGTERM', () => process.exit(0));\nrequire('%s/proxies/undici-forwarder.js');\n" "$PEERS_DIR" >"$RUN/forwarder-profiled.cjs"
+
+profile() {  # profile NAME CMD...: the command under --cpu-prof, loaded, then stopped
+  local name=$1; shift
+  mkdir -p "$OUTDIR/$name"
+  taskset -c "$PROXY_CPU" "$@" >"$OUTDIR/$name.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PORT/" >"$OUTDIR/$name-warmup.txt"
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$PORT/" >"$OUTDIR/$name-wrk.txt"
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  local n=0 f
+  for f in "$OUTDIR/$name-warmup.txt" "$OUTDIR/$name-wrk.txt"; do n=$((n + $(awk '/ requests in /{print $1}' "$f"))); done
+  echo "$name $n $(ls "$OUTDIR/$name"/*.cpuprofile)" >>"$OUTDIR/profiles.txt"
+}
+PORT=$PORT ADMIN_PORT=$((PORT + 1000)) BENCH_POLICY=${BENCH_POLICY:-basic} node "$REPO/test/bench/start-for-bench.js" --write "$RUN/policy.yaml"
+: >"$OUTDIR/profiles.txt"
+profile pilotfish node --cpu-prof --cpu-prof-dir="$OUTDIR/pilotfish" "$REPO/dist/cmd/pilotfish.js" run --policy "$RUN/policy.yaml"
+[[ ${PILOTFISH_ONLY:-0} == 1 ]] || PORT=$PORT profile forwarder node --cpu-prof --cpu-prof-dir="$OUTDIR/forwarder" "$RUN/forwarder-profiled.cjs"
+node "$REPO/test/bench/profile-report.js" "$OUTDIR/profiles.txt"

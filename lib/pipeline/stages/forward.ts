@@ -183,10 +183,14 @@ class TryHandler implements Dispatcher.DispatchHandler, ResponseHead {
       this.abort(new ProxyError('upstream_reset', `upstream sent a response head that cannot be relayed: ${String(err)}`));
       return true;
     }
-    // Hold the head until the first body bytes (and, for small bodies, the end) join it: one
-    // write instead of several.
-    res.cork();
-    process.nextTick(uncork, res);
+    // Over HTTP/2, hold the body's DATA frames until the end of this tick, so a small body and
+    // its end go out as one frame. (Node's HTTP/1.1 response does the same itself: it keeps the
+    // head until the first write, then corks the socket until the next tick, so head, body and
+    // end leave in one write.)
+    if (ex.protocol === 'HTTP/2') {
+      res.cork();
+      process.nextTick(uncork, res);
+    }
     this.committed = true;
     return true;
   }

@@ -1,6 +1,6 @@
 # Shared by soak.sh and profile.sh (sourced): the tools they need, the harness copy whose bare undici
 # forwarder they compare against, and the nginx origin (the harness's 1 KiB body, keep-alive).
-# Expects REPO and PEERS_DIR set.
+# Expects REPO and PEERS_DIR set; `setup_bench` does the whole preamble.
 
 source "$REPO/test/support/install/apt.sh"
 for pair in wrk:wrk nginx:nginx curl:curl taskset:util-linux bc:bc; do
@@ -38,4 +38,17 @@ http {
 CONF
   taskset -c "$cpu" nginx -p "$dir/nginx" -c "$dir/origin.conf" -g 'daemon off;' &
   ORIGIN_PID=$!
+}
+
+# setup_bench RUN OUTDIR CPU PORT1 PORT2: the harness copy, a fresh build, the origin; everything started
+# is recorded in PIDS and stopped on exit; UPSTREAMS names the origin's two endpoints.
+setup_bench() {
+  ensure_peers
+  mkdir -p "$2"
+  (cd "$REPO" && npm run build --silent)
+  PIDS=()
+  trap 'for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
+  start_origin "$1" "$3" "$4" "$5"
+  PIDS+=("$ORIGIN_PID")
+  export UPSTREAMS="http://127.0.0.1:$4,http://127.0.0.1:$5"
 }

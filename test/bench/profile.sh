@@ -20,17 +20,7 @@ UP1=19211 UP2=19212 PORT=18391
 OUTDIR=${OUTDIR:-$RUN/results/$(date +%Y%m%dT%H%M%S)}
 
 source "$REPO/test/bench/origin.sh"
-ensure_peers
-mkdir -p "$OUTDIR"
-(cd "$REPO" && npm run build --silent)
-
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-start_origin "$RUN" "$LOAD_CPU" "$UP1" "$UP2"
-PIDS+=("$ORIGIN_PID")
-export UPSTREAMS="http://127.0.0.1:$UP1,http://127.0.0.1:$UP2"
+setup_bench "$RUN" "$OUTDIR" "$LOAD_CPU" "$UP1" "$UP2"
 # The forwarder ends on SIGTERM without a handler, which would lose its profile: this wrapper exits cleanly.
 printf "process.on('SIGTERM', () => process.exit(0));\nrequire('%s/proxies/undici-forwarder.js');\n" "$PEERS_DIR" >"$RUN/forwarder-profiled.cjs"
 

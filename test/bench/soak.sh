@@ -26,18 +26,7 @@ OUTDIR=${OUTDIR:-$RUN/results/$(date +%Y%m%dT%H%M%S)}
 CLK_TCK=$(getconf CLK_TCK)
 
 source "$REPO/test/bench/origin.sh"
-ensure_peers
-mkdir -p "$OUTDIR"
-(cd "$REPO" && npm run build --silent)
-
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-start_origin "$RUN" "$LOAD_CPU" "$UP1" "$UP2"
-PIDS+=("$ORIGIN_PID")
-
-export UPSTREAMS="http://127.0.0.1:$UP1,http://127.0.0.1:$UP2"
+setup_bench "$RUN" "$OUTDIR" "$LOAD_CPU" "$UP1" "$UP2"
 PORT=$PF_PORT ADMIN_PORT=$ADMIN_PORT BENCH_POLICY=${BENCH_POLICY:-basic} node "$REPO/test/bench/start-for-bench.js" --write "$RUN/policy.yaml"
 taskset -c "$PROXY_CPU" node "$REPO/dist/cmd/pilotfish.js" run --policy "$RUN/policy.yaml" >"$RUN/pilotfish.log" 2>&1 &
 PF=$!; PIDS+=($PF)

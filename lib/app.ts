@@ -91,7 +91,9 @@ export class Pilotfish {
     private readonly deps: RuntimeDeps,
     readonly metrics: Metrics,
     private readonly logger: Logger,
-    private readonly accessLog: AccessLog | null,
+    /** The access log while the policy serving turns it on (a reload turns it on or off). */
+    private accessLog: AccessLog | null,
+    private readonly newAccessLog: () => AccessLog,
     private readonly pools: PoolRegistry,
     private readonly tunnels: Tunnels,
     private readonly websocket: WebSocketForwarder,
@@ -135,9 +137,8 @@ export class Pilotfish {
     // Tracing's modules are loaded only for a policy that traces (here, or at a reload).
     const tracing = policy.tracing === null ? null : await loadTracing(tracingDeps);
     tracing?.apply(policy.tracing);
-    const accessLog = policy.accessLog.enabled
-      ? new AccessLog(options.accessLogOut ?? process.stdout, (n) => metrics.accessLogDropped.inc(n), clock)
-      : null;
+    const newAccessLog = (): AccessLog => new AccessLog(options.accessLogOut ?? process.stdout, (n) => metrics.accessLogDropped.inc(n), clock);
+    const accessLog = policy.accessLog.enabled ? newAccessLog() : null;
     if (identity !== null) {
       identity.onRotate(() => metrics.certificateRotations.labels('success').inc());
       identity.onRotateFailed(() => metrics.certificateRotations.labels('failure').inc());
@@ -198,7 +199,7 @@ export class Pilotfish {
       clock,
       runtime: () => (app as Pilotfish).runtime(),
       metrics,
-      accessLog,
+      accessLog: () => (app as Pilotfish).accessLog,
       logger,
       load,
       limits,
@@ -228,7 +229,7 @@ export class Pilotfish {
       lastReload: () => (app as Pilotfish).last,
       identity: () => (app as Pilotfish).identityFacts(),
     });
-    app = new Pilotfish(policy, deps, metrics, logger, accessLog, pools, tunnels, websocket, outbound, inbound, admin, load, identity, verifiers);
+    app = new Pilotfish(policy, deps, metrics, logger, accessLog, newAccessLog, pools, tunnels, websocket, outbound, inbound, admin, load, identity, verifiers);
     app.closeRedis = closeRedis;
     app.tracing = tracing;
     app.tracingDeps = tracingDeps;
@@ -399,6 +400,11 @@ export class Pilotfish {
       const changes = diffPolicies(old.effective, policy.effective);
       this.runtime_ = built.runtime;
       this.tracing?.apply(policy.tracing);
+      // The access log follows the policy at once: it is what an operator turns on to look, then off.
+      if (policy.accessLog.enabled !== (this.accessLog !== null)) {
+        this.accessLog?.flush();
+        this.accessLog = policy.accessLog.enabled ? this.newAccessLog() : null;
+      }
       succeeded(built.report, policy.source.hash, changes);
       // Requests that started on the old routes may still be verifying with these.
       if (unused.length > 0) this.deps.clock.setTimer(() => unused.forEach((v) => v.close()), RETIRE_AFTER_MS);

@@ -77,7 +77,8 @@ export interface ListenerDeps {
   /** The runtime serving now; read once per request, so a reload never splits one. */
   readonly runtime: () => Runtime;
   readonly metrics: Metrics;
-  readonly accessLog: AccessLog | null;
+  /** The access log now, or null while the policy has it off (read per request: a reload switches it). */
+  readonly accessLog: () => AccessLog | null;
   readonly logger: Logger;
   /** Requests in flight, for the drain on shutdown. */
   readonly load: { inFlight: number };
@@ -188,7 +189,7 @@ export class ProxyListener {
 
 /** Creates a proxy listener (not yet listening). */
 export function createProxyListener(deps: ListenerDeps): ProxyListener {
-  const { clock, metrics, accessLog, limits, direction } = deps;
+  const { clock, metrics, limits, direction } = deps;
   const inbound = direction === 'inbound';
   const routes = inbound ? () => deps.runtime().inbound?.table ?? NO_ROUTES : () => deps.runtime().table;
   const server = http.createServer({
@@ -522,7 +523,7 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
       metrics.proxyErrors.labels(ex.errorCode, ex.route.name, ex.route.upstream.name, direction).inc();
       if (LISTENER_REFUSALS.has(ex.errorCode)) deps.decisions?.refusal(ex.errorCode, ex.route.name, ex.route.upstream.name);
     }
-    accessLog?.write({
+    deps.accessLog()?.write({
       time: isoTime(clock.wallNow()),
       requestId: ex.id,
       traceId: ex.traceId,
@@ -635,7 +636,7 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
     const durationMs = roundMs(clock.now() - started);
     const closed = status === CLIENT_CLOSED_STATUS;
     if (code !== null && LISTENER_REFUSALS.has(code)) deps.decisions?.refusal(code, null, null);
-    accessLog?.write({
+    deps.accessLog()?.write({
       time: isoTime(clock.wallNow()),
       requestId,
       traceId: req === null ? null : traceIdOf(req),

@@ -11,7 +11,7 @@
 import type { Writable } from 'node:stream';
 import type { Clock } from '../core/clock.js';
 
-/** A batch this large is written at once rather than waiting for the timer. */
+/** The size of a batch buffer: a full one is written at once rather than waiting for the timer. */
 const BATCH_BYTES = 64 * 1024;
 
 /** One request as the log records it. */
@@ -148,8 +148,8 @@ export class AccessLog {
 
   /** Writes what is queued now (also called on shutdown). */
   readonly flush = (): void => {
-    if (this.blocked) return;
-    if (this.batch !== null && this.used > 0) this.seal();
+    // A batch exists only once a line is in it.
+    if (!this.blocked && this.batch !== null) this.seal();
   };
 
   /**

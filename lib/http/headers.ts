@@ -37,6 +37,27 @@ const REWRITTEN: ReadonlySet<string> = new Set([
   TIMEOUT_HEADER,
 ]);
 
+/**
+ * Marks the lengths of `names` (a name of any other length is none of them), so the common
+ * field is passed on without the lower-case copy a set lookup needs.
+ */
+function lengthsOf(...sets: readonly ReadonlySet<string>[]): Uint8Array {
+  const marked = new Uint8Array(64);
+  for (const set of sets) for (const name of set) marked[name.length] = 1;
+  return marked;
+}
+
+/** Lengths of the request fields the proxy drops or sets itself. */
+const REQUEST_SPECIAL_LENGTHS = lengthsOf(HOP_BY_HOP, REWRITTEN, new Set([GRPC_TIMEOUT_HEADER]));
+
+/** Lengths of the response fields the proxy drops or rewrites. */
+const RESPONSE_SPECIAL_LENGTHS = lengthsOf(HOP_BY_HOP, new Set(['connection', 'via']));
+
+/** True when a field named `name` may be special: its length is one of `lengths`' (longer ones never are). */
+function maybeSpecial(name: string, lengths: Uint8Array): boolean {
+  return name.length < lengths.length && lengths[name.length] === 1;
+}
+
 /** The `Via` token this proxy adds. */
 export const VIA = '1.1 pilotfish';
 
@@ -89,8 +110,14 @@ export interface InboundForwarding {
 export function upstreamRequestHeaders(rawHeaders: readonly string[], headers: IncomingHttpHeaders, info: ForwardedInfo): string[] {
   const extra = connectionTokens(headers.connection);
   const out: string[] = ['host', info.authority];
+  // Without extra names to drop, only a name of a special length needs a closer look.
+  const plain = extra === null && info.inbound === null;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] as string;
+    if (plain && !maybeSpecial(name, REQUEST_SPECIAL_LENGTHS) && name.charCodeAt(0) !== 58) {
+      out.push(name, rawHeaders[i + 1] as string);
+      continue;
+    }
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || REWRITTEN.has(lower) || (extra !== null && extra.has(lower))) continue;
     if (info.grpc && lower === GRPC_TIMEOUT_HEADER) continue;
@@ -125,6 +152,10 @@ export function relayResponseHeaders(raw: readonly (Buffer | string)[]): string[
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = latin1(raw[i] as Buffer | string);
     const value = latin1(raw[i + 1] as Buffer | string);
+    if (!maybeSpecial(name, RESPONSE_SPECIAL_LENGTHS)) {
+      out.push(name, value);
+      continue;
+    }
     const lower = name.toLowerCase();
     if (lower === 'connection') connection = connection === null ? value : `${connection},${value}`;
     else if (lower === 'via') via = via === null ? value : `${via}, ${value}`;

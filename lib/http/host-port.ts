@@ -72,7 +72,8 @@ export function formatHost(host: string): string {
 
 /** `host` in canonical form (see the file's comment); a bare IPv6 address is accepted here. */
 export function canonicalHost(host: string): string {
-  if (isIPv6(host) && !host.includes('%')) return new URL(`http://[${host}]/`).hostname.slice(1, -1);
+  // Every IPv6 address has a colon; a name never does (and skips the address check).
+  if (host.includes(':') && isIPv6(host) && !host.includes('%')) return new URL(`http://[${host}]/`).hostname.slice(1, -1);
   return host.toLowerCase();
 }
 
@@ -96,7 +97,7 @@ export function parseAuthority(text: string): Authority | null {
 
 /** Null when a canonical `host` can be named in an authority (an IP or a reg-name), else why not. */
 export function authorityHostProblem(host: string): string | null {
-  return isIPv6(host) || REG_NAME.test(host) ? null : 'a host is an IP address or a name of letters, digits and -._~!$&\'()*+,;=';
+  return REG_NAME.test(host) || isIPv6(host) ? null : 'a host is an IP address or a name of letters, digits and -._~!$&\'()*+,;=';
 }
 
 // One DNS label: letters, digits, `_` (service-style names) and inner `-`, at most 63 characters.

@@ -5,7 +5,7 @@
 # self time per request by category (socket syscalls, node:http, undici, V8, our modules...) for both.
 # The profiler inflates every figure; compare the two columns, and shares, not absolute µs.
 #
-# Knobs: DURATION [10] CONNS [64] BENCH_POLICY [basic] PILOTFISH_ONLY [0] LOAD_CPU [0] PROXY_CPU [1]
+# Knobs: DURATION [10] CONNS [64] BENCH_POLICY [basic] BENCH_POLICY_APPEND [YAML added to it] PILOTFISH_ONLY [0] LOAD_CPU [0] PROXY_CPU [1]
 #        PEERS_DIR [/tmp/peers] (the harness copy `npm run bench` makes, made here if missing: the forwarder)
 set -euo pipefail
 
@@ -38,6 +38,7 @@ profile() {  # profile NAME CMD...: the command under --cpu-prof, loaded, then s
   echo "$name $n $(ls "$OUTDIR/$name"/*.cpuprofile)" >>"$OUTDIR/profiles.txt"
 }
 PORT=$PORT ADMIN_PORT=$((PORT + 1000)) BENCH_POLICY=${BENCH_POLICY:-basic} node "$REPO/test/bench/start-for-bench.js" --write "$RUN/policy.yaml"
+[[ -z ${BENCH_POLICY_APPEND:-} ]] || printf '%s\n' "$BENCH_POLICY_APPEND" >>"$RUN/policy.yaml"
 : >"$OUTDIR/profiles.txt"
 profile pilotfish node --cpu-prof --cpu-prof-dir="$OUTDIR/pilotfish" "$REPO/dist/cmd/pilotfish.js" run --policy "$RUN/policy.yaml"
 [[ ${PILOTFISH_ONLY:-0} == 1 ]] || PORT=$PORT profile forwarder node --cpu-prof --cpu-prof-dir="$OUTDIR/forwarder" "$RUN/forwarder-profiled.cjs"

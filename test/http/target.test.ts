@@ -48,3 +48,16 @@ t.test('CONNECT authorities', async (t) => {
   t.equal(parseAuthority('[1.2.3.4]:80'), null, 'only IPv6 goes in brackets');
   t.equal(parseAuthority('::1:80'), null, 'IPv6 needs its brackets');
 });
+
+t.test('a Host seen before gets the same answer, and many distinct ones are all parsed right', async (t) => {
+  // Recent authorities are remembered (target.ts); the memory is bounded, so go well past it.
+  for (let round = 0; round < 2; round++) {
+    for (let i = 0; i < 1000; i++) {
+      const host = `Svc-${i}.NS:${8000 + (i % 7)}`;
+      const want = { authority: host, host: `svc-${i}.ns`, path: '/x' };
+      const got = parseTarget('/x', host);
+      if (!t.same(got, want, `${host}, round ${round}`)) return;
+    }
+    t.equal(parseTarget('/x', 'bad host'), null, `a remembered refusal is still a refusal, round ${round}`);
+  }
+});

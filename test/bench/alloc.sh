@@ -22,6 +22,7 @@ UP1=19411 UP2=19412 PORT=18591
 OUTDIR=${OUTDIR:-$RUN/results/$(date +%Y%m%dT%H%M%S)}
 
 source "$REPO/test/bench/origin.sh"
+source "$REPO/test/bench/node-flags.sh"
 setup_bench "$RUN" "$OUTDIR" "$LOAD_CPU" "$UP1" "$UP2"
 PORT=$PORT ADMIN_PORT=$((PORT + 1000)) BENCH_POLICY=${BENCH_POLICY:-basic} node "$REPO/test/bench/start-for-bench.js" --write "$RUN/policy.yaml"
 [[ -z ${BENCH_POLICY_APPEND:-} ]] || printf '%s\n' "$BENCH_POLICY_APPEND" >>"$RUN/policy.yaml"
@@ -51,7 +52,7 @@ measure() {  # measure NAME ROUND CMD...: one line "NAME REQUESTS BYTES SCAVENGE
 
 : >"$OUTDIR/results.txt"
 for round in $(seq "$ROUNDS"); do
-  measure pilotfish "$round" node --trace-gc "$REPO/dist/cmd/pilotfish.js" run --policy "$RUN/policy.yaml"
+  measure pilotfish "$round" node "${PILOTFISH_NODE_FLAGS[@]}" --trace-gc "$REPO/dist/cmd/pilotfish.js" run --policy "$RUN/policy.yaml"
   PORT=$PORT measure forwarder "$round" node --trace-gc "$PEERS_DIR/proxies/undici-forwarder.js"
 done
 node - "$OUTDIR/results.txt" <<'JS'

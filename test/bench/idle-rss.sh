@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idle resident memory: Pilotfish started on the bench's basic policy and left alone (no request), its VmRSS
-# read from /proc at SAMPLES seconds after start, ROUNDS times; a bare node (`setInterval` only) sampled the
+# (with the node flags it ships with, node-flags.sh) read from /proc at SAMPLES seconds after start, ROUNDS times; a bare node (`setInterval` only) sampled the
 # same way beside it, in the same rounds, for the floor. Prints the median (min–max) per time point, in MiB.
 # Builds nothing: run `npm run build` first. The upstream endpoints are never dialled at idle, so no origin.
 #
@@ -10,6 +10,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+source "$REPO/test/bench/node-flags.sh"
 ROUNDS=${ROUNDS:-5}
 SAMPLES=${SAMPLES:-3 10 30}
 PORT=${PORT:-18590}
@@ -31,7 +32,7 @@ rss_mib() {  # rss_mib PID: VmRSS in MiB, one decimal
 # Both processes start together each round, so they share the round's conditions.
 for round in $(seq "$ROUNDS"); do
   start=$(date +%s.%N)
-  node "${FLAGS[@]}" "$ENTRY" run --policy "$RUN/policy.yaml" >"$RUN/pilotfish.log" 2>&1 &
+  node "${PILOTFISH_NODE_FLAGS[@]}" "${FLAGS[@]}" "$ENTRY" run --policy "$RUN/policy.yaml" >"$RUN/pilotfish.log" 2>&1 &
   ours=$!
   node "${FLAGS[@]}" -e 'setInterval(() => {}, 1e3)' &
   bare=$!

@@ -46,6 +46,7 @@ TARGETS=${TARGETS:-"plain-hop mtls-hop"}
 OUTDIR=${OUTDIR:-$RUN/results/$(date +%Y%m%dT%H%M%S)}
 CLK_TCK=$(getconf CLK_TCK)
 CLI=$REPO/dist/cmd/pilotfish.js
+source "$REPO/test/bench/node-flags.sh"
 TRUST_DOMAIN=mesh.local
 ID_A=spiffe://$TRUST_DOMAIN/ns/bench/sa/a
 ID_B=spiffe://$TRUST_DOMAIN/ns/bench/sa/b
@@ -225,9 +226,9 @@ for t in $TARGETS; do
   policy_b "$t" >"$RUN/$t-b.yaml"
   policy_a "$t" >"$RUN/$t-a.yaml"
   for side in b a; do node "$CLI" validate "$RUN/$t-$side.yaml" >/dev/null; done
-  start "$t-b" "$PROXY_CPU" node "$CLI" run --policy "$RUN/$t-b.yaml"
+  start "$t-b" "$PROXY_CPU" node "${PILOTFISH_NODE_FLAGS[@]}" "$CLI" run --policy "$RUN/$t-b.yaml"
   wait_url "$t-b" "http://127.0.0.1:$((B_PORT[$t] + 1000))/readyz"
-  start "$t-a" "$PROXY_CPU" node "$CLI" run --policy "$RUN/$t-a.yaml"
+  start "$t-a" "$PROXY_CPU" node "${PILOTFISH_NODE_FLAGS[@]}" "$CLI" run --policy "$RUN/$t-a.yaml"
   wait_url "$t-a" "http://127.0.0.1:${A_PORT[$t]}/"
 done
 

@@ -40,6 +40,7 @@ profile() {  # profile NAME CMD...: the command under --cpu-prof, loaded, then s
 PORT=$PORT ADMIN_PORT=$((PORT + 1000)) BENCH_POLICY=${BENCH_POLICY:-basic} node "$REPO/test/bench/start-for-bench.js" --write "$RUN/policy.yaml"
 [[ -z ${BENCH_POLICY_APPEND:-} ]] || printf '%s\n' "$BENCH_POLICY_APPEND" >>"$RUN/policy.yaml"
 : >"$OUTDIR/profiles.txt"
-profile pilotfish node --cpu-prof --cpu-prof-dir="$OUTDIR/pilotfish" "$REPO/dist/cmd/pilotfish.js" run --policy "$RUN/policy.yaml"
+source "$REPO/test/bench/node-flags.sh"
+profile pilotfish node "${PILOTFISH_NODE_FLAGS[@]}" --cpu-prof --cpu-prof-dir="$OUTDIR/pilotfish" "$REPO/dist/cmd/pilotfish.js" run --policy "$RUN/policy.yaml"
 [[ ${PILOTFISH_ONLY:-0} == 1 ]] || PORT=$PORT profile forwarder node --cpu-prof --cpu-prof-dir="$OUTDIR/forwarder" "$RUN/forwarder-profiled.cjs"
 node "$REPO/test/bench/profile-report.js" "$OUTDIR/profiles.txt"

@@ -28,7 +28,8 @@ CLK_TCK=$(getconf CLK_TCK)
 source "$REPO/test/bench/origin.sh"
 setup_bench "$RUN" "$OUTDIR" "$LOAD_CPU" "$UP1" "$UP2"
 PORT=$PF_PORT ADMIN_PORT=$ADMIN_PORT BENCH_POLICY=${BENCH_POLICY:-basic} node "$REPO/test/bench/start-for-bench.js" --write "$RUN/policy.yaml"
-taskset -c "$PROXY_CPU" node "$REPO/dist/cmd/pilotfish.js" run --policy "$RUN/policy.yaml" >"$RUN/pilotfish.log" 2>&1 &
+source "$REPO/test/bench/node-flags.sh"
+taskset -c "$PROXY_CPU" node "${PILOTFISH_NODE_FLAGS[@]}" "$REPO/dist/cmd/pilotfish.js" run --policy "$RUN/policy.yaml" >"$RUN/pilotfish.log" 2>&1 &
 PF=$!; PIDS+=($PF)
 (cd "$PEERS_DIR" && PORT=$FWD_PORT exec taskset -c "$PROXY_CPU" node proxies/undici-forwarder.js) >"$RUN/forwarder.log" 2>&1 &
 FWD=$!; PIDS+=($FWD)

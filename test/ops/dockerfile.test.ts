@@ -47,6 +47,8 @@ const all = stages(read('Dockerfile'));
 const runtime = all[all.length - 1] as Stage;
 const build = all.find((s) => s.name === 'build');
 const entrypoint = runtime.entrypoint ?? [];
+/** The node flags Pilotfish ships with, as test/bench/node-flags.sh (sourced by every bench script) lists them. */
+const SHIPPED_NODE_FLAGS = /^PILOTFISH_NODE_FLAGS=\((.*)\)$/m.exec(readFileSync(join(REPO, 'test/bench/node-flags.sh'), 'utf8'))?.[1]?.split(/\s+/) ?? ['(none found)'];
 const cmd = runtime.cmd ?? [];
 /** Where the image expects the policy: the argument after `--policy` in CMD. */
 const POLICY_PATH = cmd[cmd.indexOf('--policy') + 1] ?? '';
@@ -128,8 +130,8 @@ t.test('every COPY source exists in the repository or is made by the build stage
 });
 
 t.test('the image runs the built CLI on the mounted policy', async (t) => {
-  t.same(entrypoint, ['node', 'dist/cmd/pilotfish.js'], 'ENTRYPOINT (exec form, so node gets the signals) runs the CLI');
-  const entryFile = posix.resolve(runtime.workdir, entrypoint[1] ?? '');
+  t.same(entrypoint, ['node', ...SHIPPED_NODE_FLAGS, 'dist/cmd/pilotfish.js'], 'ENTRYPOINT (exec form, so node gets the signals) runs the CLI with the node flags the benches measure');
+  const entryFile = posix.resolve(runtime.workdir, entrypoint.at(-1) ?? '');
   const o = origin(all, runtime, entryFile);
   t.ok(o, `${entryFile} is in the runtime image`);
   if (o) {

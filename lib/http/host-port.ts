@@ -82,7 +82,7 @@ export function canonicalHost(host: string): string {
 const REG_NAME = /^[A-Za-z0-9._~!$&'()*+,;=-]+$/;
 
 // A guard on request input: no host name is longer (DNS names stop at 253).
-const MAX_AUTHORITY = 255;
+export const MAX_AUTHORITY = 255;
 
 /**
  * An authority (`host[:port]`: Host header, absolute-form or CONNECT target, route host) with

@@ -3,7 +3,7 @@
  * `Host: orders`), absolute-form (`GET http://orders/x`, as apps behind HTTP_PROXY send),
  * and authority-form (`CONNECT orders:80`). Invalid input yields null: the caller answers 400.
  */
-import { parseAuthority, type Authority } from './host-port.js';
+import { MAX_AUTHORITY, parseAuthority, type Authority } from './host-port.js';
 
 /** The parsed destination of a request. */
 export interface Target {
@@ -16,19 +16,21 @@ export interface Target {
 }
 
 /**
- * Recently parsed authorities (an app sends the same few Host headers over and over), so a
- * request pays a map lookup instead of the parse. Bounded: emptied when full, so hostile
- * Host headers cost a parse each and never grow it.
+ * Recently parsed Host headers (an app sends the same few over and over), so a request pays a
+ * map lookup instead of the parse. Bounded in entries (emptied when full, so hostile Hosts cost
+ * a parse each and never grow it) and in size: a Host longer than any authority is refused
+ * without being remembered.
  */
-const recentAuthorities = new Map<string, Authority | null>();
-const RECENT_AUTHORITIES_MAX = 256;
+const recentHosts = new Map<string, Authority | null>();
+const RECENT_HOSTS_MAX = 256;
 
-function authorityOf(text: string): Authority | null {
-  let parsed = recentAuthorities.get(text);
+function hostAuthority(text: string): Authority | null {
+  if (text.length > MAX_AUTHORITY) return null;
+  let parsed = recentHosts.get(text);
   if (parsed === undefined) {
     parsed = parseAuthority(text);
-    if (recentAuthorities.size >= RECENT_AUTHORITIES_MAX) recentAuthorities.clear();
-    recentAuthorities.set(text, parsed);
+    if (recentHosts.size >= RECENT_HOSTS_MAX) recentHosts.clear();
+    recentHosts.set(text, parsed);
   }
   return parsed;
 }
@@ -37,12 +39,12 @@ function authorityOf(text: string): Authority | null {
 export function parseTarget(url: string, hostHeader: string | undefined): Target | null {
   if (url.charCodeAt(0) === 47 /* / */) {
     if (hostHeader === undefined) return null;
-    const parsed = authorityOf(hostHeader);
+    const parsed = hostAuthority(hostHeader);
     return parsed && { authority: hostHeader, host: parsed.host, path: url };
   }
   if (url === '*') {
     if (hostHeader === undefined) return null;
-    const parsed = authorityOf(hostHeader);
+    const parsed = hostAuthority(hostHeader);
     return parsed && { authority: hostHeader, host: parsed.host, path: '*' };
   }
   // absolute-form: only plain http; https goes through CONNECT.
@@ -52,7 +54,7 @@ export function parseTarget(url: string, hostHeader: string | undefined): Target
     const end = slash < 0 ? (query < 0 ? url.length : query) : query < 0 ? slash : Math.min(slash, query);
     const authority = url.slice(7, end);
     if (authority.includes('@')) return null; // userinfo is not allowed in http(s) URIs (RFC 9110 §4.2.4)
-    const parsed = authorityOf(authority);
+    const parsed = parseAuthority(authority);
     if (!parsed) return null;
     let path = url.slice(end);
     if (path.length === 0) path = '/';

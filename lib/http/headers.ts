@@ -41,17 +41,17 @@ const REWRITTEN: ReadonlySet<string> = new Set([
  * Marks the lengths of `names` (a name of any other length is none of them), so the common
  * field is passed on without the lower-case copy a set lookup needs.
  */
-function lengthsOf(...sets: readonly ReadonlySet<string>[]): Uint8Array {
+function lengthsOf(...names: readonly Iterable<string>[]): Uint8Array {
   const marked = new Uint8Array(64);
-  for (const set of sets) for (const name of set) marked[name.length] = 1;
+  for (const list of names) for (const name of list) marked[name.length] = 1;
   return marked;
 }
 
 /** Lengths of the request fields the proxy drops or sets itself. */
-const REQUEST_SPECIAL_LENGTHS = lengthsOf(HOP_BY_HOP, REWRITTEN, new Set([GRPC_TIMEOUT_HEADER]));
+const REQUEST_SPECIAL_LENGTHS = lengthsOf(HOP_BY_HOP, REWRITTEN, [GRPC_TIMEOUT_HEADER]);
 
-/** Lengths of the response fields the proxy drops or rewrites. */
-const RESPONSE_SPECIAL_LENGTHS = lengthsOf(HOP_BY_HOP, new Set(['connection', 'via']));
+/** Lengths of the response fields the proxy drops (Connection among them) or appends to (Via). */
+const RESPONSE_SPECIAL_LENGTHS = lengthsOf(HOP_BY_HOP, ['via']);
 
 /** True when a field named `name` may be special: its length is one of `lengths`' (longer ones never are). */
 function maybeSpecial(name: string, lengths: Uint8Array): boolean {

@@ -32,7 +32,7 @@ measure() {  # measure NAME ROUND CMD...: one line "NAME REQUESTS BYTES SCAVENGE
   local log="$OUTDIR/$name-r$round.gc.log"
   taskset -c "$PROXY_CPU" "$@" >"$log" 2>&1 &
   local pid=$!
-  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
+  wait_serving "$PORT"
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d3s "http://127.0.0.1:$PORT/" >/dev/null
   local mark
   mark=$(wc -l <"$log")

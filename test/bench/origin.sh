@@ -40,6 +40,11 @@ CONF
   ORIGIN_PID=$!
 }
 
+# wait_serving PORT: until something answers HTTP on PORT (10 s at most; the load that follows fails loudly if not).
+wait_serving() {
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done
+}
+
 # setup_bench RUN OUTDIR CPU PORT1 PORT2: the harness copy, a fresh build, the origin; everything started
 # is recorded in PIDS and stopped on exit; UPSTREAMS names the origin's two endpoints.
 setup_bench() {

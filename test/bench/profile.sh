@@ -29,7 +29,7 @@ profile() {  # profile NAME CMD...: the command under --cpu-prof, loaded, then s
   mkdir -p "$OUTDIR/$name"
   taskset -c "$PROXY_CPU" "$@" >"$OUTDIR/$name.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
+  wait_serving "$PORT"
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$PORT/" >"$OUTDIR/$name-warmup.txt"
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:$PORT/" >"$OUTDIR/$name-wrk.txt"
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true

@@ -34,7 +34,7 @@ PF=$!; PIDS+=($PF)
 (cd "$PEERS_DIR" && PORT=$FWD_PORT exec taskset -c "$PROXY_CPU" node proxies/undici-forwarder.js) >"$RUN/forwarder.log" 2>&1 &
 FWD=$!; PIDS+=($FWD)
 for port in $PF_PORT $FWD_PORT; do
-  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  wait_serving "$port"
 done
 
 ticks() { local a; read -r -a a < <(sed 's/.*) //' "/proc/$1/stat"); echo $((a[11] + a[12])); }

@@ -26,7 +26,7 @@ import type { Clock } from '../core/clock.js';
 import { ClientClosedError, ProxyError, type ErrorCode } from '../core/errors.js';
 import type { ClientProtocol, ClientRequest, ClientResponse } from '../http/client.js';
 import { H2Request, type H2Response } from '../http/h2-messages.js';
-import { grpcCodeName, isGrpcContentType, parseGrpcTimeout } from '../http/grpc.js';
+import { GRPC_DEADLINE_EXCEEDED, grpcCodeName, isGrpcContentType, parseGrpcTimeout } from '../http/grpc.js';
 import {
   acceptableRequestId,
   headerValue,
@@ -569,10 +569,26 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
     sendError(ex.res, err, ctx, close);
   }
 
+  /**
+   * The client went away before an answer: its 499. But a gRPC client resets its call when its
+   * own deadline passes, and that reset can arrive before the proxy's timer for the same deadline
+   * has run: once the deadline is up by the proxy's clock, the call is recorded as ending on it
+   * (client_deadline, DEADLINE_EXCEEDED), as when the timer runs first.
+   */
+  function clientLeft(ex: Exchange): void {
+    if (ex.grpc && clock.now() - ex.startedAt >= ex.clientTimeoutMs) {
+      ex.errorCode = 'client_deadline';
+      ex.status = 200;
+      ex.grpcStatus = GRPC_DEADLINE_EXCEEDED;
+    } else {
+      ex.status = CLIENT_CLOSED_STATUS;
+    }
+  }
+
   function settled(ex: Exchange, result: AttemptResult): void {
     const reason = ex.cancel.reason;
     if (!result.committed) {
-      if (reason instanceof ClientClosedError) ex.status = CLIENT_CLOSED_STATUS;
+      if (reason instanceof ClientClosedError) clientLeft(ex);
       else answer(ex, reason instanceof ProxyError ? reason : (result.error ?? internal('attempt ended without a response')));
     } else if (reason instanceof ClientClosedError && ex.upgrade === null) {
       ex.status = CLIENT_CLOSED_STATUS; // the client hung up mid-response
@@ -583,7 +599,7 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
   }
 
   function failed(ex: Exchange, err: unknown): void {
-    if (ex.cancel.reason instanceof ClientClosedError) ex.status = CLIENT_CLOSED_STATUS;
+    if (ex.cancel.reason instanceof ClientClosedError) clientLeft(ex);
     else if (err instanceof ProxyError) answer(ex, err);
     else {
       deps.logger.log('error', 'request failed inside the proxy', { requestId: ex.id, error: String(err) });

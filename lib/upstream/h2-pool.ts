@@ -634,10 +634,16 @@ class Session {
 
 const REQUEST = Symbol('h2-pool.request');
 
-/** A stream knows its request, so its listeners are shared functions rather than closures per request. */
-type OwnedStream = ClientHttp2Stream & { [REQUEST]: H2Request };
+/**
+ * A stream knows its request, so its listeners are shared functions rather than closures per
+ * request. The link is cut once the stream closed (its last event): Node keeps a closed
+ * stream alive through its native handle until a full collection, and whatever it still
+ * references (the request, its handler, the whole exchange) would be copied by every young
+ * collection until then, and promoted.
+ */
+type OwnedStream = ClientHttp2Stream & { [REQUEST]: H2Request | null };
 
-function ownerOf(stream: ClientHttp2Stream): H2Request {
+function ownerOf(stream: ClientHttp2Stream): H2Request | null {
   return (stream as OwnedStream)[REQUEST];
 }
 
@@ -803,37 +809,39 @@ function onStreamResponse(
   raw: string[] | undefined,
 ): void {
   const req = ownerOf(this);
-  if (req.state !== ACTIVE || req.stream !== this) return;
+  if (req?.state !== ACTIVE || req.stream !== this) return;
   const more = req.headersArrived(headers[':status'] ?? 0, responseHeaders(raw, headers));
   if (!more && req.state === ACTIVE) this.pause();
 }
 
 function onStreamData(this: ClientHttp2Stream, chunk: Buffer): void {
   const req = ownerOf(this);
-  if (req.state !== ACTIVE || req.stream !== this) return;
+  if (req?.state !== ACTIVE || req.stream !== this) return;
   if (!req.dataArrived(chunk) && req.state === ACTIVE) this.pause();
 }
 
 function onStreamTrailers(this: ClientHttp2Stream, headers: IncomingHttpHeaders, _flags: number, raw: string[] | undefined): void {
   const req = ownerOf(this);
-  if (req.stream !== this) return;
+  if (req?.stream !== this) return;
   req.trailers = trailerList(raw, headers);
 }
 
 function onStreamEnd(this: ClientHttp2Stream): void {
   const req = ownerOf(this);
   // A destroyed stream also ends its readable side: only a live one ended by the peer's END_STREAM completes.
-  if (req.state !== ACTIVE || req.stream !== this || this.destroyed || !req.responded) return;
+  if (req?.state !== ACTIVE || req.stream !== this || this.destroyed || !req.responded) return;
   req.complete();
 }
 
 function onStreamError(this: ClientHttp2Stream, err: Error): void {
   const req = ownerOf(this);
-  if (req.stream === this) req.streamError = err;
+  if (req?.stream === this) req.streamError = err;
 }
 
 function onStreamClose(this: ClientHttp2Stream): void {
   const req = ownerOf(this);
+  if (req === null) return;
+  (this as OwnedStream)[REQUEST] = null;
   const s = req.session as Session;
   s.active--;
   if (req.state === ACTIVE && req.stream === this) s.ep.streamFailed(req, this);

@@ -17,6 +17,11 @@
 #   LOAD_CPU/UPSTREAM_CPU [0] PROXY_CPU [1]  H2_UP1_PORT/H2_UP2_PORT [19101/19102]
 #   H1_UP1_PORT/H1_UP2_PORT [19103/19104]  H2C_PROXY_PORT [18093] H1_PROXY_PORT [18094] (admin: +1000)
 #   FLOOR_PORT [18095]
+#   FLOOR_NODE_FLAGS [none]: node flags for the floor (e.g. --trace-gc)
+#   VARIANT_NODE_FLAGS, VARIANT_BUILD: a variant of Pilotfish measured in the same rounds, as two more targets,
+#   pilotfish-h2c-v and pilotfish-h1-v (ports +20), each run with these node flags instead of the shipped
+#   ones (node-flags.sh) and/or from another build's tree (a copy holding dist/ and test/bench/); the
+#   summary then gives both builds' efficiency, and per-round ratios variant ÷ base
 #   FOREIGN_MAX_PCT [8] MAX_REDO [3] (a run during which other processes used more than FOREIGN_MAX_PCT % of
 #   a core is redone, up to MAX_REDO times, then kept and flagged)
 #   OUTDIR [/tmp/pilotfish-h2c-bench/results/<timestamp>]
@@ -42,11 +47,17 @@ H1_PROXY_PORT=${H1_PROXY_PORT:-18094}
 FLOOR_PORT=${FLOOR_PORT:-18095}
 FOREIGN_MAX_PCT=${FOREIGN_MAX_PCT:-8}
 MAX_REDO=${MAX_REDO:-3}
-TARGETS=${TARGETS:-"direct-h2c floor-h2c pilotfish-h2c direct-h1 pilotfish-h1"}
+VARIANT_BUILD=${VARIANT_BUILD:-}
+if [[ -n ${VARIANT_NODE_FLAGS+set} || -n $VARIANT_BUILD ]]; then
+  TARGETS=${TARGETS:-"direct-h2c floor-h2c pilotfish-h2c pilotfish-h2c-v direct-h1 pilotfish-h1 pilotfish-h1-v"}
+else
+  TARGETS=${TARGETS:-"direct-h2c floor-h2c pilotfish-h2c direct-h1 pilotfish-h1"}
+fi
 OUTDIR=${OUTDIR:-$RUN/results/$(date +%Y%m%dT%H%M%S)}
 CLK_TCK=$(getconf CLK_TCK)
 
-declare -A TPORT=([direct-h2c]=$H2_UP1_PORT [floor-h2c]=$FLOOR_PORT [pilotfish-h2c]=$H2C_PROXY_PORT [direct-h1]=$H1_UP1_PORT [pilotfish-h1]=$H1_PROXY_PORT)
+declare -A TPORT=([direct-h2c]=$H2_UP1_PORT [floor-h2c]=$FLOOR_PORT [pilotfish-h2c]=$H2C_PROXY_PORT [direct-h1]=$H1_UP1_PORT [pilotfish-h1]=$H1_PROXY_PORT
+  [pilotfish-h2c-v]=$((H2C_PROXY_PORT + 20)) [pilotfish-h1-v]=$((H1_PROXY_PORT + 20)))
 for t in $TARGETS; do [[ -n ${TPORT[$t]:-} ]] || { echo "unknown target $t (known: ${!TPORT[*]})" >&2; exit 2; }; done
 
 # ---------------------------------------------------------------- tools (apt, only what is missing)
@@ -134,7 +145,7 @@ quiet_gate() {  # wait (at most 60 s) for the box to be quiet: other workloads m
 }
 
 # ---------------------------------------------------------------- origin: nginx, h2c and HTTP/1.1
-for p in "$H2_UP1_PORT" "$H2_UP2_PORT" "$H1_UP1_PORT" "$H1_UP2_PORT" "$H2C_PROXY_PORT" "$H1_PROXY_PORT" "$FLOOR_PORT"; do
+for p in "$H2_UP1_PORT" "$H2_UP2_PORT" "$H1_UP1_PORT" "$H1_UP2_PORT" "$FLOOR_PORT" $(for t in $TARGETS; do [[ $t == pilotfish-* ]] && echo "${TPORT[$t]}"; done); do
   port_busy "$p" && { echo "port $p already in use; not touching it (set the *_PORT knobs)" >&2; exit 1; }
 done
 # The harness's body: the 36 characters a–z0–9 repeated, cut at 1024 bytes.
@@ -176,15 +187,22 @@ PID[direct-h1]=${PID[origin]}
 # ---------------------------------------------------------------- Pilotfish: one process per protocol
 start_pilotfish() {  # start_pilotfish TARGET BENCH_POLICY PORT UP1 UP2 h1|h2
   [[ " $TARGETS " == *" $1 "* ]] || return 0
-  start "$1" "$PROXY_CPU" env BENCH_POLICY="$2" BENCH_POLICY_FILE="$RUN/$1.yaml" PORT="$3" \
-    UPSTREAMS="http://127.0.0.1:$4,http://127.0.0.1:$5" bash "$REPO/test/bench/pilotfish.sh"
+  local tree=$REPO flags=()
+  if [[ $1 == *-v ]]; then
+    tree=${VARIANT_BUILD:-$REPO}
+    [[ -n ${VARIANT_NODE_FLAGS+set} ]] && flags=(BENCH_NODE_FLAGS="$VARIANT_NODE_FLAGS")
+  fi
+  start "$1" "$PROXY_CPU" env "${flags[@]}" BENCH_POLICY="$2" BENCH_POLICY_FILE="$RUN/$1.yaml" PORT="$3" \
+    UPSTREAMS="http://127.0.0.1:$4,http://127.0.0.1:$5" bash "$tree/test/bench/pilotfish.sh"
   wait_port "$1" "$3" "$6"
 }
-start_pilotfish pilotfish-h2c h2c "$H2C_PROXY_PORT" "$H2_UP1_PORT" "$H2_UP2_PORT" h2
-start_pilotfish pilotfish-h1 basic "$H1_PROXY_PORT" "$H1_UP1_PORT" "$H1_UP2_PORT" h1
+start_pilotfish pilotfish-h2c h2c "${TPORT[pilotfish-h2c]}" "$H2_UP1_PORT" "$H2_UP2_PORT" h2
+start_pilotfish pilotfish-h1 basic "${TPORT[pilotfish-h1]}" "$H1_UP1_PORT" "$H1_UP2_PORT" h1
+start_pilotfish pilotfish-h2c-v h2c "${TPORT[pilotfish-h2c-v]}" "$H2_UP1_PORT" "$H2_UP2_PORT" h2
+start_pilotfish pilotfish-h1-v basic "${TPORT[pilotfish-h1-v]}" "$H1_UP1_PORT" "$H1_UP2_PORT" h1
 if [[ " $TARGETS " == *" floor-h2c "* ]]; then
   start floor-h2c "$PROXY_CPU" env PORT="$FLOOR_PORT" UPSTREAMS="http://127.0.0.1:$H2_UP1_PORT,http://127.0.0.1:$H2_UP2_PORT" \
-    node "$REPO/test/bench/h2-floor.js"
+    node ${FLOOR_NODE_FLAGS:-} "$REPO/test/bench/h2-floor.js"
   wait_port floor-h2c "$FLOOR_PORT" h2
 fi
 
@@ -283,6 +301,23 @@ if (h2 && floor) console.log(`pilotfish-h2c / floor-h2c (node:http2 alone) CPU p
 if (floor && h1) console.log(`floor-h2c's own per-request efficiency vs Pilotfish HTTP/1.1: ${(h1.us / floor.us).toFixed(2)}×`);
 if (h2 && h1) {
   console.log(`h2c per-request efficiency vs HTTP/1.1 (HTTP/1.1 µs/request ÷ h2c µs/request): ${(h1.us / h2.us).toFixed(2)}× (target ≥ 0.8×)`);
+}
+// Per round, paired: each round's targets ran back to back.
+const perRound = (num, den) => {
+  const xs = [];
+  for (const r of by.get(num) ?? []) {
+    const d = (by.get(den) ?? []).find((x) => x.round === r.round);
+    if (d) xs.push(us(r) / us(d));
+  }
+  return xs.length ? cell(xs, (x) => x.toFixed(2)) : null;
+};
+const eff = perRound('pilotfish-h1', 'pilotfish-h2c');
+if (eff) console.log(`  paired per round: ${eff}`);
+const h2v = med['pilotfish-h2c-v'], h1v = med['pilotfish-h1-v'];
+if (h2v && h1v) console.log(`variant: h2c efficiency ${(h1v.us / h2v.us).toFixed(2)}× (paired per round ${perRound('pilotfish-h1-v', 'pilotfish-h2c-v')})`);
+for (const p of ['h2c', 'h1']) {
+  const r = perRound(`pilotfish-${p}-v`, `pilotfish-${p}`);
+  if (r) console.log(`variant ÷ base CPU per request, ${p}: ${r}`);
 }
 EOF
 echo "raw results: $OUTDIR"

@@ -5,8 +5,9 @@
  * Pool timers run on a ManualClock (one test uses the system clock), so no test waits for a
  * timer; what waits is real I/O.
  */
+import { once } from 'node:events';
 import http from 'node:http';
-import http2, { type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import http2, { type ClientHttp2Stream, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import { PassThrough } from 'node:stream';
 import t, { type Test } from 'tap';
@@ -856,4 +857,39 @@ t.test('addresses and options: host:port and [IPv6]:port are taken, anything els
     t.throws(() => new H2Pool(bad), { code: 'UND_ERR_INVALID_ARG' }, `${JSON.stringify(bad)} is refused`);
   }
   t.throws(() => new H2Pool('127.0.0.1:80', { maxSessions: 0 }), { code: 'UND_ERR_INVALID_ARG' }, 'maxSessions must be at least 1');
+});
+
+t.test('a stream that closed no longer references its request (Node keeps closed streams until a full collection)', async (t) => {
+  // The pool's streams, seen by wrapping node:http2's connect for this test only.
+  const streams: ClientHttp2Stream[] = [];
+  const connect = http2.connect;
+  t.teardown(() => {
+    http2.connect = connect;
+  });
+  http2.connect = ((...args: Parameters<typeof connect>) => {
+    const session = connect(...args);
+    const request = session.request.bind(session);
+    session.request = (...a: Parameters<typeof request>) => {
+      const stream = request(...a);
+      streams.push(stream);
+      return stream;
+    };
+    return session;
+  }) as typeof connect;
+  const server = await startH2(t, ({ stream }) => {
+    stream.respond({ ':status': 200 });
+    stream.end('ok');
+  });
+  const pool = makePool(t, server.address);
+  const rec = send(pool);
+  await rec.done;
+  t.equal(rec.body, 'ok');
+  t.equal(streams.length, 1);
+  const stream = streams[0] as ClientHttp2Stream;
+  if (!stream.closed || !stream.destroyed) await once(stream, 'close');
+  await settleIo();
+  const links = Object.getOwnPropertySymbols(stream)
+    .filter((s) => s.description === 'h2-pool.request')
+    .map((s) => (stream as unknown as Record<symbol, unknown>)[s]);
+  t.same(links, [null], "the stream's link to its request is cut");
 });

@@ -23,6 +23,7 @@
 #   FOREIGN_MAX_PCT [8] MAX_REDO [3] (a run during which other processes used more than FOREIGN_MAX_PCT % of
 #   a core is redone, up to MAX_REDO times, then kept and flagged)
 #   OUTDIR [/tmp/pilotfish-mtls-bench/results/<timestamp>]
+#   EXTRA_NODE_FLAGS [none]: node flags added to every sidecar's (e.g. --cpu-prof --cpu-prof-dir=DIR)
 # A quick smoke run: BENCH_MODE=mtls ROUNDS=1 DURATION=3 npm run bench
 set -euo pipefail
 
@@ -226,9 +227,11 @@ for t in $TARGETS; do
   policy_b "$t" >"$RUN/$t-b.yaml"
   policy_a "$t" >"$RUN/$t-a.yaml"
   for side in b a; do node "$CLI" validate "$RUN/$t-$side.yaml" >/dev/null; done
-  start "$t-b" "$PROXY_CPU" node "${PILOTFISH_NODE_FLAGS[@]}" "$CLI" run --policy "$RUN/$t-b.yaml"
+  # shellcheck disable=SC2086 # EXTRA_NODE_FLAGS: flags to add (word-split on purpose)
+  start "$t-b" "$PROXY_CPU" node "${PILOTFISH_NODE_FLAGS[@]}" ${EXTRA_NODE_FLAGS:-} "$CLI" run --policy "$RUN/$t-b.yaml"
   wait_url "$t-b" "http://127.0.0.1:$((B_PORT[$t] + 1000))/readyz"
-  start "$t-a" "$PROXY_CPU" node "${PILOTFISH_NODE_FLAGS[@]}" "$CLI" run --policy "$RUN/$t-a.yaml"
+  # shellcheck disable=SC2086
+  start "$t-a" "$PROXY_CPU" node "${PILOTFISH_NODE_FLAGS[@]}" ${EXTRA_NODE_FLAGS:-} "$CLI" run --policy "$RUN/$t-a.yaml"
   wait_url "$t-a" "http://127.0.0.1:${A_PORT[$t]}/"
 done
 
@@ -268,7 +271,7 @@ TIMEFORMAT='%U %S'
 measure_once() {  # measure_once ROUND TARGET -> M_JSON, M_LINE, M_FOREIGN
   local r=$1 t=$2 f="$OUTDIR/$2-r$1.txt" pa=${PID[$2-a]} pb=${PID[$2-b]}
   local b0 b1 a0 a1 c0 c1 o0 o1 rps n bad lticks foreign hwm_a hwm_b conns_before conns_after opened
-  load "$t" "$WARMUP" >/dev/null 2>&1 || true
+  load "$t" "$WARMUP" >"$f.warmup" 2>&1 || true  # kept: a profile spans the warm-up too
   quiet_gate
   hwm_reset "$pa"; hwm_reset "$pb"
   conns_before=$(hop_conns "${B_PORT[$t]}")

@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
 import type { Clock } from '../core/clock.js';
 import { H2Request, H2Response } from '../http/h2-messages.js';
 import type { LimitsPolicy } from '../policy/types.js';
-import { adopt } from './sockets.js';
+import { adopt, releaseListeners } from './sockets.js';
 
 /** Streams one client connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS). */
 export const MAX_CONCURRENT_STREAMS = 256;
@@ -44,7 +44,10 @@ export class H2cSessions {
       session[OPEN] = (session[OPEN] ?? 0) + 1;
       stream.once('close', () => {
         session[OPEN]--;
-        release(stream);
+        // Its last event (the emit under way still calls every listener). Node keeps a closed
+        // stream alive until a full collection, and each young collection until then would
+        // copy, then promote, the exchange our listeners hold: 8–10% of the CPU per request.
+        releaseListeners(stream);
       });
       onRequest(new H2Request(stream, headers, rawHeaders), new H2Response(stream, headers.te === 'trailers'));
     });
@@ -90,15 +93,3 @@ const OPEN = Symbol('pilotfish.openStreams');
 type CountedSession = Http2Session & { [OPEN]: number };
 
 function ignore(): void {}
-
-/**
- * Drops every listener from a stream that closed (its last event; the emit already running
- * still calls them all). Node keeps a closed stream alive through its native handle until a
- * full collection, and each young collection until then copies, and promotes, whatever the
- * stream still references: our listeners hold the request's whole exchange. Measured: 8–10%
- * less CPU per request.
- */
-function release(stream: ServerHttp2Stream): void {
-  stream.removeAllListeners();
-  stream.on('error', ignore);
-}

@@ -26,3 +26,14 @@ export function adopt<S extends Duplex>(socket: S): S {
   socket.on('error', ignore);
   return socket;
 }
+
+/**
+ * Drops every listener from a stream that is over (after its 'close'), keeping only the error
+ * path. For objects Node keeps alive past their end (a closed HTTP/2 stream lives on through
+ * its native handle until a full collection), so that nothing of a finished request hangs on
+ * them.
+ */
+export function releaseListeners<S extends Duplex>(stream: S): void {
+  stream.removeAllListeners();
+  stream.on('error', ignore);
+}

@@ -7,25 +7,20 @@ import http2, { type ServerHttp2Stream } from 'node:http2';
 import net, { type AddressInfo } from 'node:net';
 import t from 'tap';
 import { systemClock } from '../../lib/core/clock.js';
-import type { LimitsPolicy } from '../../lib/policy/types.js';
+import { compileText } from '../../lib/policy/load.js';
 import { H2cSessions } from '../../lib/server/h2c.js';
 
-const LIMITS: LimitsPolicy = {
-  maxConnections: 100,
-  headerReadTimeoutMs: 10_000,
-  bodyIdleTimeoutMs: 10_000,
-  writeIdleTimeoutMs: 10_000,
-  maxTunnels: 10,
-  tunnelIdleTimeoutMs: 10_000,
-  maxHeaderBytes: 16_384,
-  maxUrlBytes: 8192,
-  maxPipelined: 16,
-};
+/** The policy's default limits. */
+function defaultLimits() {
+  const loaded = compileText('version: 1\nupstreams: {}\nroutes: []\n', '/p.yaml');
+  if (!loaded.ok) throw new Error(`the minimal policy does not compile: ${JSON.stringify(loaded.issues)}`);
+  return loaded.policy.limits;
+}
 
 t.test("a stream that closed keeps none of the proxy's listeners (they hold the request's exchange)", async (t) => {
   const streams: ServerHttp2Stream[] = [];
   const closed: Promise<unknown>[] = [];
-  const sessions = new H2cSessions(LIMITS, systemClock, (req, res) => {
+  const sessions = new H2cSessions(defaultLimits(), systemClock, (req, res) => {
     streams.push(req.stream);
     closed.push(once(req.stream, 'close'));
     // What the pipeline hangs on a stream: a close watch, a drain wait, a body reader.

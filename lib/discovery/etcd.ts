@@ -12,7 +12,7 @@
  * booleans are stringified). A malformed value skips that key and reports `failed`;
  * two keys with the same address keep the one with the smaller key.
  */
-import { Agent, request } from 'undici';
+import { Agent, request } from '../core/undici.js';
 import { z } from 'zod';
 import type { Clock, Timer } from '../core/clock.js';
 import type { Random } from '../core/random.js';

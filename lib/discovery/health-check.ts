@@ -9,7 +9,7 @@
  * the first round of checks. Their first check runs at once (spread over the first tenth
  * of an interval), so a dead one is found after `unhealthyAfter` checks.
  */
-import { Agent, request } from 'undici';
+import { Agent, request } from '../core/undici.js';
 import type { Clock, Timer } from '../core/clock.js';
 import type { Random } from '../core/random.js';
 import type { EndpointSpec, HealthCheckPolicy } from '../policy/types.js';

@@ -3,7 +3,7 @@
  * of the proxy reports through `ProxyEvents` and `RequestMetrics` (request-metrics.ts); gauges of live state are
  * read at scrape time from the current runtime, so nothing on the hot path keeps them.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from './prom-client.js';
 import { RequestFamilies, type RequestMetrics } from './request-metrics.js';
 import type { JwtFailure } from '../auth/jwt.js';
 import type { FaultKind, HedgeEvent, ProxyEvents, RetryRefusal, ShadowLimit } from '../core/events.js';

@@ -4,7 +4,7 @@
  * only when Prometheus scrapes. prom-client's labelled children hash their label objects on
  * every call; on the hot path that cost as much as the rest of the proxy's own work.
  */
-import type { Registry } from 'prom-client';
+import type { Registry } from './prom-client.js';
 import { GRPC_CODE_NAMES } from '../http/grpc.js';
 import type { Direction } from '../policy/types.js';
 

@@ -15,7 +15,7 @@
  * lease, with or without the key on it) and makes one call to close the gap. The health
  * probes only flip a flag and wake the loop.
  */
-import { Agent, request } from 'undici';
+import { Agent, request } from '../core/undici.js';
 import { z } from 'zod';
 import type { Clock, Timer } from '../core/clock.js';
 import type { Random } from '../core/random.js';

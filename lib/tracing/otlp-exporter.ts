@@ -7,7 +7,7 @@
  * waited for, and no request of the data plane ever waits on the collector. A failed batch is
  * dropped (counted), not retried: the queue behind it is what matters to keep moving.
  */
-import { Client } from 'undici';
+import { Client } from '../core/undici.js';
 import type { Clock, Timer } from '../core/clock.js';
 import type { Logger } from '../observe/logger.js';
 import { encodeExport, type SpanRecord } from './otlp-json.js';

@@ -5,7 +5,7 @@
  * one keeps taking the spans of requests that began before the swap, and is flushed and closed
  * after a grace period.
  */
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from '../observe/prom-client.js';
 import type { Clock } from '../core/clock.js';
 import type { Random } from '../core/random.js';
 import type { Logger } from '../observe/logger.js';

@@ -18,7 +18,8 @@ import http2, {
   type Settings,
 } from 'node:http2';
 import { Readable } from 'node:stream';
-import { Dispatcher, errors } from 'undici';
+import type { Dispatcher } from 'undici';
+import { DispatcherClass, errors } from '../core/undici.js';
 import { systemClock, type Clock, type Timer } from '../core/clock.js';
 import { ClientClosedError } from '../core/errors.js';
 import { adopt } from '../server/sockets.js';
@@ -115,7 +116,7 @@ function describe(err: Error): string {
 }
 
 /** An HTTP/2 connection pool for one endpoint; see the file's head. */
-export class H2Pool extends Dispatcher {
+export class H2Pool extends DispatcherClass {
   private readonly endpoint: Endpoint;
 
   /**

@@ -3,7 +3,8 @@
  * h2c), shared by every upstream that names the endpoint and reused across policy reloads.
  * A pool closes gracefully (in-flight requests finish) once no upstream holds it any more.
  */
-import { Dispatcher, Pool } from 'undici';
+import type { Dispatcher } from 'undici';
+import { DispatcherClass, Pool } from '../core/undici.js';
 import type { WorkloadIdentity } from '../identity/workload-identity.js';
 import type { UpstreamTls } from '../policy/types.js';
 import { H2Pool } from './h2-pool.js';
@@ -100,7 +101,7 @@ function createPool(address: string, options: PoolOptions, identity: WorkloadIde
 }
 
 /** A dispatcher for an address no pool can be made for: every request fails at once with `error`. */
-export class UnusableEndpoint extends Dispatcher {
+export class UnusableEndpoint extends DispatcherClass {
   constructor(private readonly error: Error) {
     super();
   }

@@ -7,12 +7,13 @@
  */
 import { isIP } from 'node:net';
 import type { PeerCertificate } from 'node:tls';
-import { buildConnector } from 'undici';
+import type { buildConnector as BuildConnector } from 'undici';
+import { buildConnector } from '../core/undici.js';
 import { compileIdentityPattern, spiffeIdOfSubjectAltName } from '../identity/spiffe.js';
 import type { IdentityMaterial, WorkloadIdentity } from '../identity/workload-identity.js';
 import type { UpstreamTls } from '../policy/types.js';
 
-type Connector = buildConnector.connector;
+type Connector = BuildConnector.connector;
 
 /** The connector of a TLS upstream (null for plaintext: undici's default). */
 export function tlsConnector(tls: UpstreamTls, identity: WorkloadIdentity | null, host: string, connectTimeoutMs: number): Connector | null {

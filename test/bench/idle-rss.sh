@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Idle resident memory: Pilotfish started on the bench's basic policy and left alone (no request), its VmRSS
 # (with the node flags it ships with, node-flags.sh) read from /proc at SAMPLES seconds after start, ROUNDS times; a bare node (`setInterval` only) sampled the
-# same way beside it, in the same rounds, for the floor. Prints the median (min–max) per time point, in MiB.
+# same way beside it, in the same rounds, for the floor, and `libraries-only` (idle-deps.js: the dependencies
+# the sidecar loads, loaded as it loads them, and none of its own modules). Prints the median (min–max) per
+# time point, in MiB.
 # Builds nothing: run `npm run build` first. The upstream endpoints are never dialled at idle, so no origin.
 #
 # Knobs: ROUNDS [5] SAMPLES ["3 10 30"] (seconds after start) PORT [18590] ADMIN_PORT [PORT + 1000]
@@ -36,14 +38,17 @@ for round in $(seq "$ROUNDS"); do
   ours=$!
   node "${FLAGS[@]}" -e 'setInterval(() => {}, 1e3)' &
   bare=$!
-  PIDS=("$ours" "$bare")
+  node "${PILOTFISH_NODE_FLAGS[@]}" "${FLAGS[@]}" "$REPO/test/bench/idle-deps.js" &
+  deps=$!
+  PIDS=("$ours" "$bare" "$deps")
   for t in $SAMPLES; do
     sleep "$(echo "$start + $t - $(date +%s.%N)" | bc)"
     kill -0 "$ours" 2>/dev/null || { echo "idle-rss: pilotfish exited:" >&2; cat "$RUN/pilotfish.log" >&2; exit 1; }
     echo "pilotfish $t $(rss_mib "$ours")" >>"$RUN/samples.txt"
     echo "bare-node $t $(rss_mib "$bare")" >>"$RUN/samples.txt"
+    echo "libraries-only $t $(rss_mib "$deps")" >>"$RUN/samples.txt"
   done
-  kill -TERM "$ours" "$bare"; wait "$ours" "$bare" 2>/dev/null || true
+  kill -TERM "$ours" "$bare" "$deps"; wait "$ours" "$bare" "$deps" 2>/dev/null || true
   PIDS=()
   echo "round $round/$ROUNDS: $(grep -c . "$RUN/samples.txt") samples" >&2
 done
@@ -66,5 +71,5 @@ const cell = (xs) => {
 console.log(`\nVmRSS in MiB, median (min–max) of ${rounds} rounds\n`);
 console.log(`| process | ${times.map((t) => `${t} s`).join(' | ')} |`);
 console.log(`|---|${times.map(() => '---').join('|')}|`);
-for (const name of ['pilotfish', 'bare-node']) console.log(`| ${name} | ${times.map((t) => cell(by.get(`${name} ${t}`))).join(' | ')} |`);
+for (const name of ['pilotfish', 'libraries-only', 'bare-node']) console.log(`| ${name} | ${times.map((t) => cell(by.get(`${name} ${t}`))).join(' | ')} |`);
 JS

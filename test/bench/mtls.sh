@@ -6,6 +6,9 @@
 #   wrk → A :$PLAIN_A_PORT ─ plaintext ─→ B :$PLAIN_B_PORT (inbound, tls: none) ─→ origin   plain-hop
 #   wrk → A :$MTLS_A_PORT ── mTLS ──────→ B :$MTLS_B_PORT  (inbound, tls: mesh) ─→ origin   mtls-hop
 #
+# and, as the floor, the same pair with both sidecars replaced by the bare undici forwarder (mtls-floor.js:
+# no policy logic; B's listener requires a client certificate, A presents one): plain-floor, mtls-floor.
+#
 # Both pairs load the same certificates (made with `pilotfish certs`) and their policies differ only in
 # the hop's `tls` (and the upstream `identity` that tls: mesh requires), so the difference between the
 # targets is the TLS: handshakes, record encryption, and the caller identity B passes to the origin
@@ -13,12 +16,14 @@
 # both processes from /proc/PID/stat, before/after, over the requests completed), and of each; their peak
 # RSS (VmHWM, reset first); and the A→B connections opened during the run (each one a TLS handshake in
 # mtls-hop), counted from `ss` before and after, so a connection opened and closed within the run is
-# missed. The end prints median (min–max) per target and mtls-hop ÷ plain-hop CPU per request (target ≤ 1.25).
+# missed. The end prints median (min–max) per target, mtls-hop ÷ plain-hop CPU per request (target ≤ 1.25)
+# and mtls-floor ÷ plain-floor (what TLS costs the bare forwarder pair), each paired per round.
 # Pinned like the other benchmarks: wrk and the origin on CPU 0, both sidecars on CPU 1.
 #
-# Knobs: ROUNDS [5] DURATION [10] WARMUP [2] CONNS [64] TARGETS ["plain-hop mtls-hop"]
+# Knobs: ROUNDS [5] DURATION [10] WARMUP [2] CONNS [64] TARGETS ["plain-hop mtls-hop plain-floor mtls-floor"]
 #   LOAD_CPU/UPSTREAM_CPU [0] PROXY_CPU [1] (both sidecars)  ORIGIN_PORT [19105]
 #   PLAIN_A_PORT/PLAIN_B_PORT [18096/18097] MTLS_A_PORT/MTLS_B_PORT [18098/18099]
+#   PLAIN_FLOOR_A_PORT/.._B_PORT [18100/18101] MTLS_FLOOR_A_PORT/.._B_PORT [18102/18103]
 #   (each sidecar's admin listener on PORT+1000; B's unused outbound listener on B_PORT+2000)
 #   FOREIGN_MAX_PCT [8] MAX_REDO [3] (a run during which other processes used more than FOREIGN_MAX_PCT % of
 #   a core is redone, up to MAX_REDO times, then kept and flagged)
@@ -41,9 +46,13 @@ PLAIN_A_PORT=${PLAIN_A_PORT:-18096}
 PLAIN_B_PORT=${PLAIN_B_PORT:-18097}
 MTLS_A_PORT=${MTLS_A_PORT:-18098}
 MTLS_B_PORT=${MTLS_B_PORT:-18099}
+PLAIN_FLOOR_A_PORT=${PLAIN_FLOOR_A_PORT:-18100}
+PLAIN_FLOOR_B_PORT=${PLAIN_FLOOR_B_PORT:-18101}
+MTLS_FLOOR_A_PORT=${MTLS_FLOOR_A_PORT:-18102}
+MTLS_FLOOR_B_PORT=${MTLS_FLOOR_B_PORT:-18103}
 FOREIGN_MAX_PCT=${FOREIGN_MAX_PCT:-8}
 MAX_REDO=${MAX_REDO:-3}
-TARGETS=${TARGETS:-"plain-hop mtls-hop"}
+TARGETS=${TARGETS:-"plain-hop mtls-hop plain-floor mtls-floor"}
 OUTDIR=${OUTDIR:-$RUN/results/$(date +%Y%m%dT%H%M%S)}
 CLK_TCK=$(getconf CLK_TCK)
 CLI=$REPO/dist/cmd/pilotfish.js
@@ -52,10 +61,11 @@ TRUST_DOMAIN=mesh.local
 ID_A=spiffe://$TRUST_DOMAIN/ns/bench/sa/a
 ID_B=spiffe://$TRUST_DOMAIN/ns/bench/sa/b
 
-declare -A A_PORT=([plain-hop]=$PLAIN_A_PORT [mtls-hop]=$MTLS_A_PORT)
-declare -A B_PORT=([plain-hop]=$PLAIN_B_PORT [mtls-hop]=$MTLS_B_PORT)
-declare -A HOP_TLS=([plain-hop]=none [mtls-hop]=mesh)
-for t in $TARGETS; do [[ -n ${A_PORT[$t]:-} ]] || { echo "unknown target $t (known: plain-hop mtls-hop)" >&2; exit 2; }; done
+declare -A A_PORT=([plain-hop]=$PLAIN_A_PORT [mtls-hop]=$MTLS_A_PORT [plain-floor]=$PLAIN_FLOOR_A_PORT [mtls-floor]=$MTLS_FLOOR_A_PORT)
+declare -A B_PORT=([plain-hop]=$PLAIN_B_PORT [mtls-hop]=$MTLS_B_PORT [plain-floor]=$PLAIN_FLOOR_B_PORT [mtls-floor]=$MTLS_FLOOR_B_PORT)
+declare -A HOP_TLS=([plain-hop]=none [mtls-hop]=mesh [plain-floor]=none [mtls-floor]=mesh)
+for t in $TARGETS; do [[ -n ${A_PORT[$t]:-} ]] || { echo "unknown target $t (known: plain-hop mtls-hop plain-floor mtls-floor)" >&2; exit 2; }; done
+is_floor() { [[ $1 == *-floor ]]; }
 
 # ---------------------------------------------------------------- tools (apt, only what is missing)
 source "$REPO/test/support/install/apt.sh"
@@ -223,7 +233,17 @@ upstreams: {}
 routes: []
 EOF
 }
+start_floor() {  # start_floor TARGET: the bare forwarder pair (mtls-floor.js), B then A, with node's defaults
+  local t=$1 scheme=http listen_tls=0
+  [[ ${HOP_TLS[$t]} == mesh ]] && scheme=https listen_tls=1
+  start "$t-b" "$PROXY_CPU" env PORT="${B_PORT[$t]}" UPSTREAM="http://127.0.0.1:$ORIGIN_PORT" LISTEN_TLS=$listen_tls \
+    CERT="$RUN/certs/b.pem" KEY="$RUN/certs/b-key.pem" CA="$RUN/certs/ca.pem" node "$REPO/test/bench/mtls-floor.js"
+  start "$t-a" "$PROXY_CPU" env PORT="${A_PORT[$t]}" UPSTREAM="$scheme://127.0.0.1:${B_PORT[$t]}" \
+    CERT="$RUN/certs/a.pem" KEY="$RUN/certs/a-key.pem" CA="$RUN/certs/ca.pem" node "$REPO/test/bench/mtls-floor.js"
+  wait_url "$t-a" "http://127.0.0.1:${A_PORT[$t]}/"   # 502 until B listens
+}
 for t in $TARGETS; do
+  if is_floor "$t"; then start_floor "$t"; continue; fi
   policy_b "$t" >"$RUN/$t-b.yaml"
   policy_a "$t" >"$RUN/$t-a.yaml"
   for side in b a; do node "$CLI" validate "$RUN/$t-$side.yaml" >/dev/null; done
@@ -242,24 +262,31 @@ for t in $TARGETS; do
     size=$(stat -c %s "$RUN/body")
     [[ $code == 200 && $size == 1024 ]] || { echo "$t: bad response (status $code, $size bytes)" >&2; exit 1; }
   done
+  if is_floor "$t"; then
+    echo "ok  $t  A :${A_PORT[$t]} (pid ${PID[$t-a]}) → B :${B_PORT[$t]} (pid ${PID[$t-b]}, tls: ${HOP_TLS[$t]}) → origin :$ORIGIN_PORT  (bare forwarders)"
+    continue
+  fi
   who=$(curl -sS --max-time 2 "http://127.0.0.1:${A_PORT[$t]}/whoami")
   want="xfcc="; [[ ${HOP_TLS[$t]} == mesh ]] && want="xfcc=By=$ID_B;URI=$ID_A"
   [[ $who == "$want" ]] || { echo "$t: the origin saw '$who', expected '$want' (is the hop what it should be?)" >&2; exit 1; }
   echo "ok  $t  A :${A_PORT[$t]} (pid ${PID[$t-a]}) → B :${B_PORT[$t]} (pid ${PID[$t-b]}, tls: ${HOP_TLS[$t]}) → origin :$ORIGIN_PORT  origin saw: $who"
 done
-if [[ " $TARGETS " == *" mtls-hop "* ]]; then
-  # B's inbound must refuse a caller without a certificate (the plain-hop pair has no TLS to refuse with).
-  if curl -sS -o /dev/null --max-time 2 "http://127.0.0.1:$MTLS_B_PORT/" 2>/dev/null; then
-    echo "mtls-hop: B's inbound answered a plaintext request; it should refuse it" >&2; exit 1
-  fi
-fi
+for t in mtls-hop mtls-floor; do
+  [[ " $TARGETS " == *" $t "* ]] || continue
+  # B must refuse a caller without a certificate (the plain pairs have no TLS to refuse with).
+  for url in "http://127.0.0.1:${B_PORT[$t]}/" "https://127.0.0.1:${B_PORT[$t]}/"; do
+    if curl -sS -o /dev/null --max-time 2 --cacert "$RUN/certs/ca.pem" "$url" 2>/dev/null; then
+      echo "$t: B answered $url without a client certificate; it should refuse it" >&2; exit 1
+    fi
+  done
+done
 {
   echo "date: $(date -u +%FT%TZ)  kernel: $(uname -r)  cpu: $(nproc) x $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
   echo "pinning: load cpu $LOAD_CPU, origin cpu $UPSTREAM_CPU, both sidecars cpu $PROXY_CPU"
   echo "node $(node --version), nginx $(nginx -v 2>&1 | sed 's/.*version: //'), $(openssl version), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
   echo "rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s wrk -t1 -c$CONNS; targets: $TARGETS; certificates: EC P-256 (pilotfish certs)"
 } | tee "$OUTDIR/env.txt"
-for t in $TARGETS; do cp "$RUN/$t-a.yaml" "$RUN/$t-b.yaml" "$OUTDIR/"; done
+for t in $TARGETS; do is_floor "$t" || cp "$RUN/$t-a.yaml" "$RUN/$t-b.yaml" "$OUTDIR/"; done
 
 # ---------------------------------------------------------------- measure
 load() {  # load TARGET SECONDS: wrk, pinned, for SECONDS
@@ -318,18 +345,25 @@ for (const [t, rs] of by) {
     `${cell(rs.map((r) => (r.a_hwm_kb + r.b_hwm_kb) / 1024), (x) => x.toFixed(0))} | ${rs.reduce((s, r) => s + r.errors, 0)} | ` +
     `${rs.filter((r) => r.disturbed).length} of ${rs.length} |`);
 }
-const plain = by.get('plain-hop'), mtls = by.get('mtls-hop');
-if (plain && mtls) {
+// Paired within each round (the targets ran back to back): drift of the machine between rounds cancels.
+const pairedRatios = (over, under, f) => over.flatMap((o) => under.filter((u) => u.round === o.round).map((u) => f(o) / f(u)));
+const tlsCost = (name) => {
+  const plain = by.get(`plain-${name}`), mtls = by.get(`mtls-${name}`);
+  if (!plain || !mtls) return null;
   const ratio = median(mtls.map(both)) / median(plain.map(both));
-  // Paired within each round (the targets ran back to back): drift of the machine between rounds cancels.
-  const paired = [];
-  for (const m of mtls) {
-    const p = plain.find((x) => x.round === m.round);
-    if (p) paired.push(both(m) / both(p));
-  }
-  console.log(`\nmtls-hop / plain-hop CPU µs per request (A + B), by the medians: ${ratio.toFixed(2)}× ` +
-    `(target ≤ 1.25×: ${ratio <= 1.25 ? 'met' : 'NOT met'}); paired per round: ${cell(paired, (x) => x.toFixed(2))}`);
-  console.log(`mtls-hop / plain-hop requests/s, by the medians: ${(median(mtls.map((r) => r.rps)) / median(plain.map((r) => r.rps))).toFixed(2)}×`);
+  console.log(`\nmtls-${name} / plain-${name} CPU µs per request (A + B), by the medians: ${ratio.toFixed(2)}×` +
+    `${name === 'hop' ? ` (target ≤ 1.25×: ${ratio <= 1.25 ? 'met' : 'NOT met'})` : ''}; paired per round: ${cell(pairedRatios(mtls, plain, both), (x) => x.toFixed(2))}`);
+  console.log(`mtls-${name} / plain-${name} requests/s, by the medians: ${(median(mtls.map((r) => r.rps)) / median(plain.map((r) => r.rps))).toFixed(2)}×`);
+  return { plain, mtls };
+};
+const hop = tlsCost('hop'), floor = tlsCost('floor');
+if (hop && floor) {
+  // The TLS ratio of Pilotfish's pair over the bare pair's, each paired within the round: above 1, the
+  // sidecars pay more for TLS than Node itself does.
+  const ratios = (pair) => new Map(pair.mtls.flatMap((m) => pair.plain.filter((p) => p.round === m.round).map((p) => [m.round, both(m) / both(p)])));
+  const ours = ratios(hop), bare = ratios(floor);
+  const over = [...ours].filter(([r]) => bare.has(r)).map(([r, x]) => x / bare.get(r));
+  console.log(`Pilotfish's mtls/plain ratio ÷ the bare pair's, paired per round: ${cell(over, (x) => x.toFixed(2))}`);
 }
 EOF
 echo "raw results: $OUTDIR"

@@ -28,7 +28,7 @@
 #   FOREIGN_MAX_PCT [8] MAX_REDO [3] (a run during which other processes used more than FOREIGN_MAX_PCT % of
 #   a core is redone, up to MAX_REDO times, then kept and flagged)
 #   OUTDIR [/tmp/pilotfish-mtls-bench/results/<timestamp>]
-#   EXTRA_NODE_FLAGS [none]: node flags added to every sidecar's (e.g. --cpu-prof --cpu-prof-dir=DIR)
+#   EXTRA_NODE_FLAGS [none]: node flags added to every sidecar's and floor forwarder's (e.g. --cpu-prof --cpu-prof-dir=DIR)
 # A quick smoke run: BENCH_MODE=mtls ROUNDS=1 DURATION=3 npm run bench
 set -euo pipefail
 
@@ -233,13 +233,14 @@ upstreams: {}
 routes: []
 EOF
 }
+# shellcheck disable=SC2086 # EXTRA_NODE_FLAGS: flags to add (word-split on purpose)
 start_floor() {  # start_floor TARGET: the bare forwarder pair (mtls-floor.js), B then A, with node's defaults
   local t=$1 scheme=http listen_tls=0
   [[ ${HOP_TLS[$t]} == mesh ]] && scheme=https listen_tls=1
   start "$t-b" "$PROXY_CPU" env PORT="${B_PORT[$t]}" UPSTREAM="http://127.0.0.1:$ORIGIN_PORT" LISTEN_TLS=$listen_tls \
-    CERT="$RUN/certs/b.pem" KEY="$RUN/certs/b-key.pem" CA="$RUN/certs/ca.pem" node "$REPO/test/bench/mtls-floor.js"
+    CERT="$RUN/certs/b.pem" KEY="$RUN/certs/b-key.pem" CA="$RUN/certs/ca.pem" node ${EXTRA_NODE_FLAGS:-} "$REPO/test/bench/mtls-floor.js"
   start "$t-a" "$PROXY_CPU" env PORT="${A_PORT[$t]}" UPSTREAM="$scheme://127.0.0.1:${B_PORT[$t]}" \
-    CERT="$RUN/certs/a.pem" KEY="$RUN/certs/a-key.pem" CA="$RUN/certs/ca.pem" node "$REPO/test/bench/mtls-floor.js"
+    CERT="$RUN/certs/a.pem" KEY="$RUN/certs/a-key.pem" CA="$RUN/certs/ca.pem" node ${EXTRA_NODE_FLAGS:-} "$REPO/test/bench/mtls-floor.js"
   wait_url "$t-a" "http://127.0.0.1:${A_PORT[$t]}/"   # 502 until B listens
 }
 for t in $TARGETS; do

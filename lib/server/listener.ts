@@ -111,6 +111,11 @@ const LISTENER_REFUSALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
 
 /** Status logged for a request whose client went away before it was answered (as nginx). */
 const CLIENT_CLOSED_STATUS = 499;
+/**
+ * How far ahead of ours a gRPC client's deadline timer may run (it started before the call reached
+ * us): a reset that close to the deadline is the deadline.
+ */
+const CLIENT_DEADLINE_SLACK_MS = 5;
 const CONNECT_ESTABLISHED = 'HTTP/1.1 200 Connection Established\r\n\r\n';
 /** What `OPTIONS *` is told: the methods the proxy forwards. */
 const ALLOW = 'GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE';
@@ -573,10 +578,11 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
    * The client went away before an answer: its 499. But a gRPC client resets its call when its
    * own deadline passes, and that reset can arrive before the proxy's timer for the same deadline
    * has run: once the deadline is up by the proxy's clock, the call is recorded as ending on it
-   * (client_deadline, DEADLINE_EXCEEDED), as when the timer runs first.
+   * (client_deadline, DEADLINE_EXCEEDED), as when the timer runs first. The client's timer started
+   * before its request reached us, so "up" allows CLIENT_DEADLINE_SLACK_MS of that head start.
    */
   function clientLeft(ex: Exchange): void {
-    if (ex.grpc && clock.now() - ex.startedAt >= ex.clientTimeoutMs) {
+    if (ex.grpc && clock.now() - ex.startedAt >= ex.clientTimeoutMs - CLIENT_DEADLINE_SLACK_MS) {
       ex.errorCode = 'client_deadline';
       ex.status = 200;
       ex.grpcStatus = GRPC_DEADLINE_EXCEEDED;

@@ -2,7 +2,7 @@
 // One side of the floor pair test/bench/mtls.sh measures beside two Pilotfish sidecars: the peers
 // harness's bare undici forwarder (node:http server, an undici Pool, hop-by-hop fields dropped, no policy
 // logic), able to listen on TLS requiring a client certificate (B) and to dial its upstream over TLS
-// presenting one (A). plain-floor ÷ mtls-floor is what the TLS alone costs Node, with nothing of ours.
+// presenting one (A). mtls-floor ÷ plain-floor is what the TLS alone costs Node, with nothing of ours.
 // Env: PORT, UPSTREAM (http:// or https:// origin); CERT, KEY, CA (PEM files) when LISTEN_TLS=1 (a TLS 1.3
 // listener that requires a client certificate chained to CA) or when UPSTREAM is https:// (presented to
 // it, its chain checked against CA).

@@ -7,7 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Pilotfish } from '../lib/app.js';
-import { LEVELS, parseLevel, type Level } from '../lib/observe/logger.js';
+import { jsonLogger, LEVELS, parseLevel, type Level } from '../lib/observe/logger.js';
 import { splitFlag } from './flags.js';
 
 const DEFAULT_POLICY = 'config/pilotfish.yaml';
@@ -92,10 +92,20 @@ async function run(args: string[]): Promise<number> {
   const onSignal = (): void => stop();
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
-  const [lib, { formatIssue }] = await Promise.all([import('../lib/app.js'), import('../lib/policy/load.js')]);
+  const [lib, { formatIssue }, { loadPolicyApart }] = await Promise.all([
+    import('../lib/app.js'),
+    import('../lib/policy/compile.js'),
+    import('../lib/policy/load-apart.js'),
+  ]);
+  const logger = jsonLogger(process.stderr, () => Date.now(), logLevel);
+  // The policy is validated in a child process, so the validator's libraries never stay in this one.
+  const loadPolicy = (file: string) =>
+    loadPolicyApart(file, {
+      onInProcess: (why) => logger.log('warn', 'no child process for the policy compiler; compiling in this process', { reason: why.message }),
+    });
   let app: Pilotfish;
   try {
-    app = await lib.Pilotfish.start({ policyFile: resolve(policy), version: await version(), logLevel });
+    app = await lib.Pilotfish.start({ policyFile: resolve(policy), version: await version(), logger, loadPolicy });
   } catch (err) {
     if (err instanceof lib.PolicyLoadError) {
       for (const issue of err.issues) process.stderr.write(`error: ${formatIssue(issue)}\n`);

@@ -18,7 +18,8 @@ import { redactSecrets } from './observe/redact.js';
 import { diffPolicies, formatChanges, summarizeChanges, type PolicyDiff } from './policy/diff.js';
 import { jsonLogger, type Level, type Logger } from './observe/logger.js';
 import { Metrics } from './observe/metrics.js';
-import { formatIssue, loadPolicy } from './policy/load.js';
+import { formatIssue } from './policy/compile.js';
+import type { LoadResult } from './policy/load.js';
 import type { IdentityPolicy, Policy, PolicyIssue, RedisPolicy, RoutePolicy } from './policy/types.js';
 import { watchPolicyFile } from './policy/watch.js';
 import { buildRuntime, type Runtime, type RuntimeDeps, type StateReport } from './runtime/runtime.js';
@@ -50,7 +51,17 @@ export interface StartOptions {
   readonly version?: string;
   /** Discovery timings (tests shorten them). */
   readonly discoveryTuning?: DiscoveryTuning;
+  /**
+   * Reads and compiles the policy file, at start and at each reload. By default in this
+   * process; `pilotfish run` does it in a child process (policy/load-apart.ts).
+   */
+  readonly loadPolicy?: PolicyLoader;
 }
+
+export type PolicyLoader = (file: string) => Promise<LoadResult>;
+
+/** Loads the validator's libraries into this process, where they stay. */
+const loadInProcess: PolicyLoader = async (file) => (await import('./policy/load.js')).loadPolicy(file);
 
 /** The workload identity files could not be loaded at start (mTLS cannot work without them). */
 export class IdentityStartError extends Error {}
@@ -106,6 +117,7 @@ export class Pilotfish {
     /** This workload's certificate; null without an `identity` section. */
     readonly identity: WorkloadIdentity | null,
     private readonly verifiers: JwtVerifiers,
+    private readonly loadPolicy: PolicyLoader,
   ) {
     this.startedAt = deps.clock.now();
     const built = buildRuntime(policy, null, deps);
@@ -118,6 +130,7 @@ export class Pilotfish {
     const clock = options.clock ?? systemClock;
     const random = options.random ?? systemRandom;
     const logger = options.logger ?? jsonLogger(process.stderr, () => clock.wallNow(), options.logLevel);
+    const loadPolicy = options.loadPolicy ?? loadInProcess;
     const loaded = await loadPolicy(options.policyFile);
     if (!loaded.ok) throw new PolicyLoadError(loaded.issues);
     for (const w of loaded.warnings) logger.log('warn', `policy: ${formatIssue(w)}`);
@@ -229,7 +242,7 @@ export class Pilotfish {
       lastReload: () => (app as Pilotfish).last,
       identity: () => (app as Pilotfish).identityFacts(),
     });
-    app = new Pilotfish(policy, deps, metrics, logger, accessLog, newAccessLog, pools, tunnels, websocket, outbound, inbound, admin, load, identity, verifiers);
+    app = new Pilotfish(policy, deps, metrics, logger, accessLog, newAccessLog, pools, tunnels, websocket, outbound, inbound, admin, load, identity, verifiers, loadPolicy);
     app.closeRedis = closeRedis;
     app.tracing = tracing;
     app.tracingDeps = tracingDeps;
@@ -371,7 +384,7 @@ export class Pilotfish {
       return false;
     };
     try {
-      const loaded = await loadPolicy(file);
+      const loaded = await this.loadPolicy(file);
       if (!loaded.ok) return failed(loaded.issues);
       const policy = loaded.policy;
       if (policy.source.hash === this.runtime_.policy.source.hash) {

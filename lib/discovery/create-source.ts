@@ -6,8 +6,8 @@ import type { DnsTuning } from './dns.js';
 import { DnsSource } from './dns.js';
 import { DnsSrvSource } from './dns-srv.js';
 import { DiscoveryError, SetPublisher, toError } from './endpoint-set.js';
-import { EtcdSource, type EtcdTuning } from './etcd.js';
-import { FileSource, type FileSourceTuning } from './file.js';
+import type { EtcdTuning } from './etcd.js';
+import type { FileSourceTuning } from './file.js';
 import { StaticSource } from './static.js';
 import type { DiscoveryEvents, DiscoverySource, EndpointSet } from './types.js';
 
@@ -49,13 +49,63 @@ function build(upstream: string, policy: DiscoveryPolicy, deps: DiscoveryDeps): 
     case 'static':
       return new StaticSource(upstream, policy.endpoints, { clock, events });
     case 'file':
-      return new FileSource(upstream, policy.path, { clock, events, tuning: tuning?.file });
+      return new LoadedOnStart(upstream, policy.kind, deps, async () => {
+        const { FileSource } = await import('./file.js');
+        return new FileSource(upstream, policy.path, { clock, events, tuning: tuning?.file });
+      });
     case 'dns':
       return new DnsSource(upstream, policy, { clock, random, resolvers: policy.resolvers, events, tuning: tuning?.dns });
     case 'dnsSrv':
       return new DnsSrvSource(upstream, policy, { clock, random, resolvers: policy.resolvers, events, tuning: tuning?.dns });
     case 'etcd':
-      return new EtcdSource(upstream, policy, { clock, random, events, tuning: tuning?.etcd });
+      return new LoadedOnStart(upstream, policy.kind, deps, async () => {
+        const { EtcdSource } = await import('./etcd.js');
+        return new EtcdSource(upstream, policy, { clock, random, events, tuning: tuning?.etcd });
+      });
+  }
+}
+
+/**
+ * A source whose module is imported when it starts: file and etcd discovery bring yaml and
+ * zod with them, which a sidecar on static or DNS discovery should not hold in memory.
+ */
+class LoadedOnStart implements DiscoverySource {
+  private source: DiscoverySource | null = null;
+  private loading: Promise<void> | null = null;
+  private closed = false;
+
+  constructor(
+    private readonly upstream: string,
+    readonly kind: string,
+    private readonly deps: DiscoveryDeps,
+    private readonly load: () => Promise<DiscoverySource>,
+  ) {}
+
+  start(onUpdate: (set: EndpointSet) => void): void {
+    if (this.loading !== null || this.closed) return;
+    const { upstream, kind, deps } = this;
+    this.loading = this.load().then(
+      (source) => {
+        if (this.closed) return source.close();
+        this.source = source;
+        source.start(onUpdate);
+      },
+      (err: unknown) => {
+        if (this.closed) return;
+        this.source = new UnbuildableSource(upstream, kind, new DiscoveryError('bad_config', `${kind}: ${toError(err).message}`, { cause: err }), deps);
+        this.source.start(onUpdate);
+      },
+    ).catch((err: unknown) => this.deps.events.failed(upstream, kind, toError(err)));
+  }
+
+  current(): EndpointSet | null {
+    return this.source?.current() ?? null;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.loading;
+    await this.source?.close();
   }
 }
 

@@ -24,6 +24,7 @@ import type {
   LimitsPolicy,
   HostPort,
   Policy,
+  PolicyIssue,
   RateLimitPolicy,
   RegistrationPolicy,
   RetryCondition,
@@ -67,6 +68,12 @@ export interface PolicySource {
 export type CompileResult =
   | { readonly ok: true; readonly policy: Policy; readonly warnings: readonly Finding[] }
   | { readonly ok: false; readonly errors: readonly Finding[]; readonly warnings: readonly Finding[] };
+
+/** `config/pilotfish.yaml:27:18 upstreams.orders.bulkhead.maxConcurrent: expected a positive integer, got -1`. */
+export function formatIssue({ file, line, column, path, message }: PolicyIssue): string {
+  const where = line > 0 ? `${file}:${line}:${column}` : file;
+  return path ? `${where} ${path}: ${message}` : `${where} ${message}`;
+}
 
 /** `routes[1].retry.attempts`: the form paths take in messages. */
 export function formatPath(path: PolicyPath): string {

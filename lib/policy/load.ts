@@ -23,15 +23,18 @@ import {
 import type { z } from 'zod';
 import { compilePolicy, formatPath, type Finding, type PolicyPath } from './compile.js';
 import { sha256Hex } from './digest.js';
-import { policySchema } from './schema.js';
+import { policySchema, type PolicyWire } from './schema.js';
 import type { Policy, PolicyIssue } from './types.js';
+
+/** Callers format what they load with it; it lives where no validator is loaded (policy/load-apart.ts). */
+export { formatIssue } from './compile.js';
 
 /** Deeper than this, a document is no policy (its deepest field sits about 6 levels down). */
 const MAX_DEPTH = 64;
 
-/** A snapshot with its warnings, or the errors that prevent one. */
+/** A snapshot (and the validated document it was compiled from) with its warnings, or the errors that prevent one. */
 export type LoadResult =
-  | { readonly ok: true; readonly policy: Policy; readonly warnings: readonly PolicyIssue[] }
+  | { readonly ok: true; readonly policy: Policy; readonly wire: PolicyWire; readonly warnings: readonly PolicyIssue[] }
   | { readonly ok: false; readonly issues: readonly PolicyIssue[] };
 
 /** Reads and compiles a policy file; never throws for anything the file's author could fix. */
@@ -77,14 +80,8 @@ export function compileText(text: string, file: string): LoadResult {
   if (!parsed.success) return failed(located(flatten(parsed.error.issues, [])));
   const compiled = compilePolicy(parsed.data, { file: resolve(file), hash: sha256Hex(text) });
   return compiled.ok
-    ? { ok: true, policy: compiled.policy, warnings: located(compiled.warnings) }
+    ? { ok: true, policy: compiled.policy, wire: parsed.data, warnings: located(compiled.warnings) }
     : failed(located(compiled.errors));
-}
-
-/** `config/pilotfish.yaml:27:18 upstreams.orders.bulkhead.maxConcurrent: expected a positive integer, got -1`. */
-export function formatIssue({ file, line, column, path, message }: PolicyIssue): string {
-  const where = line > 0 ? `${file}:${line}:${column}` : file;
-  return path ? `${where} ${path}: ${message}` : `${where} ${message}`;
 }
 
 function failed(issues: readonly PolicyIssue[]): LoadResult {

@@ -90,3 +90,21 @@ t.test('a missing file at start publishes nothing until it appears', async (t) =
   await until('appears', () => source.current());
   t.same(addresses(source.current()), ['127.0.0.1:5']);
 });
+
+t.test('a source closed before its module is imported never starts watching', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'pilotfish-file-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'catalog.yaml');
+  await writeFile(file, '- 127.0.0.1:9001\n');
+  const events = recordingEvents();
+  const source = createDiscoverySource('catalog', { kind: 'file', path: file }, { clock: systemClock, random: systemRandom, events });
+  const seen: EndpointSet[] = [];
+  // file discovery's module is imported when the source starts (it brings yaml and zod): close wins the race.
+  source.start((s) => seen.push(s));
+  await source.close();
+  await writeFile(file, '- 127.0.0.1:9002\n');
+  await new Promise((r) => setTimeout(r, 200));
+  t.same(seen, [], 'nothing published');
+  t.equal(source.current(), null);
+  t.same(events.errors, [], 'and nothing failed');
+});

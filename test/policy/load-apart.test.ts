@@ -1,0 +1,82 @@
+/**
+ * Loading the policy in a child process (`pilotfish run`'s way) gives what loading it here
+ * gives, fails a load (never the caller) when the child dies or stalls, and falls back to
+ * this process when no child can be started.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t, { type Test } from 'tap';
+import { loadPolicyApart } from '../../lib/policy/load-apart.js';
+import { loadPolicy } from '../../lib/policy/load.js';
+import { modulesLoadedByApp } from '../support/loaded-modules.js';
+import { inRepo } from '../support/repo.js';
+
+const scratch = async (t: Test, text: string): Promise<string> => {
+  const dir = await mkdtemp(join(tmpdir(), 'pilotfish-apart-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'policy.yaml');
+  await writeFile(file, text);
+  return file;
+};
+
+t.test('a valid policy compiles to the same snapshot, warnings and document as in process', async (t) => {
+  for (const name of ['pilotfish.yaml', 'policy-contract.yaml']) {
+    const file = inRepo(`config/${name}`);
+    const [apart, here] = await Promise.all([loadPolicyApart(file), loadPolicy(file)]);
+    if (!apart.ok || !here.ok) {
+      t.fail(`${name} should load both ways`);
+      continue;
+    }
+    t.same(apart.policy, here.policy, `${name}: the same snapshot`);
+    t.same(apart.wire, here.wire, `${name}: the same validated document`);
+    t.same(apart.warnings, here.warnings, `${name}: the same warnings`);
+    t.equal(apart.policy.source.hash, here.policy.source.hash, `${name}: the same hash`);
+  }
+});
+
+t.test('an invalid policy gives the same located issues as in process', async (t) => {
+  const file = await scratch(t, 'version: 1\nupstreams:\n  orders:\n    discovery: { static: [127.0.0.1:9001] }\n    bulkhead: { maxConcurrent: -1 }\nroutes: []\n');
+  const [apart, here] = await Promise.all([loadPolicyApart(file), loadPolicy(file)]);
+  t.equal(apart.ok, false, 'refused');
+  t.same(apart, here, 'the same issues, file, line, column and path');
+  if (!apart.ok) t.equal(apart.issues[0]?.line, 5, 'located at the bad line');
+});
+
+t.test('a missing file is an issue naming it, as in process', async (t) => {
+  const file = join(tmpdir(), 'pilotfish-apart-no-such-file.yaml');
+  t.same(await loadPolicyApart(file), await loadPolicy(file));
+});
+
+t.test('a child that stalls is killed and its load fails with an issue', async (t) => {
+  const result = await loadPolicyApart(inRepo('config/pilotfish.yaml'), { timeoutMs: 1 });
+  t.equal(result.ok, false);
+  if (!result.ok) t.match(result.issues[0]?.message, /^the policy compiler process did not answer within 0\.001 s$/);
+});
+
+t.test('a child that runs out of memory fails the load, with its last words', async (t) => {
+  // A block list of 400k small mappings: a few MiB of text, far more than 8 MiB of heap once composed.
+  const file = await scratch(t, `version: 1\nbig:\n${'  - { a: 1, b: 2 }\n'.repeat(400_000)}`);
+  const result = await loadPolicyApart(file, { maxHeapMiB: 8 });
+  t.equal(result.ok, false, 'refused, and this process is still here');
+  if (!result.ok) {
+    t.match(result.issues[0]?.message, /^the policy compiler process (was killed by SIG\w+|exited with code \d+)/);
+    t.match(result.issues[0]?.message, /heap/i, 'quotes the fatal error');
+  }
+});
+
+t.test('without a child process, the load runs in this process and says so', async (t) => {
+  const reasons: Error[] = [];
+  const file = inRepo('config/pilotfish.yaml');
+  const result = await loadPolicyApart(file, { execPath: '/nonexistent/node', onInProcess: (why) => reasons.push(why) });
+  t.ok(result.ok, 'loaded all the same');
+  t.equal(reasons.length, 1, 'told once');
+  t.match(reasons[0]?.message, /ENOENT/);
+});
+
+t.test("the sidecar's modules never load the validator's libraries", async (t) => {
+  const loaded = await modulesLoadedByApp();
+  t.ok(loaded.some((f) => f.includes('/dist/lib/policy/compile.js')), 'the compiler is loaded');
+  t.notOk(loaded.some((f) => f.includes('/node_modules/zod/')), 'zod is not');
+  t.notOk(loaded.some((f) => f.includes('/node_modules/yaml/')), 'yaml is not');
+});

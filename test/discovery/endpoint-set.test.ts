@@ -13,7 +13,7 @@ import { createDiscoverySource } from '../../lib/discovery/create-source.js';
 import { systemRandom } from '../../lib/core/random.js';
 import { refreshDelay } from '../../lib/discovery/dns.js';
 import type { EndpointSet } from '../../lib/discovery/types.js';
-import { recordingEvents } from './helpers.js';
+import { recordingEvents, until } from './helpers.js';
 
 t.test('parseEndpointAddress accepts host:port and [v6]:port, and nothing ambiguous', async (t) => {
   t.same(parseEndpointAddress('127.0.0.1:80'), { host: '127.0.0.1', port: 80 });
@@ -58,6 +58,8 @@ t.test('a source that cannot be built reports why on start instead of throwing',
   const src = createDiscoverySource('inv', { kind: 'etcd', endpoints: [], prefix: '/x/' }, { clock: new ManualClock(), random: systemRandom, events });
   t.equal(src.kind, 'etcd');
   src.start(() => {});
+  // etcd discovery's module is imported on start, so the report follows it.
+  await until('the report', () => events.errors.length > 0);
   t.equal(src.current(), null, 'never resolved');
   t.match(events.errors, [{ code: 'bad_config', message: /at least one endpoint/ }]);
   await src.close();

@@ -224,8 +224,20 @@ function shown(s: Slot, toWall: ToWall): Decision {
   return d;
 }
 
-/** A `ToWall` for `clock`: the offset between its wall and monotonic time, taken once, now. */
+/**
+ * The wall − monotonic offset each clock's views last used. Read afresh per view, it moves by a
+ * few milliseconds between two reads on a VM whose wall clock is nudged, and the same event would
+ * show different times in /admin/upstreams and /admin/decisions; it is read again only when the
+ * wall clock has moved further than that (a step, or slewing piled up).
+ */
+const offsets = new WeakMap<Clock, number>();
+const OFFSET_TOLERANCE_MS = 50;
+
+/** A `ToWall` for `clock`: the offset between its wall and monotonic time, the same for every view. */
 export function wallTimes(clock: Clock): ToWall {
-  const offset = clock.wallNow() - clock.now();
+  const fresh = clock.wallNow() - clock.now();
+  const kept = offsets.get(clock);
+  const offset = kept !== undefined && Math.abs(fresh - kept) < OFFSET_TOLERANCE_MS ? kept : fresh;
+  offsets.set(clock, offset);
   return (ms) => new Date(offset + ms).toISOString();
 }

@@ -101,3 +101,19 @@ t.test('times are converted with the clock offset at the moment of the read', as
   const shifted = ring.snapshot((ms) => new Date(1_000_000 + ms).toISOString());
   t.same([shifted[0]?.at, shifted[0]?.until], [new Date(1_005_000).toISOString(), new Date(1_006_000).toISOString()], 'the converter is applied to every time');
 });
+
+t.test('views read at different moments give one event the same wall time, until the wall clock steps', async (t) => {
+  let mono = 1_000;
+  let wall = WALL;
+  const clock = { now: () => mono, wallNow: () => wall, setTimer: () => ({ cancel() {} }) };
+  const first = wallTimes(clock);
+  t.equal(first(1_000), iso(0));
+  // The wall clock nudged by 3 ms between two views (seen on this VM): the second view keeps the first's offset.
+  mono += 500;
+  wall += 503;
+  t.equal(wallTimes(clock)(1_000), iso(0), 'a nudge does not move the event');
+  // A step (NTP, a suspended VM) is followed.
+  mono += 500;
+  wall += 500 + 60_000;
+  t.equal(wallTimes(clock)(1_000), iso(60_003), 'a step is');
+});

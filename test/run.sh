@@ -23,11 +23,11 @@ if [ "$#" -gt 0 ]; then
   tap_status=$?
 else
   # Two passes. Unit tests (injected clocks, no load, no timing bounds) run two files at a time,
-  # and so does the policy fuzzer (CPU-bound, no timing bound: its live reloads wait on counts),
-  # listed first since it is the longest file;
+  # and so do the policy fuzzers (CPU-bound, no timing bound: the live one's reloads wait on
+  # counts), listed first since they are the longest files;
   # every test that starts processes under load or measures time runs alone, one file at a time,
   # since two of them at once on two cores would measure each other.
-  mapfile -t unit < <(printf '%s\n' test/policy/fuzz.test.ts test/{auth,balancer,core,http,identity,observe,ops,pipeline,policy,resilience,runtime,simulate}/*.test.ts test/pipeline/stages/*.test.ts test/quota/lease-policy.test.ts test/tracing/*.test.ts | grep -v -e 'test/tracing/otlp.test.ts' | awk '!seen[$0]++')
+  mapfile -t unit < <(printf '%s\n' test/policy/fuzz.test.ts test/policy/fuzz-live.test.ts test/{auth,balancer,core,http,identity,observe,ops,pipeline,policy,resilience,runtime,simulate}/*.test.ts test/pipeline/stages/*.test.ts test/quota/lease-policy.test.ts test/tracing/*.test.ts | grep -v -e 'test/tracing/otlp.test.ts' | awk '!seen[$0]++')
   mapfile -t rest < <(ls test/*/*.test.ts test/*/*/*.test.ts | grep -v -x -F -f <(printf '%s\n' "${unit[@]}"))
   mapfile -t unit < <(compiled "${unit[@]}")
   mapfile -t rest < <(compiled "${rest[@]}")
@@ -46,7 +46,7 @@ else
     mapfile -t lts_rest < <(compiled test/hostile/{h2c,pipelining,slow-clients,limits}.test.ts test/server/h2c-listener.test.ts test/grpc/through-proxy.test.ts test/mesh/two-sidecars.test.ts)
     mv .tap/test-results .tap/results-first
     echo "# the same tests on Node $("$lts_bin/node" -p process.versions.node) (the LTS of the Docker image)"
-    PATH="$lts_bin:$PATH" npx tap --jobs=2 "${unit[@]:1}"   # all but the fuzzer (policy logic, not Node's stacks)
+    PATH="$lts_bin:$PATH" npx tap --jobs=2 "${unit[@]:2}"   # all but the fuzzers (policy logic, not Node's stacks)
     lts_unit_status=$?
     PATH="$lts_bin:$PATH" npx tap --jobs=1 "${lts_rest[@]}"
     lts_rest_status=$?

@@ -15,10 +15,12 @@ const DEFAULT_POLICY = 'config/pilotfish.yaml';
 const HELP = `pilotfish — a service-mesh sidecar proxy
 
 Usage:
-  pilotfish run [--policy FILE] [--log-level LEVEL]
+  pilotfish run [--policy FILE] [--log-level LEVEL] [--validate-apart]
                                     run the sidecar (default policy: ${DEFAULT_POLICY}); LEVEL is the
                                     least severe operational message written to stderr: debug, info
-                                    (default), warn or error; else $PILOTFISH_LOG_LEVEL
+                                    (default), warn or error; else $PILOTFISH_LOG_LEVEL;
+                                    --validate-apart: validate each policy load in a child process
+                                    (about 8 MiB less resident, half a second a load)
   pilotfish validate FILE           check a policy; exit 0 if valid, 1 with its errors
   pilotfish simulate SCENARIO [--policy FILE] [--seed N] [--every DURATION] [--json]
                                     replay a scenario (examples/simulate/) through the real pipeline
@@ -65,10 +67,12 @@ async function validate(file: string | undefined): Promise<number> {
 async function run(args: string[]): Promise<number> {
   let policy = DEFAULT_POLICY;
   let levelText: string | undefined;
+  let apart = false;
   for (let i = 0; i < args.length; i++) {
     const [flag, inline] = splitFlag(args[i]!);
     if (flag === '--policy' || flag === '-p') policy = inline ?? args[++i] ?? '';
     else if (flag === '--log-level') levelText = inline ?? args[++i] ?? '';
+    else if (flag === '--validate-apart' && inline === undefined) apart = true;
     else {
       process.stderr.write(`pilotfish run: unknown argument ${args[i]}\n`);
       return 2;
@@ -98,14 +102,16 @@ async function run(args: string[]): Promise<number> {
     import('../lib/policy/load-apart.js'),
   ]);
   const logger = jsonLogger(process.stderr, () => Date.now(), logLevel);
-  // The policy is validated in a child process, so the validator's libraries never stay in this one.
-  const loadPolicy = (file: string) =>
-    loadPolicyApart(file, {
-      onInProcess: (why) => logger.log('warn', 'no child process for the policy compiler; compiling in this process', { reason: why.message }),
-    });
+  // --validate-apart: the policy is validated in a child process, so the validator's libraries never stay in this one.
+  const loadPolicy = apart
+    ? (file: string) =>
+        loadPolicyApart(file, {
+          onInProcess: (why) => logger.log('warn', 'no child process for the policy compiler; compiling in this process', { reason: why.message }),
+        })
+    : undefined;
   let app: Pilotfish;
   try {
-    app = await lib.Pilotfish.start({ policyFile: resolve(policy), version: await version(), logger, loadPolicy });
+    app = await lib.Pilotfish.start({ policyFile: resolve(policy), version: await version(), logger, ...(loadPolicy ? { loadPolicy } : {}) });
   } catch (err) {
     if (err instanceof lib.PolicyLoadError) {
       for (const issue of err.issues) process.stderr.write(`error: ${formatIssue(issue)}\n`);

@@ -96,16 +96,16 @@ async function run(args: string[]): Promise<number> {
   const onSignal = (): void => stop();
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
-  const [lib, { formatIssue }, { loadPolicyApart }] = await Promise.all([
+  const [lib, { formatIssue }, apartLoader] = await Promise.all([
     import('../lib/app.js'),
     import('../lib/policy/compile.js'),
-    import('../lib/policy/load-apart.js'),
+    apart ? import('../lib/policy/load-apart.js') : null,
   ]);
   const logger = jsonLogger(process.stderr, () => Date.now(), logLevel);
   // --validate-apart: the policy is validated in a child process, so the validator's libraries never stay in this one.
-  const loadPolicy = apart
+  const loadPolicy = apartLoader
     ? (file: string) =>
-        loadPolicyApart(file, {
+        apartLoader.loadPolicyApart(file, {
           onInProcess: (why) => logger.log('warn', 'no child process for the policy compiler; compiling in this process', { reason: why.message }),
         })
     : undefined;

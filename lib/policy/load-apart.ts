@@ -31,8 +31,8 @@ export interface ApartOptions {
 }
 
 const CHILD = new URL('./load-child.js', import.meta.url);
-/** How much of the child's stderr a failure quotes (its last bytes: the fatal error). */
-const STDERR_TAIL = 2048;
+/** The longest stderr line kept whole (a longer one is cut: the child's output is bounded here). */
+const LINE_LIMIT = 1024;
 
 export function loadPolicyApart(file: string, options: ApartOptions = {}): Promise<LoadResult> {
   const { timeoutMs = 30_000, maxHeapMiB = 256, execPath = process.execPath, onInProcess } = options;
@@ -49,7 +49,7 @@ export function loadPolicyApart(file: string, options: ApartOptions = {}): Promi
     } catch (err) {
       return settle(err as Error);
     }
-    let stderr = '';
+    const stderr = new LastWords();
     let answer: CompilerAnswer | null = null;
     const timer = systemClock.setTimer(() => {
       child.kill('SIGKILL');
@@ -59,9 +59,7 @@ export function loadPolicyApart(file: string, options: ApartOptions = {}): Promi
       timer.cancel();
       settle(outcome);
     };
-    child.stderr?.setEncoding('utf8').on('data', (text: string) => {
-      stderr = (stderr + text).slice(-STDERR_TAIL);
-    });
+    child.stderr?.setEncoding('utf8').on('data', (text: string) => stderr.read(text));
     child.on('message', (message) => {
       answer = message as CompilerAnswer;
     });
@@ -73,7 +71,7 @@ export function loadPolicyApart(file: string, options: ApartOptions = {}): Promi
     child.on('close', (code, signal) => {
       if (answer !== null) return finish(answer);
       const why = signal ? `was killed by ${signal}` : `exited with code ${code}`;
-      finish(failure(`${why}${lastWords(stderr)}`));
+      finish(failure(`${why}${stderr.said()}`));
     });
     function failure(why: string): CompilerAnswer {
       return { ok: false, issues: [{ file, line: 0, column: 0, path: '', message: `the policy compiler process ${why}` }] };
@@ -87,11 +85,35 @@ export function loadPolicyApart(file: string, options: ApartOptions = {}): Promi
   });
 }
 
-/** The line of a dead child's stderr that says why (V8's fatal error, the thrown error), else its last line. */
-function lastWords(stderr: string): string {
-  const lines = stderr.split('\n').map((line) => line.trim()).filter(Boolean);
-  const said = lines.findLast((line) => /^(FATAL ERROR|\w*Error\b)/.test(line)) ?? lines.at(-1);
-  return said === undefined ? '' : `: ${said}`;
+/**
+ * Reads a child's stderr line by line and keeps the line that says why it died: the last that
+ * reads like V8's fatal error or a thrown error, else the last line. Only lines are kept, not the
+ * stream: the native stack trace after V8's fatal line can be longer than any tail worth keeping.
+ */
+class LastWords {
+  #partial = '';
+  #why = '';
+  #last = '';
+
+  read(text: string): void {
+    const lines = (this.#partial + text).split('\n');
+    this.#partial = (lines.pop() ?? '').slice(0, LINE_LIMIT);
+    for (const line of lines) this.#take(line);
+  }
+
+  said(): string {
+    this.#take(this.#partial);
+    this.#partial = '';
+    const said = this.#why || this.#last;
+    return said === '' ? '' : `: ${said}`;
+  }
+
+  #take(raw: string): void {
+    const line = raw.trim().slice(0, LINE_LIMIT);
+    if (line === '') return;
+    this.#last = line;
+    if (/^(FATAL ERROR|#\s*Fatal|\w*Error\b)/.test(line)) this.#why = line;
+  }
 }
 
 /** The child's answer → what an in-process load returns for the same file. */

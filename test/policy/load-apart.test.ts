@@ -3,7 +3,7 @@
  * gives, fails a load (never the caller) when the child dies or stalls, and falls back to
  * this process when no child can be started.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -63,6 +63,16 @@ t.test('a child that runs out of memory fails the load, with its last words', as
     t.match(result.issues[0]?.message, /^the policy compiler process (was killed by SIG\w+|exited with code \d+)/);
     t.match(result.issues[0]?.message, /heap/i, 'quotes the fatal error');
   }
+});
+
+t.test('the fatal line is quoted however long the native stack trace printed after it', async (t) => {
+  // A stand-in for node that dies as V8 does on a full heap: its fatal line, then many KiB of frames.
+  const frames = Array.from({ length: 200 }, (_, i) => `echo " ${i}: 0x${i.toString(16)} v8::internal::Heap::CollectGarbage(v8::internal::AllocationSpace) [node]" >&2`);
+  const fakeNode = await scratch(t, ['#!/bin/sh', 'echo "<--- Last few GCs --->" >&2', 'echo "FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory" >&2', ...frames, 'exit 134', ''].join('\n'));
+  await chmod(fakeNode, 0o755);
+  const result = await loadPolicyApart(inRepo('config/pilotfish.yaml'), { execPath: fakeNode });
+  t.equal(result.ok, false);
+  if (!result.ok) t.equal(result.issues[0]?.message, 'the policy compiler process exited with code 134: FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory');
 });
 
 t.test('without a child process, the load runs in this process and says so', async (t) => {

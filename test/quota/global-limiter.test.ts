@@ -118,12 +118,16 @@ t.test('(a) the Lua bucket grants exactly rate·T + burst on Redis TIME; NOSCRIP
   const ttl = await admin.pttl('pilotfish:quota:a-exact');
   t.ok(ttl > 0 && ttl <= 200, `the key expires after ~2× the time to refill the burst (PTTL ${ttl} ms ≤ 200)`);
   await admin.script('FLUSH');
-  const g = await b.take('a-noscript', rate, burst, 3);
+  // At 1 token/s, so that no token refills between these two takes however slow this machine is.
+  const g = await b.take('a-noscript', 1, burst, 3);
   t.equal(g.granted, 3, 'after SCRIPT FLUSH the script is reloaded and the take succeeds');
-  const dry = await b.take('a-noscript', rate, burst, 100);
+  const dry = await b.take('a-noscript', 1, burst, 100);
   t.equal(dry.granted, 17, 'a partial grant empties the bucket');
-  t.ok(dry.msUntilToken > 0 && dry.msUntilToken <= 5, `and says when the next token is due (${dry.msUntilToken} ms at 200/s)`);
+  t.ok(dry.msUntilToken > 0 && dry.msUntilToken <= 1000, `and says when the next token is due (${dry.msUntilToken} ms at 1/s)`);
 });
+
+/** How long (b) lets a lease round trip to Redis take before its failure policy decides. */
+const LEASE_BUDGET_MS = 25;
 
 t.test('(b) three sidecars sharing one key, 60/30/10% of 5× the rate: total within ±5% of R·T + B, never above', async (t) => {
   const R = 1000;
@@ -141,9 +145,10 @@ t.test('(b) three sidecars sharing one key, 60/30/10% of 5× the rate: total wit
         expired[i] = (expired[i] as number) + n;
       },
     };
-    // closed: a lease that outlasts the 5 ms budget on this busy 2-core machine refuses rather than
-    // admitting through the local ceiling, so the count measures the shared bucket alone.
-    limiters.push(new GlobalLimiter(policy, await bucket(t), { timeoutMs: 5, onFailure: 'closed' }, { clock: systemClock, events }));
+    // closed: a lease that outlasts its budget refuses rather than admitting through the local
+    // ceiling, so the count measures the shared bucket alone. The budget is 25 ms, not the 5 ms a
+    // quiet host allows: under a busy hypervisor 3.7% of round trips to Redis took longer than 5.
+    limiters.push(new GlobalLimiter(policy, await bucket(t), { timeoutMs: LEASE_BUDGET_MS, onFailure: 'closed' }, { clock: systemClock, events }));
   }
   const run = drive(limiters, 5 * R, (i) => (i % 10 < 6 ? 0 : i % 10 < 9 ? 1 : 2));
   await sleep(3000);
@@ -165,7 +170,7 @@ t.test('(b) three sidecars sharing one key, 60/30/10% of 5× the rate: total wit
     t.comment(`(b) sidecar ${i}: ${attempts[i]} attempts, ${admitted[i]} admitted (${(((admitted[i] as number) / total) * 100).toFixed(1)}% of admissions), ${leases[i]} leases, ${expired[i]} tokens expired`);
   }
   t.comment(`(b) total admitted ${total} over ${T.toFixed(3)} s; R·T+B = ${expected.toFixed(1)}; error ${(((total - expected) / expected) * 100).toFixed(2)}%; ${slow} slow-path decisions of ${run.outcomes.length}`);
-  t.comment(`(b) ${fails.length} decisions by the failure policy (leases slower than 5 ms)`);
+  t.comment(`(b) ${fails.length} decisions by the failure policy (leases slower than ${LEASE_BUDGET_MS} ms)`);
   t.ok(fails.length <= run.outcomes.length / 100, 'Redis healthy: under 1% of decisions by the failure policy');
   t.ok(total <= ceiling, `never above R·T + B (${total} ≤ ${ceiling.toFixed(1)})`);
   t.ok(Math.abs(total - expected) <= 0.05 * expected, 'within ±5% of R·T + B');

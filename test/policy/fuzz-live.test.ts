@@ -17,7 +17,7 @@ import { startUpstream } from '../support/upstream.js';
 import { mutate, Rng } from './mutate.js';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20_261_201);
-const LIVE = Number(process.env.FUZZ_LIVE ?? 300);
+const LIVE = Number(process.env.FUZZ_LIVE ?? 200);
 const BASES = ['pilotfish.yaml', 'policy-contract.yaml'].map((name) => readFileSync(join(REPO, 'config', name)));
 
 t.test(`${LIVE} mutations through live reloads of one process: it stays up, the last good policy serves`, async (t) => {

@@ -28,7 +28,7 @@ import { REPO } from '../support/spawn.js';
 import { mutate, Rng } from './mutate.js';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20_261_201);
-const MUTATIONS = Number(process.env.FUZZ_MUTATIONS ?? 3000);
+const MUTATIONS = Number(process.env.FUZZ_MUTATIONS ?? 2000);
 const BASES = ['pilotfish.yaml', 'policy-contract.yaml'].map((name) => ({ name, bytes: readFileSync(join(REPO, 'config', name)) }));
 
 /** Why a load result breaks the contract, or null when it keeps it. */

@@ -10,7 +10,8 @@
  * Replay a run with the seed it prints: `PILOTFISH_ABUSE_SEED=<seed> npx tap test/hostile/abuse.test.ts`
  * (the build must be current: `npx tsc -p tsconfig.build.json`). `PILOTFISH_ABUSE_SECONDS`
  * shortens or lengthens the attack (default 35); `PILOTFISH_ABUSE_KINDS=garbage,slow-head`
- * runs only those client kinds (`idle` is the idle herd), to find which one breaks something.
+ * runs only those client kinds (`idle` is the idle herd), to find which one breaks something;
+ * `PILOTFISH_ABUSE_RUN_ARGS="--validate-apart"` passes flags to `pilotfish run`.
  */
 import http from 'node:http';
 import type net from 'node:net';
@@ -34,6 +35,8 @@ const MAX_CLIENTS_PER_SECOND = 250;
 const WORKERS = { fast: 24, slow: 16 } as const;
 /** Client kinds to run (all by default); `idle` names the idle herd. */
 const ONLY = process.env.PILOTFISH_ABUSE_KINDS ? new Set(process.env.PILOTFISH_ABUSE_KINDS.split(',').map((k) => k.trim())) : null;
+/** Extra arguments for `pilotfish run` (e.g. `--validate-apart`), space-separated. */
+const RUN_ARGS = (process.env.PILOTFISH_ABUSE_RUN_ARGS ?? '').split(' ').filter(Boolean);
 const ACTIVE_KINDS = KINDS.filter((k) => ONLY === null || ONLY.has(k.name));
 const IDLE_WANTED = 10_000;
 const IDLE_BATCH = 500;
@@ -178,7 +181,8 @@ t.test('hostile clients against the real sidecar process', async (t) => {
   const upstreams = await startAbuseUpstreams(rng.fork('upstreams'));
   t.teardown(() => upstreams.close());
   const deadPort = await closedPort();
-  const proxy = await spawnProxy(t, policy(upstreams, deadPort), { startTimeoutMs: 15_000 });
+  const proxy = await spawnProxy(t, policy(upstreams, deadPort), { startTimeoutMs: 15_000, runArgs: RUN_ARGS });
+  if (RUN_ARGS.length > 0) t.comment(`abuse: pilotfish run ${RUN_ARGS.join(' ')} (PILOTFISH_ABUSE_RUN_ARGS)`);
   const pid = proxy.pid;
   const limitSelf = openFilesLimit('self');
   const limitProxy = openFilesLimit(pid);

@@ -154,7 +154,7 @@ export async function runCli(args: readonly string[], options: { timeoutMs?: num
 export async function spawnProxy(
   t: Teardown,
   policy: string,
-  options: { files?: Record<string, string>; startTimeoutMs?: number; nodeArgs?: readonly string[]; env?: Record<string, string> } = {},
+  options: { files?: Record<string, string>; startTimeoutMs?: number; nodeArgs?: readonly string[]; runArgs?: readonly string[]; env?: Record<string, string> } = {},
 ): Promise<SpawnedProxy> {
   assertBuilt();
   const dir = await mkdtemp(join(tmpdir(), 'pilotfish-spawn-'));
@@ -162,7 +162,7 @@ export async function spawnProxy(
   for (const [name, content] of Object.entries(options.files ?? {})) await writeFile(join(dir, name), content);
   await writeFile(policyFile, testPolicy(policy));
 
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), CLI, 'run', '--policy', policyFile], {
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), CLI, 'run', '--policy', policyFile, ...(options.runArgs ?? [])], {
     cwd: dir,
     stdio: ['ignore', 'pipe', 'pipe'],
     ...(options.env ? { env: { ...process.env, ...options.env } } : {}),

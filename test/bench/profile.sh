@@ -26,7 +26,7 @@ printf "process.on('SIGTERM', () => process.exit(0));\nrequire('%s/proxies/undic
 
 profile() {  # profile NAME CMD...: the command under --cpu-prof, loaded, then stopped
   local name=$1; shift
-  mkdir -p "$OUTDIR/$name"
+  rm -rf "$OUTDIR/$name" && mkdir -p "$OUTDIR/$name"   # a reused OUTDIR: only this run's profile
   taskset -c "$PROXY_CPU" "$@" >"$OUTDIR/$name.log" 2>&1 &
   local pid=$!
   wait_serving "$PORT"

@@ -11,6 +11,7 @@
 #   BENCH_MODE=soak npm run bench                        # 5 min of load each, Pilotfish against the forwarder: test/bench/soak.sh
 #   BENCH_MODE=profile npm run bench                     # where the time goes (--cpu-prof), against the forwarder: test/bench/profile.sh
 #   BENCH_MODE=alloc npm run bench                       # garbage per request (--trace-gc), against the forwarder: test/bench/alloc.sh
+#   BENCH_MODE=alloc-sites npm run bench                 # where that garbage is allocated (sampled), against the forwarder: test/bench/alloc-sites.sh
 #   BENCH_MODE=idle-rss npm run bench                    # resident memory at rest, beside a bare node: test/bench/idle-rss.sh
 #
 # Knobs: BENCH_POLICY=basic|full|both [basic]; PROXY_PORT [18090] (admin on PROXY_PORT+1000);
@@ -33,8 +34,9 @@ case ${BENCH_MODE:-http1} in
   soak) exec bash "$REPO/test/bench/soak.sh" ;;
   profile) exec bash "$REPO/test/bench/profile.sh" ;;
   alloc) exec bash "$REPO/test/bench/alloc.sh" ;;
+  alloc-sites) exec bash "$REPO/test/bench/alloc-sites.sh" ;;
   idle-rss) exec bash "$REPO/test/bench/idle-rss.sh" ;;
-  *) echo "BENCH_MODE must be http1, h2c, mtls, soak, profile, alloc or idle-rss (got '$BENCH_MODE')" >&2; exit 2 ;;
+  *) echo "BENCH_MODE must be http1, h2c, mtls, soak, profile, alloc, alloc-sites or idle-rss (got '$BENCH_MODE')" >&2; exit 2 ;;
 esac
 SHARED_BENCH=${SHARED_BENCH:-$REPO/../shared/bench}
 PEERS_DIR=${PEERS_DIR:-/tmp/peers}

@@ -4,7 +4,8 @@
  * when the try ends. The deadline and the per-try timeout are both one of these.
  */
 import type { Clock, Timer } from '../core/clock.js';
-import type { HeadHook } from './attempt.js';
+import type { Attempt, AttemptResult, HeadHook } from './attempt.js';
+import type { Next } from './stage.js';
 
 export class HeadTimer {
   private timer: Timer | null;
@@ -26,4 +27,30 @@ export class HeadTimer {
     this.timer?.cancel();
     this.timer = null;
   }
+
+  /**
+   * Sends the try on and cancels this timer when it ends, however it ends. A `then` rather than
+   * an async stage awaiting in a try/finally: that suspends the stage's frame for every request
+   * (about 1 KiB of garbage a request each, measured with test/bench/alloc-sites.sh).
+   */
+  around(next: Next, at: Attempt): Promise<AttemptResult> {
+    let result: Promise<AttemptResult>;
+    try {
+      result = next(at);
+    } catch (err) {
+      this.cancel();
+      throw err;
+    }
+    return result.then(this.passResult, this.passFailure);
+  }
+
+  private readonly passResult = (result: AttemptResult): AttemptResult => {
+    this.cancel();
+    return result;
+  };
+
+  private readonly passFailure = (err: unknown): never => {
+    this.cancel();
+    throw err;
+  };
 }

@@ -19,7 +19,7 @@ import type { Stage } from '../stage.js';
 export function deadlineStage(timeoutMs: number, clock: Clock): Stage {
   return {
     name: 'deadline',
-    async handle(at, next) {
+    handle(at, next) {
       const ex = at.ex;
       const clientMs = ex.clientTimeoutMs;
       const ms = Math.min(timeoutMs, clientMs);
@@ -30,11 +30,7 @@ export function deadlineStage(timeoutMs: number, clock: Clock): Stage {
       const timer = new HeadTimer(clock, ms, expire);
       // Every inner hook let a response through: it is the client's now, and in time.
       at.onHead(timer.onHead);
-      try {
-        return await next(at);
-      } finally {
-        timer.cancel();
-      }
+      return timer.around(next, at);
     },
   };
 }

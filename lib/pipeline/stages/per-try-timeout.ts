@@ -14,16 +14,12 @@ import type { Stage } from '../stage.js';
 export function perTryTimeoutStage(perTryTimeoutMs: number, clock: Clock): Stage {
   return {
     name: 'per-try-timeout',
-    async handle(at, next) {
+    handle(at, next) {
       at.deadline = clock.now() + perTryTimeoutMs;
       if (at.deadline >= at.ex.deadline.at) return next(at);
       const timer = new HeadTimer(clock, perTryTimeoutMs, () => expire(at, perTryTimeoutMs));
       at.onHead(timer.onHead);
-      try {
-        return await next(at);
-      } finally {
-        timer.cancel();
-      }
+      return timer.around(next, at);
     },
   };
 }

@@ -16,7 +16,6 @@
  * over TLS) through h2c.ts: its requests take the same path from `serve` on, and a gRPC
  * call's refusals are gRPC errors.
  */
-import { randomUUID } from 'node:crypto';
 import http, { ServerResponse, type IncomingMessage } from 'node:http';
 import { constants as h2, type Http2Session } from 'node:http2';
 import net, { type AddressInfo, type Socket } from 'node:net';
@@ -37,6 +36,7 @@ import {
   type InboundForwarding,
 } from '../http/headers.js';
 import { formatHost, parseAuthority } from '../http/host-port.js';
+import { newRequestId } from '../http/request-id.js';
 import { parseTarget, type Target } from '../http/target.js';
 import { isoTime, type AccessLog } from '../observe/access-log.js';
 import type { Logger } from '../observe/logger.js';
@@ -346,7 +346,7 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
   }
 
   function newExchange(req: ClientRequest, res: ClientResponse, target: Target, route: RouteRuntime, started: number): Exchange {
-    const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
+    const requestId = acceptableRequestId(req.headers['x-request-id']) ?? newRequestId();
     const grpc = isGrpcCall(req);
     const caller = inbound ? callerOf(req) : null;
     const headers = upstreamRequestHeaders(req.rawHeaders, req.headers, {
@@ -616,7 +616,7 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
 
   /** Refuses a request that never reached a pipeline (bad head, no route, no tunnel left). */
   function refuse(req: ClientRequest, res: ClientResponse, started: number, err: ProxyError, authority: string): null {
-    const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
+    const requestId = acceptableRequestId(req.headers['x-request-id']) ?? newRequestId();
     const ctx = { route: null, upstream: null, requestId };
     metrics.proxyErrors.labels(err.code, '', '', direction).inc();
     if (isGrpcCall(req)) {
@@ -640,7 +640,7 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
   }
 
   function logEdge(req: ClientRequest, started: number, status: number, code: ErrorCode | null, authority: string): void {
-    const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
+    const requestId = acceptableRequestId(req.headers['x-request-id']) ?? newRequestId();
     writeLog(req, requestId, authority, status, code, started);
   }
 

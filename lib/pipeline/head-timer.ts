@@ -38,8 +38,9 @@ export class HeadTimer {
     try {
       result = next(at);
     } catch (err) {
+      // A stage that threw instead of rejecting: still a failed promise, as an async stage's would be.
       this.cancel();
-      throw err;
+      return Promise.reject(err);
     }
     return result.then(this.passResult, this.passFailure);
   }

@@ -36,9 +36,19 @@ export function compose(stages: readonly (Stage | null)[], terminal: Next): Next
   return next;
 }
 
-/** The pipeline entry: the request's first attempt goes down the chain. */
+/**
+ * The pipeline entry: the request's first attempt goes down the chain. Not every stage is an
+ * async function, so a stage that throws instead of rejecting is turned into a rejection here:
+ * the listener handles a failed pipeline, never a throw in its request handler.
+ */
 export function entry(chain: Next): Pipeline {
-  return (ex) => chain(new Attempt(ex));
+  return (ex) => {
+    try {
+      return chain(new Attempt(ex));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  };
 }
 
 /** The names of the stages that are present, outermost first. */

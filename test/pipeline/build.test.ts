@@ -2,7 +2,8 @@
 import t from 'tap';
 import { compileText } from '../../lib/policy/load.js';
 import { pipelineStages } from '../../lib/pipeline/build.js';
-import { stageNames } from '../../lib/pipeline/stage.js';
+import { compose, entry, stageNames } from '../../lib/pipeline/stage.js';
+import { harness } from './harness.js';
 import { UpstreamRuntime } from '../../lib/upstream/upstream-runtime.js';
 import { RateLimiter } from '../../lib/resilience/rate-limiter.js';
 import { ManualClock } from '../../lib/core/clock.js';
@@ -82,4 +83,18 @@ routes:
     hedge: { after: 50ms }
 `);
   t.same(names, ['deadline', 'hedge', 'balance', 'per-try-timeout']);
+});
+
+t.test('the pipeline entry turns a stage that throws into a rejection (the listener never sees a throw)', async (t) => {
+  const h = harness();
+  const at = h.attempt({ timeoutMs: 1_000 });
+  const boom = new Error('a stage threw');
+  const pipeline = entry(
+    compose([{ name: 'throws', handle: () => { throw boom; } }], () => Promise.reject(new Error('not reached'))),
+  );
+  let returned: Promise<unknown> | undefined;
+  t.doesNotThrow(() => {
+    returned = pipeline(at.ex);
+  });
+  await t.rejects(returned!, boom);
 });

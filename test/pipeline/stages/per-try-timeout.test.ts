@@ -102,3 +102,19 @@ t.test('a body stalled on the client: the per-try timer fails the request as req
   t.equal(w.attempt.abortReason, ex.cancel.reason, 'the try is aborted with it');
   t.match(await p, { failure: 'local' }, 'not the upstream’s failure');
 });
+
+t.test('a next that throws instead of rejecting: the stage still returns a failed promise, its timer cancelled', async (t) => {
+  const h = harness();
+  const at = h.attempt({ timeoutMs: 1_000 });
+  at.ex.deadline = deadlineIn(h.clock, 1_000);
+  const boom = new Error('thrown, not rejected');
+  const throwing = (): never => {
+    throw boom;
+  };
+  let returned: Promise<unknown> | undefined;
+  t.doesNotThrow(() => {
+    returned = perTryTimeoutStage(100, h.clock).handle(at, throwing);
+  }, 'no synchronous throw out of the stage');
+  await t.rejects(returned!, boom);
+  t.equal(h.clock.pendingTimers(), 0, 'the per-try timer is cancelled');
+});

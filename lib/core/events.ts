@@ -9,6 +9,8 @@ import type { EjectionReason } from '../resilience/outlier-detector.js';
 /** An ejection's length and cause, for the decision log and ring. */
 export interface EjectionFacts {
   readonly ms: number;
+  /** Clock time the ejection ends, as the detector keeps it: every view shows this one, never a recomputed one. */
+  readonly until: number;
   readonly reason: EjectionReason;
   /** For a person: `5 consecutive failures (threshold 5)`. */
   readonly detail: string;
@@ -32,7 +34,8 @@ export interface ProxyEvents {
   retryRefused(route: string, upstream: string, why: RetryRefusal): void;
   backoff(upstream: string, ms: number): void;
   /** `detail` says the reason for a person, with its numbers. */
-  breakerTransition(upstream: string, from: BreakerState, to: BreakerState, reason: string, detail?: string): void;
+  /** `at`: the clock time the breaker gives as the state's `since` (every view shows that one). */
+  breakerTransition(upstream: string, from: BreakerState, to: BreakerState, reason: string, detail?: string, at?: number): void;
   /** The upstream's breaker refused a try (503 circuit_open). Optional: only the decision ring listens. */
   circuitOpen?(upstream: string): void;
   shadowReject(limit: ShadowLimit, name: string): void;

@@ -15,9 +15,9 @@ export function withDecisionLog(events: ProxyEvents, logger: Logger, ring: Decis
     retried: (route, upstream, reason) => events.retried(route, upstream, reason),
     retryRefused: (route, upstream, why) => events.retryRefused(route, upstream, why),
     backoff: (upstream, ms) => events.backoff(upstream, ms),
-    breakerTransition(upstream, from, to, reason, detail) {
-      events.breakerTransition(upstream, from, to, reason, detail);
-      ring.breaker(upstream, from, to, reason, detail ?? null);
+    breakerTransition(upstream, from, to, reason, detail, at) {
+      events.breakerTransition(upstream, from, to, reason, detail, at);
+      ring.breaker(upstream, from, to, reason, detail ?? null, at);
       logger.log(to === 'open' ? 'warn' : 'info', `circuit breaker ${to}`, { upstream, from, to, reason, ...(detail ? { detail } : {}) });
     },
     circuitOpen(upstream) {
@@ -46,7 +46,7 @@ export function withDecisionLog(events: ProxyEvents, logger: Logger, ring: Decis
     hedge: (route, upstream, what) => events.hedge(route, upstream, what),
     ejected(upstream, address, facts) {
       events.ejected(upstream, address, facts);
-      ring.ejected(upstream, address, facts?.ms ?? null, facts?.reason ?? null, facts?.detail ?? null);
+      ring.ejected(upstream, address, facts?.until ?? null, facts?.reason ?? null, facts?.detail ?? null);
       logger.log('warn', 'endpoint ejected', { upstream, endpoint: address, ...(facts ? { forMs: facts.ms, reason: facts.reason, detail: facts.detail } : {}) });
     },
     ejectionEnded(upstream, address) {

@@ -123,9 +123,9 @@ export class DecisionRing {
     this.index('panic', upstream, slot);
   }
 
-  /** `upstream`'s breaker went `from` → `to`. */
-  breaker(upstream: string, from: string, to: string, reason: string, detail: string | null): void {
-    const slot = this.take('breaker', this.clock.now());
+  /** `upstream`'s breaker went `from` → `to` at clock time `at` (the breaker's own `since`; default now). */
+  breaker(upstream: string, from: string, to: string, reason: string, detail: string | null, at = this.clock.now()): void {
+    const slot = this.take('breaker', at);
     slot.upstream = upstream;
     slot.from = from;
     slot.to = to;
@@ -133,8 +133,11 @@ export class DecisionRing {
     slot.detail = detail;
   }
 
-  /** `endpoint` of `upstream` was ejected for `ms`. */
-  ejected(upstream: string, endpoint: string, ms: number | null, reason: string | null, detail: string | null): void {
+  /**
+   * `endpoint` of `upstream` was ejected until clock time `until` (the detector's own figure: one
+   * recomputed here from a later clock read would disagree with /admin/upstreams by any pause between).
+   */
+  ejected(upstream: string, endpoint: string, until: number | null, reason: string | null, detail: string | null): void {
     const now = this.clock.now();
     const slot = this.take('ejection', now);
     slot.upstream = upstream;
@@ -142,7 +145,7 @@ export class DecisionRing {
     slot.to = 'ejected';
     slot.reason = reason;
     slot.detail = detail;
-    slot.until = ms === null ? null : now + ms;
+    slot.until = until;
   }
 
   /** `endpoint`'s ejection ran out: it is back, on probation. */

@@ -30,7 +30,7 @@ export interface BreakerEvents {
    * The state changed (reported when the change is noticed, i.e. lazily on the next read);
    * `detail` says it for a person (`5 consecutive failures (threshold 5)`).
    */
-  transition?(from: BreakerState, to: BreakerState, reason: BreakerTransitionReason, detail: string): void;
+  transition?(from: BreakerState, to: BreakerState, reason: BreakerTransitionReason, detail: string, at: number): void;
   /** Shadow mode let through a request the breaker would have refused. */
   wouldReject?(): void;
   /** A request was refused (open, or half-open with every probe out). */
@@ -259,7 +259,7 @@ export class CircuitBreaker {
       // What led to the last trip must not count towards the next one.
       this.window?.clear();
     }
-    this.events.transition?.(from, to, reason, detail);
+    this.events.transition?.(from, to, reason, detail, at);
   }
 
   /**

@@ -20,7 +20,7 @@ export type EjectionReason = 'consecutive-failures' | 'probation-failure';
 /** Optional observers, for metrics and logs. */
 export interface OutlierEvents {
   /** `address` was taken out of rotation for `ms`; `detail` says why for a person. */
-  ejected?(address: string, ms: number, reason: EjectionReason, detail: string): void;
+  ejected?(address: string, ms: number, reason: EjectionReason, detail: string, until: number): void;
   /** `address`'s ejection ran out (noticed lazily); it is back, on probation. */
   returned?(address: string): void;
   /** `address` should have been ejected, but `maxEjectedPercent` was already reached. */
@@ -184,7 +184,7 @@ export class OutlierDetector {
     this.ejectedSet.add(address);
     if (this.events.ejected) {
       const detail = reason === 'probation-failure' ? `failed on probation after ejection ${rec.ejections - 1}` : `${failures} consecutive failures (threshold ${this.policy.consecutiveFailures})`;
-      this.events.ejected(address, ms, reason, detail);
+      this.events.ejected(address, ms, reason, detail, rec.until);
     }
   }
 }

@@ -29,7 +29,7 @@ export class ResilienceUnits {
     const name = policy.name;
     this.breaker = policy.circuitBreaker
       ? new CircuitBreaker(policy.circuitBreaker, clock, random, {
-          transition: (from, to, reason, detail) => events.breakerTransition(name, from, to, reason, detail),
+          transition: (from, to, reason, detail, at) => events.breakerTransition(name, from, to, reason, detail, at),
           wouldReject: () => events.shadowReject('circuit_breaker', name),
           rejected: () => events.circuitOpen?.(name),
         })
@@ -43,7 +43,7 @@ export class ResilienceUnits {
     this.adaptive = policy.adaptiveConcurrency ? new AdaptiveLimit(policy.adaptiveConcurrency, clock) : null;
     this.outliers = policy.outlierDetection
       ? new OutlierDetector(policy.outlierDetection, clock, {
-          ejected: (address, ms, reason, detail) => events.ejected(name, address, { ms, reason, detail }),
+          ejected: (address, ms, reason, detail, until) => events.ejected(name, address, { ms, until, reason, detail }),
           returned: (address) => events.ejectionEnded(name, address),
         })
       : null;

@@ -33,7 +33,7 @@ t.test('refusals, transitions, ejections and panics reach the ring, the log and 
   events.unauthenticated('api', 'expired');
   events.unauthenticated('api', 'jwks_unavailable');
   events.breakerTransition('orders', 'closed', 'open', 'consecutive-failures', '5 consecutive failures (threshold 5)');
-  events.ejected('orders', '10.0.0.1:80', { ms: 30_000, reason: 'consecutive-failures', detail: '5 consecutive failures (threshold 5)' });
+  events.ejected('orders', '10.0.0.1:80', { ms: 30_000, until: clock.now() + 30_000, reason: 'consecutive-failures', detail: '5 consecutive failures (threshold 5)' });
   events.ejectionEnded('orders', '10.0.0.1:80');
   events.panic('orders');
   events.retried('checkout', 'orders', 'status');
@@ -67,4 +67,19 @@ t.test('refusals, transitions, ejections and panics reach the ring, the log and 
     'transitions and ejections are logged with their detail; refusals are not',
   );
   t.equal(lines[1]?.fields?.forMs, 30_000, 'the ejection line says for how long');
+});
+
+t.test("an ejection's until and a transition's time are the unit's own, however late the ring records them", async (t) => {
+  const clock = new ManualClock();
+  const ring = new DecisionRing(clock);
+  const events = withDecisionLog(noEvents, { log: () => {} }, ring);
+  const openedAt = clock.now();
+  const until = clock.now() + 30_000;
+  clock.advance(40); // a pause between the unit's clock read and the ring's (a stalled VM)
+  events.breakerTransition('orders', 'closed', 'open', 'consecutive-failures', '3 consecutive failures (threshold 3)', openedAt);
+  events.ejected('orders', '10.0.0.1:80', { ms: 30_000, until, reason: 'consecutive-failures', detail: '5 consecutive failures (threshold 5)' });
+  const toWall = wallTimes(clock);
+  const [ejection, opening] = ring.snapshot(toWall);
+  t.equal(ejection?.until, toWall(until), "the ejection's end /admin/upstreams shows");
+  t.equal(opening?.at, toWall(openedAt), "the breaker's since /admin/upstreams shows");
 });

@@ -25,7 +25,7 @@ t.test('every kind of decision, newest first, in wall-clock time', async (t) => 
   clock.advance(10);
   ring.refusal('circuit_open', null, 'orders');
   clock.advance(10);
-  ring.ejected('orders', '10.0.0.1:80', 30_000, 'consecutive-failures', '5 consecutive failures (threshold 5)');
+  ring.ejected('orders', '10.0.0.1:80', clock.now() + 30_000, 'consecutive-failures', '5 consecutive failures (threshold 5)');
   clock.advance(10);
   ring.returned('orders', '10.0.0.1:80');
   ring.refusal('forbidden', 'admin-api', null, null, 'spiffe://example.org/ns/x/sa/y');
@@ -97,7 +97,7 @@ t.test('bounded: the oldest entries go, and a refusal never joins an entry that 
 t.test('times are converted with the clock offset at the moment of the read', async (t) => {
   const { clock, ring } = setup();
   clock.advance(5000);
-  ring.ejected('orders', 'e:1', 1000, null, null);
+  ring.ejected('orders', 'e:1', clock.now() + 1000, null, null);
   const shifted = ring.snapshot((ms) => new Date(1_000_000 + ms).toISOString());
   t.same([shifted[0]?.at, shifted[0]?.until], [new Date(1_005_000).toISOString(), new Date(1_006_000).toISOString()], 'the converter is applied to every time');
 });

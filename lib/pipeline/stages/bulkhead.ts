@@ -4,21 +4,34 @@
  */
 import { ProxyError } from '../../core/errors.js';
 import type { Bulkhead, Permit } from '../../resilience/bulkhead.js';
+import type { AttemptResult } from '../attempt.js';
 import type { Exchange } from '../exchange.js';
-import type { Stage } from '../stage.js';
+import { sendOn, type Stage, type WhenEnded } from '../stage.js';
 
 /** Admits up to `maxConcurrent` in flight, queues `maxQueued`, refuses the rest with 503. */
 export function bulkheadStage(bulkhead: Bulkhead): Stage {
   return {
     name: 'bulkhead',
-    async handle(at, next) {
-      const permit = bulkhead.tryAcquire() ?? (await queue(bulkhead, at.ex));
-      try {
-        return await next(at);
-      } finally {
-        permit.release();
-      }
+    handle(at, next) {
+      const permit = bulkhead.tryAcquire();
+      if (permit !== null) return sendOn(next, at, new Held(permit));
+      return queue(bulkhead, at.ex).then((queued) => sendOn(next, at, new Held(queued)));
     },
+  };
+}
+
+/** A permit held while the try runs, released when it ends, however it ends. */
+class Held implements WhenEnded {
+  constructor(private readonly permit: Permit) {}
+
+  readonly passResult = (result: AttemptResult): AttemptResult => {
+    this.permit.release();
+    return result;
+  };
+
+  readonly passFailure = (err: unknown): never => {
+    this.permit.release();
+    throw err;
   };
 }
 

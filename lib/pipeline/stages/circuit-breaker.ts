@@ -5,9 +5,9 @@
 import { ProxyError } from '../../core/errors.js';
 import type { BreakerPermit, CircuitBreaker } from '../../resilience/circuit-breaker.js';
 import type { UpstreamRuntime } from '../../upstream/upstream-runtime.js';
-import type { Attempt, ResponseHead } from '../attempt.js';
+import type { Attempt, AttemptResult, ResponseHead } from '../attempt.js';
 import { outcomeOf, responseOutcome } from '../outcome-of.js';
-import type { Stage } from '../stage.js';
+import { sendOn, type Stage, type WhenEnded } from '../stage.js';
 
 /**
  * Refuses with 503 `circuit_open` while the upstream's breaker is open; feeds it outcomes —
@@ -17,37 +17,45 @@ import type { Stage } from '../stage.js';
 export function circuitBreakerStage(upstream: UpstreamRuntime, breaker: CircuitBreaker): Stage {
   return {
     name: 'circuit-breaker',
-    async handle(at, next) {
+    handle(at, next) {
       const permit = breaker.tryAcquire();
       if (permit === null) {
-        throw new ProxyError('circuit_open', `upstream ${upstream.name} is failing; its circuit breaker is open`, Math.max(1, Math.ceil(breaker.retryAfterMs() / 1000)));
+        return Promise.reject(
+          new ProxyError('circuit_open', `upstream ${upstream.name} is failing; its circuit breaker is open`, Math.max(1, Math.ceil(breaker.retryAfterMs() / 1000))),
+        );
       }
-      const recorder = new Recorder(upstream, permit);
+      const recorder = new Recorder(upstream, permit, at);
       at.onHead(recorder.head);
-      try {
-        // A response was recorded when its headers arrived (a long body must not make a probe
-        // look hung; recording twice is a no-op); this records transport failures.
-        const result = await next(at);
-        permit.record(upstream.forBreaker(at.endpoint, outcomeOf(at, result)));
-        return result;
-      } catch (err) {
-        // The proxy's own refusals (bulkhead, no endpoint) say nothing about the upstream.
-        permit.record('ignore');
-        throw err;
-      }
+      return sendOn(next, at, recorder);
     },
   };
 }
 
-/** Records a try's response status on its permit as soon as the headers arrive. */
-class Recorder {
+/**
+ * Records a try's outcome on its permit: its response status as soon as the headers arrive (a
+ * long body must not make a probe look hung), else how the try ended (recording twice is a no-op).
+ */
+class Recorder implements WhenEnded {
   constructor(
     private readonly upstream: UpstreamRuntime,
     private readonly permit: BreakerPermit,
+    private readonly at: Attempt,
   ) {}
 
   readonly head = (at: Attempt, status: number, _head: ResponseHead): boolean => {
     this.permit.record(this.upstream.forBreaker(at.endpoint, responseOutcome(at, status)));
     return false;
+  };
+
+  /** A transport failure, or a response a stage inside set aside. */
+  readonly passResult = (result: AttemptResult): AttemptResult => {
+    this.permit.record(this.upstream.forBreaker(this.at.endpoint, outcomeOf(this.at, result)));
+    return result;
+  };
+
+  /** The proxy's own refusals (bulkhead, no endpoint) say nothing about the upstream. */
+  readonly passFailure = (err: unknown): never => {
+    this.permit.record('ignore');
+    throw err;
   };
 }

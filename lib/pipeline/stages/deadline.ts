@@ -8,7 +8,7 @@ import type { Clock } from '../../core/clock.js';
 import { ProxyError } from '../../core/errors.js';
 import { Deadline, timeoutError } from '../deadline.js';
 import { HeadTimer } from '../head-timer.js';
-import type { Stage } from '../stage.js';
+import { sendOn, type Stage } from '../stage.js';
 
 /**
  * Gives the request its `Deadline` and fails it when the deadline passes before a response.
@@ -30,7 +30,7 @@ export function deadlineStage(timeoutMs: number, clock: Clock): Stage {
       const timer = new HeadTimer(clock, ms, expire);
       // Every inner hook let a response through: it is the client's now, and in time.
       at.onHead(timer.onHead);
-      return timer.around(next, at);
+      return sendOn(next, at, timer);
     },
   };
 }

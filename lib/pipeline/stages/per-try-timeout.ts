@@ -8,7 +8,7 @@ import type { Clock } from '../../core/clock.js';
 import type { Attempt } from '../attempt.js';
 import { timeoutError } from '../deadline.js';
 import { HeadTimer } from '../head-timer.js';
-import type { Stage } from '../stage.js';
+import { sendOn, type Stage } from '../stage.js';
 
 /** Aborts the try in flight with `upstream_timeout` when it runs long (a retryable failure). */
 export function perTryTimeoutStage(perTryTimeoutMs: number, clock: Clock): Stage {
@@ -19,7 +19,7 @@ export function perTryTimeoutStage(perTryTimeoutMs: number, clock: Clock): Stage
       if (at.deadline >= at.ex.deadline.at) return next(at);
       const timer = new HeadTimer(clock, perTryTimeoutMs, () => expire(at, perTryTimeoutMs));
       at.onHead(timer.onHead);
-      return timer.around(next, at);
+      return sendOn(next, at, timer);
     },
   };
 }

@@ -53,7 +53,8 @@ export function entry(chain: Next): Pipeline {
 
 /** What a stage does when the rest of the pipeline has ended, either way (see `sendOn`). */
 export interface WhenEnded {
-  readonly passResult: (result: AttemptResult) => AttemptResult;
+  /** What the stage's promise resolves to: the result, or (a retry) the next try's. */
+  readonly passResult: (result: AttemptResult) => AttemptResult | Promise<AttemptResult>;
   readonly passFailure: (err: unknown) => never;
 }
 

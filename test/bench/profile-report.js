@@ -22,7 +22,7 @@ function category(frame) {
   if (url.includes('/lib/pipeline/')) return 'ours: pipeline stages, attempts';
   if (/\/lib\/(http|server|routing)\//.test(url)) return 'ours: listener, headers, routing';
   if (url.includes('/dist/')) return 'ours: core, resilience, balancer, upstream';
-  if (url.includes('undici-forwarder')) return "the forwarder's own script";
+  if (url.includes('undici-forwarder') || url.includes('mesh-floor')) return "the peer's own script";
   if (url.includes('node_modules/')) return 'other packages';
   return 'native (C++ builtins, other)';
 }

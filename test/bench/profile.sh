@@ -7,6 +7,8 @@
 #
 # Knobs: DURATION [10] CONNS [64] BENCH_POLICY [basic] BENCH_POLICY_APPEND [YAML added to it] PILOTFISH_ONLY [0] LOAD_CPU [0] PROXY_CPU [1]
 #        PEERS_DIR [/tmp/peers] (the harness copy `npm run bench` makes, made here if missing: the forwarder)
+#        PEER_SCRIPT [the harness's undici-forwarder.js] another peer to profile beside Pilotfish, named after
+#        its file (e.g. test/bench/mesh-floor.js, the floor under the default policy)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -21,8 +23,12 @@ OUTDIR=${OUTDIR:-$RUN/results/$(date +%Y%m%dT%H%M%S)}
 
 source "$REPO/test/bench/origin.sh"
 setup_bench "$RUN" "$OUTDIR" "$LOAD_CPU" "$UP1" "$UP2"
-# The forwarder ends on SIGTERM without a handler, which would lose its profile: this wrapper exits cleanly.
-printf "process.on('SIGTERM', () => process.exit(0));\nrequire('%s/proxies/undici-forwarder.js');\n" "$PEERS_DIR" >"$RUN/forwarder-profiled.cjs"
+# The forwarder ends on SIGTERM without a handler, which would lose its profile: this wrapper exits cleanly
+# (import(), so the peer may be CommonJS or a module).
+PEER_SCRIPT=$(realpath "${PEER_SCRIPT:-$PEERS_DIR/proxies/undici-forwarder.js}")
+PEER_NAME=$(basename "$PEER_SCRIPT" .js)
+if [[ $PEER_NAME == undici-forwarder ]]; then PEER_NAME=forwarder; fi
+printf "process.on('SIGTERM', () => process.exit(0));\nimport('%s');\n" "$PEER_SCRIPT" >"$RUN/forwarder-profiled.cjs"
 
 profile() {  # profile NAME CMD...: the command under --cpu-prof, loaded, then stopped
   local name=$1; shift
@@ -42,5 +48,5 @@ PORT=$PORT ADMIN_PORT=$((PORT + 1000)) BENCH_POLICY=${BENCH_POLICY:-basic} node 
 : >"$OUTDIR/profiles.txt"
 source "$REPO/test/bench/node-flags.sh"
 profile pilotfish node "${PILOTFISH_NODE_FLAGS[@]}" --cpu-prof --cpu-prof-dir="$OUTDIR/pilotfish" "$REPO/dist/cmd/pilotfish.js" run --policy "$RUN/policy.yaml"
-[[ ${PILOTFISH_ONLY:-0} == 1 ]] || PORT=$PORT profile forwarder node --cpu-prof --cpu-prof-dir="$OUTDIR/forwarder" "$RUN/forwarder-profiled.cjs"
+[[ ${PILOTFISH_ONLY:-0} == 1 ]] || PORT=$PORT profile "$PEER_NAME" node --cpu-prof --cpu-prof-dir="$OUTDIR/$PEER_NAME" "$RUN/forwarder-profiled.cjs"
 node "$REPO/test/bench/profile-report.js" "$OUTDIR/profiles.txt"

@@ -48,6 +48,15 @@ for (const c of endings) {
   });
 }
 
+t.test('the permit is released when a stage inside throws instead of rejecting', async (t) => {
+  const { h, bulkhead, stage } = setup('{ maxConcurrent: 1 }');
+  const p = stage.handle(h.attempt(), () => {
+    throw new Error('thrown, not rejected');
+  });
+  await t.rejects(p, { message: 'thrown, not rejected' }, 'a rejection, not a throw');
+  t.equal(bulkhead.inFlight, 0, 'released');
+});
+
 t.test('queued: waits for a permit, then runs', async (t) => {
   const { h, bulkhead, stage } = setup('{ maxConcurrent: 1, maxQueued: 1, queueTimeout: 1s }');
   const first = deferred<AttemptResult>();

@@ -85,10 +85,17 @@ function hedgeable(ex: Exchange): boolean {
   return ex.route.policy.idempotent || isIdempotent(ex.req.method ?? 'GET') || ex.req.headers['idempotency-key'] !== undefined;
 }
 
-/** One request's tries under hedging: the first, and at most one hedge. */
+/**
+ * One request's tries under hedging: the first, and at most one hedge. The race's promise is
+ * the first try's, chained: when the first try ends the race is usually over (no hedge was sent,
+ * or the first won), and only when a hedge is still out does the race wait on it as well. No
+ * promise of its own per request: most requests never hedge.
+ */
 class Race {
   private readonly first: Attempt;
   private hedge: Attempt | null = null;
+  /** The hedge's end (its result noted), while one was sent. */
+  private hedgeEnded: Promise<void> | null = null;
   private winner: Attempt | null = null;
   /** The try whose failing answer the race set aside while its sibling was out (at most one). */
   private withheld: Attempt | null = null;
@@ -100,8 +107,6 @@ class Race {
   private last: AttemptResult | null = null;
   private error: unknown = null;
   private done = false;
-  private resolve: (result: AttemptResult) => void = noop;
-  private reject: (err: unknown) => void = noop;
 
   constructor(
     private readonly stage: HedgeStage,
@@ -113,21 +118,31 @@ class Race {
   }
 
   run(afterMs: number | null): Promise<AttemptResult> {
-    return new Promise<AttemptResult>((resolve, reject) => {
-      this.resolve = resolve;
-      this.reject = reject;
-      this.launch(this.first);
-      if (afterMs !== null && !this.done) this.timer = this.stage.clock.setTimer(this.fire, afterMs);
-    });
+    const first = this.first;
+    const ended = this.launch(first).then(
+      (result) => this.firstEnded(result, null),
+      (err: unknown) => this.firstEnded(null, err),
+    );
+    if (afterMs !== null && !this.done) this.timer = this.stage.clock.setTimer(this.fire, afterMs);
+    return ended;
   }
 
-  private launch(at: Attempt): void {
+  /** Sends a try on; a stage that throws instead of rejecting fails the try, as a rejection would. */
+  private launch(at: Attempt): Promise<AttemptResult> {
     at.onHead(this.head);
     this.running++;
-    this.next(at).then(
-      (result) => this.ended(at, result, null),
-      (err: unknown) => this.ended(at, null, err),
-    );
+    try {
+      return this.next(at);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** The first try ended: the race's result, or (a hedge still out) the wait for the hedge. */
+  private firstEnded(result: AttemptResult | null, err: unknown): AttemptResult | Promise<AttemptResult> {
+    this.ended(this.first, result, err);
+    if (this.done || this.hedgeEnded === null) return this.outcome();
+    return this.hedgeEnded.then(() => this.outcome());
   }
 
   /** The first try is slow: hedge it, to another endpoint, if the budgets allow. */
@@ -142,10 +157,14 @@ class Race {
     }
     const address = this.first.endpoint?.spec.address;
     if (address !== undefined) (ex.tried ??= new Set()).add(address);
-    this.hedge = this.base.fork();
+    const hedge = (this.hedge = this.base.fork());
     ex.hedge = 'sent';
     stage.events.hedge(stage.routeName, stage.upstream.name, 'sent');
-    this.launch(this.hedge);
+    // Never rejects: what the hedge came to is noted here and read by the first try's end.
+    this.hedgeEnded = this.launch(hedge).then(
+      (result) => this.ended(hedge, result, null),
+      (err: unknown) => this.ended(hedge, null, err),
+    );
   };
 
   /** A try's response headers: the first good one wins; a failing one waits for its sibling. */
@@ -183,8 +202,12 @@ class Race {
     if (this.done) return;
     this.done = true;
     this.stopTimer();
-    if (this.last !== null) this.resolve(this.last);
-    else this.reject(this.error);
+  }
+
+  /** What the race came to: the winner's result, else the last try's, else the first error. */
+  private outcome(): AttemptResult {
+    if (this.last !== null) return this.last;
+    throw this.error;
   }
 
   private stopTimer(): void {
@@ -202,4 +225,3 @@ function setAside(result: AttemptResult, upstream: string): AttemptResult {
   return { status: result.status, failure: null, committed: false, error };
 }
 
-function noop(): void {}

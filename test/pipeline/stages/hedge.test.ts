@@ -186,6 +186,26 @@ t.test('both tries fail: the result is the last to end', async (t) => {
   t.same(await p, failed('reset'));
 });
 
+t.test('a stage that throws as the hedge is launched (from the timer) fails that try, not the process', async (t) => {
+  const s = setup();
+  const { h } = s;
+  const first = wire(h.clock);
+  const at = h.attempt();
+  let calls = 0;
+  const next: Next = (a) => {
+    calls++;
+    if (calls === 1) return first.step(a);
+    throw new Error('thrown, not rejected');
+  };
+  const p = s.stage.handle(at, next);
+  await settle();
+  h.clock.advance(50);
+  await settle();
+  t.equal(calls, 2, 'the hedge was launched, and threw');
+  t.equal(first.respond(200), false, 'the first try still answers');
+  t.same(await p, committed(200), 'and its answer is the result');
+});
+
 t.test('the request failing (its deadline, the client gone) aborts both tries', async (t) => {
   const { first, second, at, p } = await racing(setup());
   const gone = new Error('client gone');

@@ -37,18 +37,23 @@ export function compose(stages: readonly (Stage | null)[], terminal: Next): Next
 }
 
 /**
- * The pipeline entry: the request's first attempt goes down the chain. Not every stage is an
- * async function, so a stage that throws instead of rejecting is turned into a rejection here:
- * the listener handles a failed pipeline, never a throw in its request handler.
+ * Sends `at` down `next`. Not every stage is an async function, so one that throws instead of
+ * rejecting is turned into a rejection here: whoever sends a try on always gets a promise.
+ */
+export function tryNext(next: Next, at: Attempt): Promise<AttemptResult> {
+  try {
+    return next(at);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+/**
+ * The pipeline entry: the request's first attempt goes down the chain; the listener handles a
+ * failed pipeline, never a throw in its request handler.
  */
 export function entry(chain: Next): Pipeline {
-  return (ex) => {
-    try {
-      return chain(new Attempt(ex));
-    } catch (err) {
-      return Promise.reject(err);
-    }
-  };
+  return (ex) => tryNext(chain, new Attempt(ex));
 }
 
 /** What a stage does when the rest of the pipeline has ended, either way (see `sendOn`). */
@@ -66,13 +71,7 @@ export interface WhenEnded {
  * microtask. A stage further in that throws instead of rejecting still ends here as a failure.
  */
 export function sendOn(next: Next, at: Attempt, after: WhenEnded): Promise<AttemptResult> {
-  let result: Promise<AttemptResult>;
-  try {
-    result = next(at);
-  } catch (err) {
-    result = Promise.reject(err);
-  }
-  return result.then(after.passResult, after.passFailure);
+  return tryNext(next, at).then(after.passResult, after.passFailure);
 }
 
 /** The names of the stages that are present, outermost first. */

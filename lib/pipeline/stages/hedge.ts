@@ -22,7 +22,7 @@ import { RetryBudget } from '../../resilience/retry-budget.js';
 import type { UpstreamRuntime } from '../../upstream/upstream-runtime.js';
 import type { Attempt, AttemptResult, ResponseHead } from '../attempt.js';
 import type { Exchange } from '../exchange.js';
-import type { Next, Stage } from '../stage.js';
+import { tryNext, type Next, type Stage } from '../stage.js';
 
 /** Over how long `maxExtra` is measured. */
 const BUDGET_WINDOW_MS = 10_000;
@@ -118,8 +118,7 @@ class Race {
   }
 
   run(afterMs: number | null): Promise<AttemptResult> {
-    const first = this.first;
-    const ended = this.launch(first).then(
+    const ended = this.launch(this.first).then(
       (result) => this.firstEnded(result, null),
       (err: unknown) => this.firstEnded(null, err),
     );
@@ -131,11 +130,7 @@ class Race {
   private launch(at: Attempt): Promise<AttemptResult> {
     at.onHead(this.head);
     this.running++;
-    try {
-      return this.next(at);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+    return tryNext(this.next, at);
   }
 
   /** The first try ended: the race's result, or (a hedge still out) the wait for the hedge. */

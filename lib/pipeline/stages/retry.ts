@@ -16,7 +16,6 @@ import type { RetryBudget } from '../../resilience/retry-budget.js';
 import { RetryRules, type TryOutcome } from '../../resilience/retry-policy.js';
 import type { UpstreamRuntime } from '../../upstream/upstream-runtime.js';
 import type { Attempt, AttemptResult, ResponseHead } from '../attempt.js';
-import type { Exchange } from '../exchange.js';
 import { sendOn, type Next, type Stage, type WhenEnded } from '../stage.js';
 
 /** Retries failed attempts within the attempts, the deadline and the upstream's budget. */
@@ -61,15 +60,12 @@ class RetryRun implements WhenEnded {
   granted = false;
   /** The try in flight. */
   private attempt: Attempt | null = null;
-  private readonly ex: Exchange;
 
   constructor(
     private readonly stage: RetryStage,
     private readonly base: Attempt,
     private readonly next: Next,
-  ) {
-    this.ex = base.ex;
-  }
+  ) {}
 
   /** Sends the next try. */
   start(): Promise<AttemptResult> {
@@ -83,7 +79,8 @@ class RetryRun implements WhenEnded {
 
   /** A try ended without a throw: its result is the request's, unless a retry is granted. */
   readonly passResult = (result: AttemptResult): AttemptResult | Promise<AttemptResult> => {
-    const { ex, stage } = this;
+    const { stage } = this;
+    const ex = this.base.ex;
     if (result.committed || ex.cancel.cancelled) return result;
     // The gate may have granted this retry already (it withheld the response); anything
     // else is asked now: a transport failure, or a response a stage inside set aside. The
@@ -117,7 +114,8 @@ class RetryRun implements WhenEnded {
 
   /** Asks the policy; on yes, notes the backoff and the reason. */
   grant(outcome: TryOutcome): boolean {
-    const { stage, ex } = this;
+    const { stage } = this;
+    const ex = this.base.ex;
     const upstream = stage.upstream;
     const breaker = upstream.breaker;
     const decision = stage.rules.decide(outcome, {

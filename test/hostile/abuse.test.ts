@@ -11,7 +11,7 @@
  * (the build must be current: `npx tsc -p tsconfig.build.json`). `PILOTFISH_ABUSE_SECONDS`
  * shortens or lengthens the attack (default 35); `PILOTFISH_ABUSE_KINDS=garbage,slow-head`
  * runs only those client kinds (`idle` is the idle herd), to find which one breaks something;
- * `PILOTFISH_ABUSE_RUN_ARGS="--validate-apart"` passes flags to `pilotfish run`.
+ * `PILOTFISH_ABUSE_RUN_ARGS="--validate-in-place"` passes flags to `pilotfish run`.
  */
 import http from 'node:http';
 import type net from 'node:net';
@@ -35,7 +35,7 @@ const MAX_CLIENTS_PER_SECOND = 250;
 const WORKERS = { fast: 24, slow: 16 } as const;
 /** Client kinds to run (all by default); `idle` names the idle herd. */
 const ONLY = process.env.PILOTFISH_ABUSE_KINDS ? new Set(process.env.PILOTFISH_ABUSE_KINDS.split(',').map((k) => k.trim())) : null;
-/** Extra arguments for `pilotfish run` (e.g. `--validate-apart`), space-separated. */
+/** Extra arguments for `pilotfish run` (e.g. `--validate-in-place`), space-separated. */
 const RUN_ARGS = (process.env.PILOTFISH_ABUSE_RUN_ARGS ?? '').split(' ').filter(Boolean);
 const ACTIVE_KINDS = KINDS.filter((k) => ONLY === null || ONLY.has(k.name));
 const IDLE_WANTED = 10_000;

@@ -2,7 +2,9 @@
  * Policy fuzzing through live reloads of one real process, seeded and deterministic (FUZZ_SEED,
  * FUZZ_LIVE override): mutations of the shipped policies are written over the policy file and
  * reloaded with SIGHUP. The process never exits; each rejected policy is counted as a failed
- * reload while the last good one keeps serving the upstream's 200.
+ * reload while the last good one keeps serving the upstream's 200. Each reload validates in a
+ * child process (policy/load-apart.ts), about half a second, so this runs fewer mutants than
+ * fuzz.test.ts sends through `loadPolicy` in place.
  */
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
@@ -19,6 +21,9 @@ import { mutate, Rng } from './mutate.js';
 const SEED = Number(process.env.FUZZ_SEED ?? 20_261_201);
 const LIVE = Number(process.env.FUZZ_LIVE ?? 200);
 const BASES = ['pilotfish.yaml', 'policy-contract.yaml'].map((name) => readFileSync(join(REPO, 'config', name)));
+
+// About 120 reloads at half a second each, beside another test file: more than the suite's 120 s.
+t.setTimeout(300_000);
 
 t.test(`${LIVE} mutations through live reloads of one process: it stays up, the last good policy serves`, async (t) => {
   const [a, b] = await Promise.all([startUpstream(), startUpstream()]);

@@ -3,14 +3,16 @@
  * gives, fails a load (never the caller) when the child dies or stalls, and falls back to
  * this process when no child can be started.
  */
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { loadPolicyApart } from '../../lib/policy/load-apart.js';
 import { loadPolicy } from '../../lib/policy/load.js';
-import { modulesLoadedByApp } from '../support/loaded-modules.js';
+import { modulesLoadedByApp, recordModulesTo } from '../support/loaded-modules.js';
 import { inRepo } from '../support/repo.js';
+import { spawnProxy, waitFor } from '../support/spawn.js';
+import { startUpstream } from '../support/upstream.js';
 
 const scratch = async (t: Test, text: string): Promise<string> => {
   const dir = await mkdtemp(join(tmpdir(), 'pilotfish-apart-'));
@@ -89,4 +91,24 @@ t.test("the sidecar's modules never load the validator's libraries", async (t) =
   t.ok(loaded.some((f) => f.includes('/dist/lib/policy/compile.js')), 'the compiler is loaded');
   t.notOk(loaded.some((f) => f.includes('/node_modules/zod/')), 'zod is not');
   t.notOk(loaded.some((f) => f.includes('/node_modules/yaml/')), 'yaml is not');
+});
+
+t.test('`pilotfish run` validates in a child by default, at start and at a reload; --validate-in-place in itself', async (t) => {
+  const upstream = await startUpstream();
+  t.teardown(() => upstream.close());
+  const policy = `upstreams:\n  api: { discovery: { static: [${upstream.address}] } }\nroutes:\n  - { name: api, match: { pathPrefix: / }, upstream: api }\n`;
+  const dir = await mkdtemp(join(tmpdir(), 'pilotfish-apart-run-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const validator = (modules: string): string[] => modules.split('\n').filter((url) => /\/node_modules\/(zod|yaml)\//.test(url));
+  for (const [how, runArgs] of [['by default', []], ['with --validate-in-place', ['--validate-in-place']]] as const) {
+    const out = join(dir, `modules-${runArgs.length}.txt`);
+    const proxy = await spawnProxy(t, policy, { nodeArgs: recordModulesTo(out), runArgs });
+    t.ok((await readFile(out, 'utf8')).includes('/dist/lib/app.js'), `${how}: the recorder saw the sidecar's modules`);
+    proxy.signal('SIGHUP');
+    await waitFor('the reload', () => /"policy (reloaded|unchanged)/.test(proxy.stderr()), 15_000);
+    const loaded = validator(await readFile(out, 'utf8'));
+    if (runArgs.length === 0) t.same(loaded, [], `${how}: neither zod nor yaml was ever loaded in the sidecar`);
+    else t.ok(loaded.length > 0, `${how}: zod and yaml are loaded in the sidecar`);
+    await proxy.stop();
+  }
 });

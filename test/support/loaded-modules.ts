@@ -38,3 +38,23 @@ export async function modulesLoadedByApp(): Promise<string[]> {
   const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script]);
   return JSON.parse(stdout) as string[];
 }
+
+/**
+ * Node arguments that make a process append every URL its ES module loader resolves to `file`,
+ * a line each (for a spawned sidecar: `spawnProxy(…, { nodeArgs })`). Only that process: a
+ * child it forks with its own `execArgv` does not inherit them.
+ */
+export function recordModulesTo(file: string): string[] {
+  const hook = `
+    import { appendFileSync } from 'node:fs';
+    let out;
+    export function initialize(data) { out = data.out; }
+    export async function resolve(specifier, context, next) {
+      const resolved = await next(specifier, context);
+      appendFileSync(out, resolved.url + '\\n');
+      return resolved;
+    }`;
+  const main = `import { register } from 'node:module';
+    register('data:text/javascript,' + encodeURIComponent(${JSON.stringify(hook)}), { data: { out: ${JSON.stringify(file)} } });`;
+  return ['--import', `data:text/javascript,${encodeURIComponent(main)}`];
+}

@@ -53,7 +53,7 @@ export interface StartOptions {
   readonly discoveryTuning?: DiscoveryTuning;
   /**
    * Reads and compiles the policy file, at start and at each reload. By default in this
-   * process; `pilotfish run --validate-apart` does it in a child process (policy/load-apart.ts).
+   * process; `pilotfish run` does it in a child process (policy/load-apart.ts).
    */
   readonly loadPolicy?: PolicyLoader;
 }

@@ -1,5 +1,5 @@
 /**
- * Policy loading in a short-lived child process, as `pilotfish run --validate-apart` does it. The validator's
+ * Policy loading in a short-lived child process, as `pilotfish run` does it (unless `--validate-in-place`). The validator's
  * libraries (yaml, zod and the schema built on it) would hold about 8 MiB of the sidecar's
  * memory for good, for work done at start-up and at each reload: the child does that work
  * and exits, and only the validated document comes back, to be compiled here (compiling

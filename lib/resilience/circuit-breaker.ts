@@ -182,10 +182,11 @@ export class CircuitBreaker {
   /** @internal Called once per permit by `BreakerPermit.record`. */
   _settle(permit: Permit, outcome: Outcome): void {
     // Refresh first: a probe reporting after its watchdog fired finds the breaker already reopened.
-    this.refresh(this.clock.now());
+    const now = this.clock.now();
+    this.refresh(now);
     if (permit.generation !== this.generation) return;
     if (this.current === 'closed') {
-      this.recordClosed(outcome);
+      this.recordClosed(outcome, now);
     } else if (this.current === 'half-open') {
       const i = this.probes.indexOf(permit);
       if (i >= 0) this.probes.splice(i, 1);
@@ -195,15 +196,15 @@ export class CircuitBreaker {
     }
   }
 
-  private recordClosed(outcome: Outcome): void {
+  private recordClosed(outcome: Outcome, now: number): void {
     if (outcome === 'ignore') return;
     const window = this.window;
-    window?.add(REQUESTS);
+    window?.add(REQUESTS, 1, now);
     if (outcome === 'success') {
       this.consecutive = 0;
     } else {
       this.consecutive++;
-      window?.add(FAILURES);
+      window?.add(FAILURES, 1, now);
       const limit = this.policy.consecutiveFailures;
       if (limit !== null && this.consecutive >= limit) {
         this.transition('open', 'consecutive-failures', `${this.consecutive} consecutive failures (threshold ${limit})`);
@@ -214,8 +215,8 @@ export class CircuitBreaker {
     // the ratio already over the threshold.
     const rate = this.policy.failureRate;
     if (rate && window) {
-      const requests = window.total(REQUESTS);
-      const failures = window.total(FAILURES);
+      const requests = window.total(REQUESTS, now);
+      const failures = window.total(FAILURES, now);
       // Division, not failures >= threshold·requests: 0.3·10 is 3.0000000000000004 in floats.
       if (requests >= rate.minRequests && failures / requests >= rate.threshold) {
         const detail = `failure rate ${percent(failures / requests)} (${failures} of ${requests}) over ${rate.windowMs / 1000}s, threshold ${percent(rate.threshold)}`;

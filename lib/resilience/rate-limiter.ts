@@ -73,12 +73,14 @@ export class RateLimiter {
    */
   take(key: string): RateDecision {
     const bucket = key === '' ? (this.unkeyed ??= new TokenBucket(this.policy, this.clock)) : this.bucketFor(key);
-    const ok = bucket.tryTake();
+    // One instant for the take and what is reported of it.
+    const now = this.clock.now();
+    const ok = bucket.tryTake(now);
     const d = this.decision;
     d.allowed = ok;
-    d.remaining = Math.floor(bucket.level());
-    d.resetSeconds = Math.ceil(bucket.msUntilFull() / 1000);
-    d.retryAfterSeconds = ok ? 0 : Math.max(1, Math.ceil(bucket.msUntilToken() / 1000));
+    d.remaining = Math.floor(bucket.level(now));
+    d.resetSeconds = Math.ceil(bucket.msUntilFull(now) / 1000);
+    d.retryAfterSeconds = ok ? 0 : Math.max(1, Math.ceil(bucket.msUntilToken(now) / 1000));
     return d;
   }
 

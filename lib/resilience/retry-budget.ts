@@ -28,9 +28,9 @@ export class RetryBudget {
     this.reserve = (budget.minPerSecond * budget.windowMs) / 1000;
   }
 
-  /** An original request (not a retry) was sent: it pays `ratio` of a retry into the budget. */
-  recordRequest(): void {
-    this.window.add(DEPOSITS);
+  /** An original request (not a retry) was sent at `now`: it pays `ratio` of a retry into the budget. */
+  recordRequest(now?: number): void {
+    this.window.add(DEPOSITS, 1, now);
   }
 
   /** True while at least one retry is left (nothing is taken). */

@@ -1,7 +1,8 @@
 /**
  * Counts over a sliding time window, kept in a ring of slices that age out lazily when read or
  * written: no timer, no allocation after construction. Used by the breaker's failure-rate rule
- * and the retry budget.
+ * and the retry budget. Reads and writes take the time as an optional `now`, for a caller that
+ * already has it (a clock read is about 0.1 µs on a VM).
  */
 
 import type { Clock } from '../core/clock.js';
@@ -35,15 +36,15 @@ export class SlidingWindow {
   }
 
   /** Adds `n` to `lane` now. */
-  add(lane: number, n = 1): void {
-    this.rotate();
+  add(lane: number, n = 1, now = this.clock.now()): void {
+    this.rotate(now);
     this.counts[(this.head % this.slices) * this.lanes + lane]! += n;
     this.totals[lane]! += n;
   }
 
   /** The sum of `lane` over the window as of now. */
-  total(lane: number): number {
-    this.rotate();
+  total(lane: number, now = this.clock.now()): number {
+    this.rotate(now);
     return this.totals[lane]!;
   }
 
@@ -54,8 +55,8 @@ export class SlidingWindow {
   }
 
   /** Zeroes the slices that fell out of the window since the last call. */
-  private rotate(): void {
-    const slice = Math.floor(this.clock.now() / this.sliceMs);
+  private rotate(now: number): void {
+    const slice = Math.floor(now / this.sliceMs);
     const gap = slice - this.head;
     if (gap <= 0) return;
     if (gap >= this.slices) {

@@ -1,4 +1,8 @@
-/** A token bucket refilled lazily from the clock on every read: no timer per bucket (Envoy's way). */
+/**
+ * A token bucket refilled lazily from the clock on every read: no timer per bucket (Envoy's way).
+ * Each read takes the time as an optional `now`, so a caller reading several things at one
+ * instant reads the clock once (about 0.1 µs a read on a VM).
+ */
 
 import type { Clock } from '../core/clock.js';
 
@@ -22,37 +26,36 @@ export class TokenBucket {
   }
 
   /** Refills for the time elapsed, then takes one token if there is one. */
-  tryTake(): boolean {
-    this.refill();
+  tryTake(now = this.clock.now()): boolean {
+    this.refill(now);
     if (this.tokens + EPSILON < 1) return false;
     this.tokens = Math.max(0, this.tokens - 1);
     return true;
   }
 
   /** Tokens available now (fractional). */
-  level(): number {
-    this.refill();
+  level(now = this.clock.now()): number {
+    this.refill(now);
     return this.tokens;
   }
 
   /** Milliseconds until a whole token is available; 0 if one is now (Infinity at rate 0). */
-  msUntilToken(): number {
-    this.refill();
+  msUntilToken(now = this.clock.now()): number {
+    this.refill(now);
     const missing = 1 - this.tokens;
     if (missing <= EPSILON) return 0;
     return missing / this.policy.ratePerMs;
   }
 
   /** Milliseconds until the bucket is full again; 0 when full (it then carries no state). */
-  msUntilFull(): number {
-    this.refill();
+  msUntilFull(now = this.clock.now()): number {
+    this.refill(now);
     const missing = this.policy.burst - this.tokens;
     if (missing <= EPSILON) return 0;
     return missing / this.policy.ratePerMs;
   }
 
-  private refill(): void {
-    const now = this.clock.now();
+  private refill(now: number): void {
     const elapsed = now - this.last;
     if (elapsed <= 0) return;
     this.last = now;

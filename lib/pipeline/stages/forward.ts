@@ -272,12 +272,11 @@ function uncork(res: ClientResponse): void {
  * is left of the client's own deadline, and absent when the client set none. With no bound the
  * pair is dropped (an empty `grpc-timeout` would fail the call).
  */
-export function stampTimeLeft(at: Attempt, clock: Clock): void {
+export function stampTimeLeft(at: Attempt, now: number): void {
   const ex = at.ex;
   const h = ex.headers;
   const name = h[h.length - 2];
   if (name !== TIMEOUT_HEADER && name !== GRPC_TIMEOUT_HEADER) return;
-  const now = clock.now();
   const left = ex.grpc ? ex.startedAt + ex.clientTimeoutMs - now : Math.min(ex.deadline.at, at.deadline) - now;
   if (left === Infinity) h.length -= 2;
   else h[h.length - 1] = ex.grpc ? formatGrpcTimeout(left) : String(Math.max(0, Math.floor(left)));
@@ -289,13 +288,15 @@ export function forward(upstream: string, clock: Clock): Next {
     const ep = at.endpoint;
     if (ep === null) return Promise.reject(new ProxyError('no_endpoint', `upstream ${upstream} has no endpoints`));
     const ex = at.ex;
-    stampTimeLeft(at, clock);
+    // One instant for what the upstream is told it has left and for when the try was sent.
+    const now = clock.now();
+    stampTimeLeft(at, now);
     if (ex.upgrade !== null) return ex.upgrade.forward(at, ep);
     const handler = new TryHandler(at, upstream, clock);
     const promise = new Promise<AttemptResult>((resolve) => {
       handler.resolve = resolve;
     });
-    at.dispatched(handler.abort, clock.now());
+    at.dispatched(handler.abort, now);
     try {
       ep.pool.dispatch(
         {

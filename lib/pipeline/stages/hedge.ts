@@ -61,8 +61,9 @@ export class HedgeStage implements Stage {
   handle(at: Attempt, next: Next): Promise<AttemptResult> {
     const ex = at.ex;
     if (!hedgeable(ex)) return next(at);
-    this.budget.recordRequest();
-    return new Race(this, at, next).run(this.policy.afterMs ?? this.quantileDelay());
+    const race = new Race(this, at, next);
+    this.budget.recordRequest(race.startedAt);
+    return race.run(this.policy.afterMs ?? this.quantileDelay());
   }
 
   /** The observed quantile, floored; null while there is too little evidence. */
@@ -102,7 +103,7 @@ class Race {
   /** Tries whose promise has not settled yet. */
   private running = 0;
   private timer: Timer | null = null;
-  private readonly startedAt: number;
+  readonly startedAt: number;
   /** What the race comes to so far: the winner's result, else the last try's to end. */
   private last: AttemptResult | null = null;
   private error: unknown = null;

@@ -39,7 +39,8 @@ export class RetryStage implements Stage {
 
   handle(at: Attempt, next: Next): Promise<AttemptResult> {
     const ex = at.ex;
-    this.budget.recordRequest();
+    // The request's arrival is when it was sent, as far as a window of one-second slices can tell.
+    this.budget.recordRequest(ex.startedAt);
     const run = new RetryRun(this, at, next);
     if (ex.body === null) return run.start();
     return ex.body.bufferUpTo(this.policy.maxReplayBytes, ex.cancel, ex.deadline.at, this.clock).then(() => run.start());

@@ -30,3 +30,14 @@ t.test('an idle gap longer than the window clears it; clear() forgets', async (t
   t.equal(w.total(0), 0, 'clear');
   t.equal(clock.pendingTimers(), 0, 'no timers');
 });
+
+t.test('reads and writes at a given instant age the window to it; an earlier one counts in the newest slice', async (t) => {
+  const clock = new ManualClock();
+  const w = new SlidingWindow(1000, 1, clock); // ten 100ms slices; the clock stays at 0
+  w.add(0, 3, 0);
+  t.equal(w.total(0, 999), 3, 'still in at 999 ms');
+  t.equal(w.total(0, 1000), 0, 'aged out at 1000 ms, though the clock never moved');
+  w.add(0, 1, 500);
+  t.equal(w.total(0, 1000), 1, 'a write stamped before the newest slice counts in it, not in the past');
+  t.equal(w.total(0, 2099), 0, 'and ages out with that slice');
+});

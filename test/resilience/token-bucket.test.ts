@@ -51,3 +51,16 @@ t.test('rate 0 never refills', async (t) => {
   t.notOk(bucket.tryTake(), 'nothing refills');
   t.equal(bucket.msUntilToken(), Infinity, 'no token is ever coming');
 });
+
+t.test('a read at a given instant refills to that instant, without reading the clock', async (t) => {
+  const clock = new ManualClock();
+  const bucket = new TokenBucket({ ratePerMs: 0.01, burst: 3 }, clock);
+  t.ok(bucket.tryTake(0) && bucket.tryTake(0) && bucket.tryTake(0), 'the burst, taken at 0');
+  // The clock stays at 0: only the instants given move the bucket.
+  t.equal(bucket.level(40), 0.4, 'refilled to 40 ms');
+  t.equal(bucket.msUntilToken(40), 60, 'a token 60 ms after 40');
+  t.equal(bucket.msUntilFull(40), 260, 'full 260 ms after 40');
+  t.notOk(bucket.tryTake(40), 'no whole token at 40');
+  t.ok(bucket.tryTake(100), 'one at 100');
+  t.equal(bucket.level(50), 0, 'an earlier instant than the last read refills nothing');
+});

@@ -39,7 +39,7 @@ export class RetryStage implements Stage {
 
   handle(at: Attempt, next: Next): Promise<AttemptResult> {
     const ex = at.ex;
-    // The request's arrival is when it was sent, as far as a window of one-second slices can tell.
+    // The request's start stands for now: the budget counts in slices of a tenth of its window.
     this.budget.recordRequest(ex.startedAt);
     const run = new RetryRun(this, at, next);
     if (ex.body === null) return run.start();

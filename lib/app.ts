@@ -21,7 +21,7 @@ import { Metrics } from './observe/metrics.js';
 import { formatIssue } from './policy/compile.js';
 import type { LoadResult } from './policy/load.js';
 import type { IdentityPolicy, Policy, PolicyIssue, RedisPolicy, RoutePolicy } from './policy/types.js';
-import { watchPolicyFile } from './policy/watch.js';
+import { watchPolicyFile, type PolicyWatcher } from './policy/watch.js';
 import { buildRuntime, type Runtime, type RuntimeDeps, type StateReport } from './runtime/runtime.js';
 import { createAdminServer, type LastReload } from './server/admin.js';
 import { createProxyListener, type ListenerDeps, type ProxyListener } from './server/listener.js';
@@ -84,7 +84,7 @@ export class Pilotfish {
   private reloading: Promise<boolean> | null = null;
   private reloadAgain = false;
   private readonly startedAt: number;
-  private stopWatch: (() => void) | null = null;
+  private watcher: PolicyWatcher | null = null;
   private readonly retired = new Set<UpstreamRuntime>();
   /** Registers the local app in etcd while it is healthy; null without `registration`. */
   private registrar: Registrar | null = null;
@@ -268,7 +268,7 @@ export class Pilotfish {
         initialHash: policy.source.hash,
         onError: (error) => logger.log('warn', 'policy watch failed', { error: String(error) }),
       });
-      app.stopWatch = () => watcher.close();
+      app.watcher = watcher;
     }
     logger.log('info', 'pilotfish started', {
       policy: policy.source.file,
@@ -384,6 +384,8 @@ export class Pilotfish {
       return false;
     };
     try {
+      // What this load reads, the watcher need not report again (a SIGHUP after an edit is one load).
+      await this.watcher?.markSeen();
       const loaded = await this.loadPolicy(file);
       if (!loaded.ok) return failed(loaded.issues);
       const policy = loaded.policy;
@@ -460,7 +462,7 @@ export class Pilotfish {
   async shutdown(options: { quietPeriodMs?: number } = {}): Promise<void> {
     if (this.draining) return;
     this.draining = true;
-    this.stopWatch?.();
+    this.watcher?.close();
     // Out of the registry before anything else, so peers stop sending while this one still serves.
     await this.registrar?.deregister();
     this.logger.log('info', 'draining', { inFlight: this.load.inFlight, tunnels: this.tunnels.size });

@@ -29,6 +29,12 @@ export interface WatchOptions {
 export interface PolicyWatcher {
   /** Stops watching; no callback runs after it returns. */
   close(): void;
+  /**
+   * Reads the file now and takes its content as seen: a load something else started (a SIGHUP
+   * right after an edit) is not reported again when this watcher's own event for the same write
+   * comes in. A load can cost a child process, so that would be one more for nothing.
+   */
+  markSeen(): Promise<void>;
 }
 
 /** Calls `onChange` (debounced, never concurrently) each time the file's content hash changes. */
@@ -132,6 +138,19 @@ export function watchPolicyFile(file: string, onChange: () => void, opts: WatchO
   if (lastHash === null) check();
   armPoll();
   return {
+    markSeen(): Promise<void> {
+      // In line with the watcher's own reads, so neither overtakes the other.
+      const seen = reads.then(async () => {
+        try {
+          const hash = sha256Hex(await readFile(path, 'utf8'));
+          if (!closed) lastHash = hash;
+        } catch {
+          // Unreadable now: the next event or poll decides.
+        }
+      });
+      reads = seen;
+      return seen;
+    },
     close(): void {
       closed = true;
       debounce?.cancel();

@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
 import { ManualClock } from '../../lib/core/clock.js';
 import { sha256Hex } from '../../lib/policy/digest.js';
-import { watchPolicyFile } from '../../lib/policy/watch.js';
+import { watchPolicyFile, type PolicyWatcher } from '../../lib/policy/watch.js';
 
 const DEBOUNCE = 200;
 const V1 = 'version: 1 # one\n';
@@ -18,7 +18,7 @@ interface Harness {
   readonly calls: () => number;
   readonly errors: unknown[];
   /** Starts watching `file`, already holding V1. */
-  watch(file: string, pollMs?: number): void;
+  watch(file: string, pollMs?: number): PolicyWatcher;
   /** Runs the debounce and lets fs events and reads land, until `done` or about 3s of real time. */
   until(done: () => boolean): Promise<boolean>;
   /** The same, for a fixed number of rounds: long enough for a change to have been seen. */
@@ -50,6 +50,7 @@ async function harness(t: Test): Promise<Harness> {
         clock, debounceMs: DEBOUNCE, pollMs, initialHash: sha256Hex(V1), onError: (e) => errors.push(e),
       });
       closers.push(() => w.close());
+      return w;
     },
     async until(done) {
       for (let i = 0; i < 150 && !done(); i++) await round();
@@ -252,4 +253,17 @@ t.test('close stops everything: no timers left, no calls after', async (t) => {
   await writeFile(file, V2);
   for (let i = 0; i < 10; i++) { clock.advance(DEBOUNCE * 20); await sleep(20); }
   t.equal(calls, 0);
+});
+
+t.test('content marked as seen (a load a SIGHUP started) is not reported; a later change is', async (t) => {
+  const h = await harness(t);
+  const file = join(h.dir, 'pilotfish.yaml');
+  await writeFile(file, V1);
+  const w = h.watch(file);
+  await writeFile(file, V2);
+  await w.markSeen();
+  await h.settle();
+  t.equal(h.calls(), 0, 'the write already being loaded is not reported');
+  await writeFile(file, V1);
+  t.ok(await h.until(() => h.calls() === 1), 'the next change is');
 });

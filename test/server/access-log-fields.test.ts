@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { LISTENERS } from '../support/proxy.js';
-import { CLI, jsonLines, spawnProxy, waitFor, type SpawnedProxy } from '../support/spawn.js';
+import { childEnv, CLI, jsonLines, spawnProxy, waitFor, type SpawnedProxy } from '../support/spawn.js';
 import { closedPort, startUpstream } from '../support/upstream.js';
 
 const TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736';
@@ -230,7 +230,7 @@ routes:
 shutdown: { quietPeriod: 0s }
 `,
   );
-  const child = spawn(process.execPath, [CLI, 'run', '--policy', policyFile, ...args], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+  const child = spawn(process.execPath, [CLI, 'run', '--policy', policyFile, ...args], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'], env: childEnv(env) });
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import t from 'tap';
 import { Agent, request } from 'undici';
+import { loadPolicy as load, type LoadResult } from '../../lib/policy/load.js';
 import { metricValue } from '../support/metrics-text.js';
 import { LISTENERS, startProxy, type TestProxy } from '../support/proxy.js';
 import { startUpstream, type TestUpstream } from '../support/upstream.js';
@@ -67,6 +68,33 @@ t.test('reload by file watch', async (t) => {
     await new Promise((r) => setTimeout(r, 600));
     t.equal(proxy.logs.filter((l) => l.msg === 'policy reloaded').length, before);
   });
+});
+
+t.test('an edit reloaded by hand at once (a SIGHUP) is not loaded again when the watcher sees it', async (t) => {
+  const a = await startUpstream();
+  const b = await startUpstream();
+  let loads = 0;
+  const loadPolicy = async (file: string): Promise<LoadResult> => {
+    loads++;
+    return load(file);
+  };
+  const proxy = await startProxy(policyFor(a), { watch: true, loadPolicy });
+  const agent = new Agent();
+  t.teardown(async () => {
+    await agent.close();
+    await proxy.close();
+    await a.close();
+    await b.close();
+  });
+  await writeFile(proxy.policyFile, policyFor(b));
+  t.equal(await proxy.app.reload(), true, 'the reload by hand applies the edit');
+  // Past the watcher's 200 ms of quiet and its read.
+  await new Promise((r) => setTimeout(r, 800));
+  t.equal(loads, 2, 'two loads: the start and the reload by hand (a load can be a child process)');
+  t.equal(await servedBy(proxy, agent), b.port, 'the edit serves');
+  await writeFile(proxy.policyFile, policyFor(a));
+  t.ok(await until(async () => (await servedBy(proxy, agent)) === a.port), 'a later edit is still picked up by the watcher');
+  t.equal(loads, 3);
 });
 
 t.test('reload through a Kubernetes ConfigMap symlink swap', async (t) => {

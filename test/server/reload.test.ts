@@ -6,8 +6,9 @@
 import { mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Agent, request } from 'undici';
+import type { StartOptions } from '../../lib/app.js';
 import { loadPolicy as load, type LoadResult } from '../../lib/policy/load.js';
 import { metricValue } from '../support/metrics-text.js';
 import { LISTENERS, startProxy, type TestProxy } from '../support/proxy.js';
@@ -28,6 +29,20 @@ async function servedBy(proxy: TestProxy, agent: Agent): Promise<number> {
   return body.port ?? -res.statusCode;
 }
 
+/** Two upstreams, a proxy on `policyFor(a)` and an agent, all closed when `t` ends. */
+async function twoUpstreams(t: Test, options: Partial<StartOptions> = {}, agent = new Agent()): Promise<{ a: TestUpstream; b: TestUpstream; proxy: TestProxy; agent: Agent }> {
+  const a = await startUpstream();
+  const b = await startUpstream();
+  const proxy = await startProxy(policyFor(a), options);
+  t.teardown(async () => {
+    await agent.close();
+    await proxy.close();
+    await a.close();
+    await b.close();
+  });
+  return { a, b, proxy, agent };
+}
+
 async function until(cond: () => Promise<boolean>, ms = 5_000): Promise<boolean> {
   const end = Date.now() + ms;
   while (Date.now() < end) {
@@ -38,16 +53,7 @@ async function until(cond: () => Promise<boolean>, ms = 5_000): Promise<boolean>
 }
 
 t.test('reload by file watch', async (t) => {
-  const a = await startUpstream();
-  const b = await startUpstream();
-  const proxy = await startProxy(policyFor(a), { watch: true });
-  const agent = new Agent();
-  t.teardown(async () => {
-    await agent.close();
-    await proxy.close();
-    await a.close();
-    await b.close();
-  });
+  const { a, b, proxy, agent } = await twoUpstreams(t, { watch: true });
   t.equal(await servedBy(proxy, agent), a.port, 'serves from the first upstream');
 
   await t.test('an in-place edit', async (t) => {
@@ -71,21 +77,12 @@ t.test('reload by file watch', async (t) => {
 });
 
 t.test('an edit reloaded by hand at once (a SIGHUP) is not loaded again when the watcher sees it', async (t) => {
-  const a = await startUpstream();
-  const b = await startUpstream();
   let loads = 0;
   const loadPolicy = async (file: string): Promise<LoadResult> => {
     loads++;
     return load(file);
   };
-  const proxy = await startProxy(policyFor(a), { watch: true, loadPolicy });
-  const agent = new Agent();
-  t.teardown(async () => {
-    await agent.close();
-    await proxy.close();
-    await a.close();
-    await b.close();
-  });
+  const { a, b, proxy, agent } = await twoUpstreams(t, { watch: true, loadPolicy });
   await writeFile(proxy.policyFile, policyFor(b));
   t.equal(await proxy.app.reload(), true, 'the reload by hand applies the edit');
   // Past the watcher's 200 ms of quiet and its read.
@@ -197,16 +194,7 @@ t.test('a reload back to the last good file clears the failure (good → bad →
 });
 
 t.test('no request fails while the policy is reloaded 50 times under concurrent load', async (t) => {
-  const a = await startUpstream();
-  const b = await startUpstream();
-  const proxy = await startProxy(policyFor(a));
-  const agent = new Agent({ connections: 16 });
-  t.teardown(async () => {
-    await agent.close();
-    await proxy.close();
-    await a.close();
-    await b.close();
-  });
+  const { a, b, proxy, agent } = await twoUpstreams(t, {}, new Agent({ connections: 16 }));
   let stop = false;
   const failures: string[] = [];
   let served = 0;

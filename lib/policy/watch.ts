@@ -62,11 +62,13 @@ export function watchPolicyFile(file: string, onChange: () => void, opts: WatchO
     }
   };
 
+  const readHash = async (): Promise<string> => sha256Hex(await readFile(path, 'utf8'));
+
   /** Reads the file; a new hash is a change, except from the poll, which only starts a debounce (see `armPoll`). */
   const compare = async (fromPoll: boolean): Promise<void> => {
     let hash: string;
     try {
-      hash = sha256Hex(await readFile(path, 'utf8'));
+      hash = await readHash();
     } catch (err) {
       // Absent for a moment mid-swap is normal; the next event or poll reads it again.
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') report(err);
@@ -142,7 +144,7 @@ export function watchPolicyFile(file: string, onChange: () => void, opts: WatchO
       // In line with the watcher's own reads, so neither overtakes the other.
       const seen = reads.then(async () => {
         try {
-          const hash = sha256Hex(await readFile(path, 'utf8'));
+          const hash = await readHash();
           if (!closed) lastHash = hash;
         } catch {
           // Unreadable now: the next event or poll decides.

@@ -4,39 +4,29 @@
  * modules as a resolve hook saw them, as paths, to check what stays out.
  */
 import { execFile } from 'node:child_process';
-import { pathToFileURL } from 'node:url';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { inRepo } from './repo.js';
 
-/** Reports every URL the ES module loader resolves, through a port (hooks run on their own thread). */
-const RESOLVE_HOOK = `
-  let port;
-  export function initialize(data) { port = data.port; }
-  export async function resolve(specifier, context, next) {
-    const resolved = await next(specifier, context);
-    port.postMessage(resolved.url);
-    return resolved;
-  }`;
-
 export async function modulesLoadedByApp(): Promise<string[]> {
   const app = pathToFileURL(inRepo('dist/lib/app.js')).href;
-  const script = `
-    import { createRequire, register } from 'node:module';
-    import { fileURLToPath } from 'node:url';
-    import { MessageChannel } from 'node:worker_threads';
-    const { port1, port2 } = new MessageChannel();
-    const esm = [];
-    port1.on('message', (url) => esm.push(url));
-    register('data:text/javascript,' + encodeURIComponent(${JSON.stringify(RESOLVE_HOOK)}), { data: { port: port2 }, transferList: [port2] });
-    await import(${JSON.stringify(app)});
-    // The hook's last reports cross the port after the import settles.
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    port1.close();
-    const files = esm.filter((url) => url.startsWith('file:')).map((url) => fileURLToPath(url));
-    console.log(JSON.stringify([...Object.keys(createRequire(import.meta.url).cache), ...files]));
-  `;
-  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script]);
-  return JSON.parse(stdout) as string[];
+  const dir = await mkdtemp(join(tmpdir(), 'pilotfish-modules-'));
+  try {
+    const esmFile = join(dir, 'esm.txt');
+    const script = `
+      import { createRequire } from 'node:module';
+      await import(${JSON.stringify(app)});
+      console.log(JSON.stringify(Object.keys(createRequire(import.meta.url).cache)));
+    `;
+    const { stdout } = await promisify(execFile)(process.execPath, [...recordModulesTo(esmFile), '--input-type=module', '-e', script]);
+    const esm = (await readFile(esmFile, 'utf8')).split('\n').filter((url) => url.startsWith('file:')).map((url) => fileURLToPath(url));
+    return [...(JSON.parse(stdout) as string[]), ...esm];
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 /**

@@ -703,7 +703,15 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
 function responseOn(req: IncomingMessage, socket: Duplex): ServerResponse {
   const res = new ServerResponse(req);
   res.shouldKeepAlive = false;
-  res.assignSocket(socket as Socket);
+  try {
+    res.assignSocket(socket as Socket);
+  } catch {
+    // A response to a request pipelined ahead still holds the connection (ERR_HTTP_SOCKET_ASSIGNED,
+    // seen in the abuse test as an uncaught throw that ended the process): this answer cannot
+    // be framed after it, so the connection is cut instead.
+    socket.destroy();
+    return res;
+  }
   res.once('finish', () => socket.end());
   return res;
 }

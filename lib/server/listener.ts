@@ -452,6 +452,7 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
   // CONNECT host:port — Node's proxy agents tunnel even plain http:// this way. The HTTP
   // inside is served by this same server, so it meets the same routes and pipeline.
   function onConnect(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (heldByEarlierResponse(socket)) return;
     const started = clock.now();
     const target = req.url ?? '';
     const authority = parseAuthority(target);
@@ -476,6 +477,7 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
   }
 
   function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (heldByEarlierResponse(socket)) return;
     const started = clock.now();
     const target = headProblem(req) === null ? parseTarget(req.url ?? '', req.headers.host) : null;
     const route = target && routes().match(target.host, target.path, req.method ?? 'GET', req.headers);
@@ -493,6 +495,18 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
     const ex = newExchange(req, res, target, route, started);
     ex.upgrade = { req, res, socket, head, forward: deps.websocket.forward };
     run(ex);
+  }
+
+  /**
+   * A CONNECT or Upgrade pipelined behind a request whose response is still being written: no
+   * answer to it (a refusal, a 200, a 101) can be framed before that response ends, and Node
+   * has already handed the socket over. Such a client is cut, as one pipelining too deep is.
+   */
+  function heldByEarlierResponse(socket: Duplex): boolean {
+    if (!(socket as TrackedSocket)._httpMessage) return false;
+    metrics.connectionClosed('pipelining');
+    socket.destroy();
+    return true;
   }
 
   /** Serves `socket` again as a fresh HTTP/1.1 connection, starting with `prefix`, then `head`. */
@@ -703,15 +717,8 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
 function responseOn(req: IncomingMessage, socket: Duplex): ServerResponse {
   const res = new ServerResponse(req);
   res.shouldKeepAlive = false;
-  try {
-    res.assignSocket(socket as Socket);
-  } catch {
-    // A response to a request pipelined ahead still holds the connection (ERR_HTTP_SOCKET_ASSIGNED,
-    // seen in the abuse test as an uncaught throw that ended the process): this answer cannot
-    // be framed after it, so the connection is cut instead.
-    socket.destroy();
-    return res;
-  }
+  // Never held by an earlier response here (heldByEarlierResponse): assignSocket would throw.
+  res.assignSocket(socket as Socket);
   res.once('finish', () => socket.end());
   return res;
 }

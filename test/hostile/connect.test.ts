@@ -7,7 +7,7 @@
  *   one is closed after `limits.tunnelIdleTimeout`.
  */
 import t from 'tap';
-import { checkTunnelIdleTimeout, sleep } from '../support/hostile.js';
+import { checkTunnelIdleTimeout, metric, sleep } from '../support/hostile.js';
 import { RawConnection, requestBytes, type RawResponse } from '../support/raw-http.js';
 import { spawnProxy, type SpawnedProxy, type Teardown } from '../support/spawn.js';
 import { stillServing } from '../support/survival.js';
@@ -162,6 +162,31 @@ t.test('a client that resets on a CONNECT the proxy refuses does not kill the pr
     }
   }
   t.ok(proxy.running, `pid ${proxy.pid} still running`);
+});
+
+t.test('a CONNECT or Upgrade pipelined behind a response still pending closes that connection, never the proxy', async (t) => {
+  // Node hands the socket over for a CONNECT or Upgrade even while an earlier response on the
+  // connection is unsent; answering on it threw ERR_HTTP_SOCKET_ASSIGNED and ended the process.
+  const proxy = await spawnProxy(t, policy(await upstreams(t)));
+  const behind: [string, string][] = [
+    ['a CONNECT to a host no route names', connectTo('nosuchhost:80')],
+    ['a CONNECT without a port', connectTo('orders')],
+    ['a CONNECT to a routed host', connectTo('orders:80')],
+    ['a WebSocket handshake to a routed host', wsHandshake('/ws/echo', 'ws')],
+    ['a WebSocket handshake to a host no route names', wsHandshake('/ws/echo', 'nosuchhost')],
+  ];
+  for (const [what, bytes] of behind) {
+    const conn = await RawConnection.open(proxy.outboundPort, { t });
+    conn.write(requestBytes('GET', '/held', [['Host', 'slow']]) + bytes);
+    t.ok(await conn.waitClosed(SLOW_MS * 4), `${what} behind a GET still unanswered: the connection is closed`);
+    t.notMatch(conn.received().toString('latin1'), /^HTTP\/1\.1 (101|200 Connection)/, `${what}: no tunnel is answered on it`);
+    conn.destroy();
+    const problem = await stillServing(proxy, 'orders');
+    t.ok(problem === null, `${what}: the process runs and the next request gets 200${problem ? ` — ${problem}` : ''}`);
+    if (problem !== null) return;
+  }
+  const closed = await metric(proxy, 'pilotfish_client_connections_closed_total', { reason: 'pipelining' });
+  t.equal(closed, behind.length, `pilotfish_client_connections_closed_total{reason="pipelining"} counts each (${closed})`);
 });
 
 t.test('CONNECT tunnels are bounded: limits.maxTunnels and limits.tunnelIdleTimeout', async (t) => {

@@ -13,6 +13,8 @@
 #   BENCH_MODE=alloc npm run bench                       # garbage per request (--trace-gc), against the forwarder: test/bench/alloc.sh
 #   BENCH_MODE=alloc-sites npm run bench                 # where that garbage is allocated (sampled), against the forwarder: test/bench/alloc-sites.sh
 #   BENCH_MODE=idle-rss npm run bench                    # resident memory at rest, beside a bare node: test/bench/idle-rss.sh
+#   BENCH_MODE=instructions npm run bench                # instructions per request under callgrind, basic/full/forwarder: test/bench/instructions.sh
+#   BENCH_MODE=threads npm run bench                     # CPU per request by thread, long-lived, policy against policy: test/bench/threads.sh
 #
 # Knobs: BENCH_POLICY=basic|full|both [basic]; PROXY_PORT [18090] (admin on PROXY_PORT+1000);
 # PEERS_DIR [/tmp/peers] (the harness's copy); SHARED_BENCH [<repo>/../shared/bench]. Everything else
@@ -36,7 +38,9 @@ case ${BENCH_MODE:-http1} in
   alloc) exec bash "$REPO/test/bench/alloc.sh" ;;
   alloc-sites) exec bash "$REPO/test/bench/alloc-sites.sh" ;;
   idle-rss) exec bash "$REPO/test/bench/idle-rss.sh" ;;
-  *) echo "BENCH_MODE must be http1, h2c, mtls, soak, profile, alloc, alloc-sites or idle-rss (got '$BENCH_MODE')" >&2; exit 2 ;;
+  instructions) exec bash "$REPO/test/bench/instructions.sh" ;;
+  threads) exec bash "$REPO/test/bench/threads.sh" ;;
+  *) echo "BENCH_MODE must be http1, h2c, mtls, soak, profile, alloc, alloc-sites, idle-rss, instructions or threads (got '$BENCH_MODE')" >&2; exit 2 ;;
 esac
 SHARED_BENCH=${SHARED_BENCH:-$REPO/../shared/bench}
 PEERS_DIR=${PEERS_DIR:-/tmp/peers}

@@ -13,7 +13,10 @@
 // No routing table, policy, stage chain, access log, breaker or admin server. Measured beside the bare
 // forwarder and Pilotfish in the same rounds (EXTRA_PROXIES, test/bench/README.md), it says what the
 // mesh's duties cost when written with nothing else around them.
-// Env: PORT, UPSTREAMS (comma-separated http:// origin URLs).
+// Env: PORT, UPSTREAMS (comma-separated http:// origin URLs), FLOOR_DUTIES: `all` (the default) or
+// `core`, which drops the mesh's headers (request id, X-Forwarded-*, Via, time left: the request headers
+// are the bare forwarder's, hop-by-hop fields dropped) and keeps the deadline, the per-try timer, the retry
+// and the metrics, the duties SEMANTICS asks of every request.
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
@@ -27,6 +30,7 @@ const RETRY_STATUS = new Set([502, 503, 504]);
 const DEADLINE_MS = 15_000;
 const PER_TRY_MS = 5_000;
 const VIA = '1.1 mesh-floor';
+const MESH_HEADERS = (process.env.FLOOR_DUTIES ?? 'all') !== 'core';
 const BUCKETS_MS = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000];
 const histogram = new Float64Array(BUCKETS_MS.length + 1);
 const byStatus = new Float64Array(600);
@@ -35,6 +39,10 @@ let rr = 0;
 function upstreamHeaders(req, requestId, timeLeftMs) {
   const raw = req.rawHeaders;
   const out = [];
+  if (!MESH_HEADERS) {
+    for (let i = 0; i < raw.length; i += 2) if (!HOP.has(raw[i].toLowerCase())) out.push(raw[i], raw[i + 1]);
+    return out;
+  }
   let xff = null;
   let proto = false;
   let fwdHost = null;
@@ -70,7 +78,8 @@ function responseHeaders(raw) {
     if (lower === 'via') via = via === null ? value : `${via}, ${value}`;
     else out.push(name, value);
   }
-  out.push('via', via === null ? VIA : `${via}, ${VIA}`);
+  if (MESH_HEADERS) out.push('via', via === null ? VIA : `${via}, ${VIA}`);
+  else if (via !== null) out.push('via', via);
   return out;
 }
 
@@ -89,7 +98,7 @@ class Exchange {
     this.res = res;
     this.startedAt = performance.now();
     const sent = req.headers['x-request-id'];
-    this.requestId = typeof sent === 'string' && sent.length > 0 && sent.length <= 200 ? sent : randomUUID();
+    this.requestId = !MESH_HEADERS ? '' : typeof sent === 'string' && sent.length > 0 && sent.length <= 200 ? sent : randomUUID();
     this.deadline = setTimeout(() => this.fail(504), DEADLINE_MS).unref();
     this.tries = 0;
     this.current = null;

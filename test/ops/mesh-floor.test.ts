@@ -31,10 +31,10 @@ function get(port: number, headers: http.OutgoingHttpHeaders = {}): Promise<Repl
   });
 }
 
-async function startFloor(t: Test, upstreams: readonly string[]): Promise<number> {
+async function startFloor(t: Test, upstreams: readonly string[], duties = 'all'): Promise<number> {
   const port = await closedPort();
   const proc = spawn(process.execPath, [SCRIPT], {
-    env: { PATH: process.env.PATH ?? '', PORT: String(port), UPSTREAMS: upstreams.map((a) => `http://${a}`).join(',') },
+    env: { PATH: process.env.PATH ?? '', PORT: String(port), UPSTREAMS: upstreams.map((a) => `http://${a}`).join(','), FLOOR_DUTIES: duties },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   t.teardown(() => terminate(proc));
@@ -88,6 +88,23 @@ t.test('a 503 is withheld and retried on the next endpoint; a refused connection
   t.teardown(() => other.close());
   const port2 = await startFloor(t, [`127.0.0.1:${dead}`, other.address]);
   for (let i = 0; i < 2; i++) t.equal((await get(port2)).status, 200, `request ${i + 1} despite the refused endpoint`);
+});
+
+t.test('FLOOR_DUTIES=core drops the mesh headers and keeps the retry', async (t) => {
+  const failing = await startUpstream((req, res) => {
+    req.resume();
+    res.writeHead(503, { 'content-type': 'text/plain' });
+    res.end('down');
+  });
+  const good = await startUpstream(echo);
+  t.teardown(() => Promise.all([failing.close(), good.close()]));
+  const port = await startFloor(t, [failing.address, good.address], 'core');
+  const r = await get(port, { 'x-forwarded-for': '10.0.0.9', connection: 'keep-alive' });
+  t.equal(r.status, 200, 'the 503 was withheld and retried');
+  t.equal(r.headers.via, undefined, 'no Via on the response');
+  const seen = good.seen[0]?.headers ?? {};
+  t.equal(seen['x-forwarded-for'], '10.0.0.9', 'X-Forwarded-For passed on as sent, not appended to');
+  for (const name of ['x-request-id', 'x-forwarded-proto', 'x-forwarded-host', 'via', 'x-request-timeout-ms']) t.equal(seen[name], undefined, `no ${name}`);
 });
 
 t.test('a client that leaves takes its try with it', async (t) => {

@@ -452,7 +452,7 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
   // CONNECT host:port — Node's proxy agents tunnel even plain http:// this way. The HTTP
   // inside is served by this same server, so it meets the same routes and pipeline.
   function onConnect(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    if (heldByEarlierResponse(socket)) return;
+    if (cutIfHeldByEarlierResponse(socket)) return;
     const started = clock.now();
     const target = req.url ?? '';
     const authority = parseAuthority(target);
@@ -477,7 +477,7 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
   }
 
   function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    if (heldByEarlierResponse(socket)) return;
+    if (cutIfHeldByEarlierResponse(socket)) return;
     const started = clock.now();
     const target = headProblem(req) === null ? parseTarget(req.url ?? '', req.headers.host) : null;
     const route = target && routes().match(target.host, target.path, req.method ?? 'GET', req.headers);
@@ -500,9 +500,10 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
   /**
    * A CONNECT or Upgrade pipelined behind a request whose response is still being written: no
    * answer to it (a refusal, a 200, a 101) can be framed before that response ends, and Node
-   * has already handed the socket over. Such a client is cut, as one pipelining too deep is.
+   * has already handed the socket over. Such a client is cut, as one pipelining too deep is;
+   * true when it was.
    */
-  function heldByEarlierResponse(socket: Duplex): boolean {
+  function cutIfHeldByEarlierResponse(socket: Duplex): boolean {
     if (!(socket as TrackedSocket)._httpMessage) return false;
     metrics.connectionClosed('pipelining');
     socket.destroy();
@@ -717,7 +718,7 @@ export function createProxyListener(deps: ListenerDeps): ProxyListener {
 function responseOn(req: IncomingMessage, socket: Duplex): ServerResponse {
   const res = new ServerResponse(req);
   res.shouldKeepAlive = false;
-  // Never held by an earlier response here (heldByEarlierResponse): assignSocket would throw.
+  // Never held by an earlier response here (cutIfHeldByEarlierResponse): assignSocket would throw.
   res.assignSocket(socket as Socket);
   res.once('finish', () => socket.end());
   return res;

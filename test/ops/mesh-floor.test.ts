@@ -44,6 +44,18 @@ async function startFloor(t: Test, upstreams: readonly string[], duties = 'all')
   return port;
 }
 
+/** Two origins: one that answers every request 503, one that echoes. */
+async function failingAndGood(t: Test): Promise<{ failing: TestUpstream; good: TestUpstream }> {
+  const failing = await startUpstream((req, res) => {
+    req.resume();
+    res.writeHead(503, { 'content-type': 'text/plain' });
+    res.end('down');
+  });
+  const good = await startUpstream(echo);
+  t.teardown(() => Promise.all([failing.close(), good.close()]));
+  return { failing, good };
+}
+
 t.test('the mesh headers go upstream and Via comes back; a sane request id is kept, else one is made', async (t) => {
   const up = await startUpstream();
   t.teardown(() => up.close());
@@ -66,13 +78,7 @@ t.test('the mesh headers go upstream and Via comes back; a sane request id is ke
 });
 
 t.test('a 503 is withheld and retried on the next endpoint; a refused connection is retried too', async (t) => {
-  const failing = await startUpstream((req, res) => {
-    req.resume();
-    res.writeHead(503, { 'content-type': 'text/plain' });
-    res.end('down');
-  });
-  const good = await startUpstream(echo);
-  t.teardown(() => Promise.all([failing.close(), good.close()]));
+  const { failing, good } = await failingAndGood(t);
   const port = await startFloor(t, [failing.address, good.address]);
   for (let i = 0; i < 4; i++) {
     const r = await get(port);
@@ -91,13 +97,7 @@ t.test('a 503 is withheld and retried on the next endpoint; a refused connection
 });
 
 t.test('FLOOR_DUTIES=core drops the mesh headers and keeps the retry', async (t) => {
-  const failing = await startUpstream((req, res) => {
-    req.resume();
-    res.writeHead(503, { 'content-type': 'text/plain' });
-    res.end('down');
-  });
-  const good = await startUpstream(echo);
-  t.teardown(() => Promise.all([failing.close(), good.close()]));
+  const { failing, good } = await failingAndGood(t);
   const port = await startFloor(t, [failing.address, good.address], 'core');
   const r = await get(port, { 'x-forwarded-for': '10.0.0.9', connection: 'keep-alive' });
   t.equal(r.status, 200, 'the 503 was withheld and retried');
